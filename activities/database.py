@@ -1,0 +1,748 @@
+"""The store database: connection pool, migrations and every query.
+
+Activities apply writes through :class:`StoreRepository`; the client side uses the
+same repository for reads (quotes, lists, orders), so each query exists once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from domain.bank import BankAccount, BankAccountRef
+from domain.cancellation import (
+    OPEN_STATUSES,
+    CancellationStatus,
+    CancellationView,
+    InitiatedBy,
+    RefundLine,
+    StartCancellationInput,
+)
+from domain.changes import BalanceChange, ChangeSet
+from domain.errors import CancellationError, ErrorCode
+from domain.order import Order, OrderDocument, OrderItem, OrderStatus, Tender
+from domain.rules import check_can_start, check_not_shipped
+from domain.shop import ShopSettings
+
+# A pool per process; cancellations are short transactions, so a few connections suffice.
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
+# A statement stuck longer than this is a database problem, not a slow query of ours.
+COMMAND_TIMEOUT_SECONDS = 15.0
+
+
+async def create_pool(dsn: str) -> asyncpg.Pool:
+    """Open the connection pool used by activities and the client."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=POOL_MIN_SIZE,
+        max_size=POOL_MAX_SIZE,
+        command_timeout=COMMAND_TIMEOUT_SECONDS,
+    )
+    assert pool is not None
+    return pool
+
+
+def _migrations() -> list[tuple[str, str]]:
+    folder = resources.files("activities") / "migrations"
+    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
+
+
+async def apply_migrations(dsn: str) -> None:
+    """Apply the versioned SQL migrations that are not applied yet, in order.
+
+    An advisory lock makes concurrent starters (worker, dev stack, tests) safe.
+    """
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock(4711)")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        applied = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in _migrations():
+            if version in applied:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+        await conn.execute("SELECT pg_advisory_unlock(4711)")
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class OpenedCancellation:
+    """What opening a cancellation found in the store."""
+
+    order: Order
+    settings: ShopSettings
+    refunded_by_tender: dict[str, int]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CancellationRow:
+    """A cancellation as the projection stores it."""
+
+    cancellation_id: str
+    seq: int
+    status: CancellationStatus
+    view: CancellationView
+    created_at: datetime
+
+
+class StoreRepository:
+    """Queries of the store database. Writes are idempotent under retries."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # ------------------------------------------------------------------ orders
+
+    async def get_order(self, shop_id: str, order_id: str) -> Order:
+        """The order with its items and tenders, or ``order_not_found``."""
+        async with self._pool.acquire() as conn:
+            return await _load_order(conn, shop_id, order_id, lock=False)
+
+    async def put_order(self, shop_id: str, order_id: str, doc: OrderDocument) -> bool:
+        """Create or replace an order; ``True`` when it was new.
+
+        An order with an open cancellation can't be replaced: the cancellation works
+        from its tenders.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            existing = await conn.fetchrow(
+                "SELECT status FROM orders WHERE shop_id=$1 AND order_id=$2 FOR UPDATE",
+                shop_id,
+                order_id,
+            )
+            if existing is not None:
+                open_row = await conn.fetchval(
+                    "SELECT cancellation_id FROM cancellations"
+                    " WHERE shop_id=$1 AND order_id=$2 AND status = ANY($3::text[])",
+                    shop_id,
+                    order_id,
+                    [s.value for s in OPEN_STATUSES],
+                )
+                if open_row is not None or existing["status"] == OrderStatus.CANCELED:
+                    raise CancellationError(
+                        ErrorCode.INVALID_TRANSITION,
+                        f"order {order_id} has a cancellation ({open_row or 'canceled'});"
+                        " it can't be replaced now",
+                    )
+                await conn.execute(
+                    "DELETE FROM order_items WHERE shop_id=$1 AND order_id=$2", shop_id, order_id
+                )
+                await conn.execute(
+                    "DELETE FROM tenders WHERE shop_id=$1 AND order_id=$2", shop_id, order_id
+                )
+            await conn.execute(
+                """INSERT INTO orders
+                     (shop_id, order_id, customer_id, currency, status, shipping_fee)
+                   VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (shop_id, order_id) DO UPDATE SET customer_id=$3, currency=$4,
+                     status=$5, shipping_fee=$6, status_before_cancellation=NULL,
+                     updated_at=now()""",
+                shop_id,
+                order_id,
+                doc.customer_id,
+                doc.currency,
+                doc.status.value,
+                doc.shipping_fee,
+            )
+            await conn.executemany(
+                "INSERT INTO order_items (shop_id, order_id, item_id, position, sku, quantity,"
+                " unit_price) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [
+                    (shop_id, order_id, i.item_id, n, i.sku, i.quantity, i.unit_price)
+                    for n, i in enumerate(doc.items)
+                ],
+            )
+            await conn.executemany(
+                "INSERT INTO tenders (shop_id, order_id, tender_id, position, kind, amount,"
+                " payment_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [
+                    (shop_id, order_id, t.tender_id, n, t.kind.value, t.amount, t.payment_id)
+                    for n, t in enumerate(doc.tenders)
+                ],
+            )
+            await conn.execute(
+                "INSERT INTO customers (shop_id, customer_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING",
+                shop_id,
+                doc.customer_id,
+            )
+            await conn.execute(
+                "INSERT INTO shops (shop_id) VALUES ($1) ON CONFLICT DO NOTHING", shop_id
+            )
+            return existing is None
+
+    async def set_fulfillment_status(
+        self, shop_id: str, order_id: str, status: OrderStatus
+    ) -> Order:
+        """Backend services report fulfillment progress (preparing … delivered)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await _load_order(conn, shop_id, order_id, lock=True)
+            if order.status in (OrderStatus.CANCELED, OrderStatus.AWAITING_PAYMENT):
+                raise CancellationError(
+                    ErrorCode.INVALID_TRANSITION,
+                    f"order {order_id} is {order.status.value}; it can't be fulfilled",
+                )
+            column = (
+                "status_before_cancellation"
+                if order.status_before_cancellation is not None
+                else "status"
+            )
+            await conn.execute(
+                f"UPDATE orders SET {column}=$3, updated_at=now() WHERE shop_id=$1 AND order_id=$2",
+                shop_id,
+                order_id,
+                status.value,
+            )
+            # Shipping while a cancellation waits shows as the order's own status, so the
+            # acceptance re-check (rule 1) sees it.
+            if status in (OrderStatus.IN_TRANSIT, OrderStatus.DELIVERED):
+                await conn.execute(
+                    "UPDATE orders SET status=$3 WHERE shop_id=$1 AND order_id=$2",
+                    shop_id,
+                    order_id,
+                    status.value,
+                )
+            return await _load_order(conn, shop_id, order_id, lock=False)
+
+    # ------------------------------------------------------------------ settings, stock, balances
+
+    async def get_settings(self, shop_id: str) -> ShopSettings:
+        """The shop's settings; defaults for a shop that never set any."""
+        async with self._pool.acquire() as conn:
+            return await _load_settings(conn, shop_id)
+
+    async def put_settings(self, shop_id: str, settings: ShopSettings) -> None:
+        """Store the shop's settings."""
+        await self._pool.execute(
+            """INSERT INTO shops (shop_id, customer_cancellation_requests, request_reminder_after,
+                 undo_window, repayment_window) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (shop_id) DO UPDATE SET customer_cancellation_requests=$2,
+                 request_reminder_after=$3, undo_window=$4, repayment_window=$5,
+                 updated_at=now()""",
+            shop_id,
+            settings.customer_cancellation_requests,
+            settings.request_reminder_after,
+            settings.undo_window,
+            settings.repayment_window,
+        )
+
+    async def get_stock(self, shop_id: str, sku: str) -> int | None:
+        """Units available for a SKU, or ``None`` when the shop never stocked it."""
+        value = await self._pool.fetchval(
+            "SELECT available FROM stock WHERE shop_id=$1 AND sku=$2", shop_id, sku
+        )
+        return None if value is None else int(value)
+
+    async def put_stock(self, shop_id: str, sku: str, available: int) -> None:
+        """Set the units available for a SKU."""
+        await self._pool.execute(
+            "INSERT INTO stock (shop_id, sku, available) VALUES ($1, $2, $3)"
+            " ON CONFLICT (shop_id, sku) DO UPDATE SET available=$3, updated_at=now()",
+            shop_id,
+            sku,
+            available,
+        )
+
+    async def get_balances(self, shop_id: str, customer_id: str) -> tuple[int, int] | None:
+        """A customer's (points, credits), or ``None`` when unknown."""
+        row = await self._pool.fetchrow(
+            "SELECT points, credits FROM customers WHERE shop_id=$1 AND customer_id=$2",
+            shop_id,
+            customer_id,
+        )
+        return None if row is None else (int(row["points"]), int(row["credits"]))
+
+    async def put_balances(self, shop_id: str, customer_id: str, points: int, credits: int) -> None:
+        """Set a customer's balances."""
+        await self._pool.execute(
+            "INSERT INTO customers (shop_id, customer_id, points, credits) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (shop_id, customer_id) DO UPDATE SET points=$3, credits=$4,"
+            " updated_at=now()",
+            shop_id,
+            customer_id,
+            points,
+            credits,
+        )
+
+    async def store_bank_account(self, shop_id: str, account: BankAccount) -> BankAccountRef:
+        """Keep a bank account in the store database; workflows carry only the reference."""
+        ref = await self._pool.fetchval(
+            "INSERT INTO bank_accounts (ref, shop_id, bank, account_number, holder)"
+            " VALUES ('ba_' || md5(random()::text || clock_timestamp()::text), $1, $2, $3, $4)"
+            " RETURNING ref",
+            shop_id,
+            account.bank,
+            account.account_number,
+            account.holder,
+        )
+        return BankAccountRef(ref=ref, bank=account.bank, masked_number=account.masked_number)
+
+    # ------------------------------------------------------------------ cancellations
+
+    async def cancellations_of_order(self, shop_id: str, order_id: str) -> list[CancellationRow]:
+        """An order's cancellations, latest first."""
+        rows = await self._pool.fetch(
+            "SELECT cancellation_id, seq, status, view, created_at FROM cancellations"
+            " WHERE shop_id=$1 AND order_id=$2 ORDER BY seq DESC",
+            shop_id,
+            order_id,
+        )
+        return [_cancellation_row(r) for r in rows]
+
+    async def get_cancellation(self, shop_id: str, cancellation_id: str) -> CancellationRow | None:
+        """One cancellation of the shop, or ``None``."""
+        row = await self._pool.fetchrow(
+            "SELECT cancellation_id, seq, status, view, created_at FROM cancellations"
+            " WHERE shop_id=$1 AND cancellation_id=$2",
+            shop_id,
+            cancellation_id,
+        )
+        return None if row is None else _cancellation_row(row)
+
+    async def list_cancellations(
+        self,
+        shop_id: str,
+        *,
+        statuses: Sequence[CancellationStatus] = (),
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[CancellationRow]:
+        """A shop's cancellations, newest first, after the keyset cursor ``before``."""
+        rows = await self._pool.fetch(
+            """SELECT cancellation_id, seq, status, view, created_at FROM cancellations
+               WHERE shop_id=$1
+                 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+                 AND ($3::timestamptz IS NULL OR (created_at, cancellation_id) < ($3, $4))
+               ORDER BY created_at DESC, cancellation_id DESC LIMIT $5""",
+            shop_id,
+            [s.value for s in statuses],
+            before[0] if before else None,
+            before[1] if before else "",
+            limit,
+        )
+        return [_cancellation_row(r) for r in rows]
+
+    async def open_cancellation(
+        self, start: StartCancellationInput, seq: int, view: CancellationView, at: datetime
+    ) -> OpenedCancellation:
+        """Record a new cancellation and hold the order for it (rules 1 to 3).
+
+        Idempotent: a retry finds its own row and answers as the first attempt did.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            order = await _load_order(conn, start.shop_id, start.order_id, lock=True)
+            settings = await _load_settings(conn, start.shop_id)
+            mine = await conn.fetchrow(
+                "SELECT created_at FROM cancellations WHERE cancellation_id=$1",
+                start.cancellation_id,
+            )
+            if mine is None:
+                check_can_start(order, settings, start.initiated_by, start.channel)
+                other = await conn.fetchval(
+                    "SELECT cancellation_id FROM cancellations WHERE shop_id=$1 AND order_id=$2"
+                    " AND status = ANY($3::text[])",
+                    start.shop_id,
+                    start.order_id,
+                    [s.value for s in OPEN_STATUSES],
+                )
+                if other is not None:
+                    raise CancellationError(
+                        ErrorCode.INVALID_TRANSITION,
+                        f"order {start.order_id} already has an open cancellation {other}",
+                    )
+                await conn.execute(
+                    """INSERT INTO cancellations (cancellation_id, shop_id, order_id, seq, status,
+                         initiated_by, channel, reason_code, reason, items, currency, view,
+                         created_at, updated_at)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)""",
+                    start.cancellation_id,
+                    start.shop_id,
+                    start.order_id,
+                    seq,
+                    view.status.value,
+                    start.initiated_by.value,
+                    start.channel.value,
+                    start.reason_code.value if start.reason_code else None,
+                    start.reason,
+                    _json([i.model_dump() for i in start.items]) if start.items else None,
+                    order.currency,
+                    view.model_dump_json(),
+                    at,
+                )
+                new_status = (
+                    OrderStatus.CANCELLATION_REQUESTED
+                    if view.order_status is OrderStatus.CANCELLATION_REQUESTED
+                    else order.status
+                )
+                await conn.execute(
+                    "UPDATE orders SET status_before_cancellation=status, status=$3,"
+                    " updated_at=now() WHERE shop_id=$1 AND order_id=$2",
+                    start.shop_id,
+                    start.order_id,
+                    new_status.value,
+                )
+                await _record_request(conn, start, view, at)
+                created_at = at
+                order = await _load_order(conn, start.shop_id, start.order_id, lock=False)
+            else:
+                created_at = mine["created_at"]
+            refunded = await conn.fetch(
+                """SELECT r.tender_id, sum(r.amount) AS amount FROM refund_lines r
+                   JOIN cancellations c USING (cancellation_id)
+                   WHERE c.shop_id=$1 AND c.order_id=$2 AND c.cancellation_id <> $3
+                     AND c.status = 'canceled' AND r.status = 'succeeded'
+                   GROUP BY r.tender_id""",
+                start.shop_id,
+                start.order_id,
+                start.cancellation_id,
+            )
+            return OpenedCancellation(
+                order=order,
+                settings=settings,
+                refunded_by_tender={r["tender_id"]: int(r["amount"]) for r in refunded},
+                created_at=created_at,
+            )
+
+    async def apply_changes(
+        self, changes: ChangeSet, shop_id: str, order_id: str
+    ) -> tuple[bool, OrderStatus]:
+        """Apply a transition's change set in one transaction.
+
+        Returns whether it was applied now (``False``: an earlier attempt did) and the
+        order's status afterwards. The audit event's key is the idempotency key: a retry
+        of an applied change set finds the event and changes nothing.
+        """
+        view = changes.view
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM orders WHERE shop_id=$1 AND order_id=$2 FOR UPDATE",
+                shop_id,
+                order_id,
+            )
+            current = OrderStatus(
+                await conn.fetchval(
+                    "SELECT status FROM orders WHERE shop_id=$1 AND order_id=$2",
+                    shop_id,
+                    order_id,
+                )
+            )
+            inserted = await conn.fetchval(
+                "INSERT INTO cancellation_events (event_key, cancellation_id, shop_id, at, event,"
+                " actor, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (event_key) DO NOTHING RETURNING 1",
+                changes.event_key,
+                view.cancellation_id,
+                shop_id,
+                changes.event.at,
+                changes.event.event,
+                changes.event.actor,
+                _json(changes.event.detail),
+            )
+            if inserted is None:
+                return False, current
+            # Transitions the workflow made without a store write of their own (a provider
+            # refund settling, say) reach the audit trail with the next change set.
+            await conn.executemany(
+                "INSERT INTO cancellation_events (event_key, cancellation_id, shop_id, at, event,"
+                " actor, detail) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                [
+                    (
+                        f"{view.cancellation_id}:{n:04d}:{entry.event}",
+                        view.cancellation_id,
+                        shop_id,
+                        entry.at,
+                        entry.event,
+                        entry.actor,
+                        _json(entry.detail),
+                    )
+                    for n, entry in enumerate(view.history[:-1], start=1)
+                ],
+            )
+            if changes.order is not None:
+                current = await _change_order(conn, shop_id, order_id, changes)
+                view = view.model_copy(update={"order_status": current})
+            for stock in changes.stock:
+                await _move_stock(conn, shop_id, stock.sku, stock.delta, stock.key)
+            for balance in changes.balances:
+                await _move_balance(conn, shop_id, balance)
+            for line in changes.refund_lines:
+                await _upsert_refund_line(conn, view.cancellation_id, line)
+            for n, note in enumerate(changes.notifications):
+                await conn.execute(
+                    "INSERT INTO outbox (message_key, shop_id, cancellation_id, recipient,"
+                    " customer_id, template, payload) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    " ON CONFLICT DO NOTHING",
+                    f"{changes.event_key}:{n}",
+                    shop_id,
+                    view.cancellation_id,
+                    note.recipient.value,
+                    changes.customer_id if note.recipient == "customer" else None,
+                    note.template,
+                    _json(note.payload),
+                )
+            await conn.execute(
+                """UPDATE cancellations SET status=$2, refund_method=$3, refundable=$4, refunded=$5,
+                     needs_attention=$6, view=$7, updated_at=$8, canceled_at=$9, undo_until=$10,
+                     customer_note=$11, reason_code=$12, reason=$13
+                   WHERE cancellation_id=$1""",
+                view.cancellation_id,
+                view.status.value,
+                view.refund_method.value if view.refund_method else None,
+                view.refundable.amount if view.refundable else None,
+                view.refunded.amount if view.refunded else 0,
+                view.needs_attention.value if view.needs_attention else None,
+                view.model_dump_json(),
+                changes.event.at,
+                view.canceled_at,
+                view.undo_until,
+                view.customer_note,
+                view.reason_code.value if view.reason_code else None,
+                view.reason,
+            )
+            return True, current
+
+    async def save_view(self, view: CancellationView) -> None:
+        """Refresh the stored view without an audited transition (the run closed)."""
+        await self._pool.execute(
+            "UPDATE cancellations SET view=$2 WHERE cancellation_id=$1",
+            view.cancellation_id,
+            view.model_dump_json(),
+        )
+
+    # ------------------------------------------------------------------ audit and outbox
+
+    async def events(self, cancellation_id: str) -> list[dict[str, Any]]:
+        """The audit trail of one cancellation, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT at, event, actor, detail FROM cancellation_events WHERE cancellation_id=$1"
+            " ORDER BY at, event_key",
+            cancellation_id,
+        )
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    async def outbox(self, shop_id: str) -> list[dict[str, Any]]:
+        """A shop's notifications, oldest first."""
+        rows = await self._pool.fetch(
+            "SELECT message_key, cancellation_id, recipient, customer_id, template, payload"
+            " FROM outbox WHERE shop_id=$1 ORDER BY created_at, message_key",
+            shop_id,
+        )
+        return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _cancellation_row(row: asyncpg.Record) -> CancellationRow:
+    return CancellationRow(
+        cancellation_id=row["cancellation_id"],
+        seq=row["seq"],
+        status=CancellationStatus(row["status"]),
+        view=CancellationView.model_validate_json(row["view"]),
+        created_at=row["created_at"],
+    )
+
+
+async def _load_order(
+    conn: asyncpg.Connection, shop_id: str, order_id: str, *, lock: bool
+) -> Order:
+    row = await conn.fetchrow(
+        "SELECT * FROM orders WHERE shop_id=$1 AND order_id=$2" + (" FOR UPDATE" if lock else ""),
+        shop_id,
+        order_id,
+    )
+    if row is None:
+        raise CancellationError(
+            ErrorCode.ORDER_NOT_FOUND, f"shop {shop_id} has no order {order_id}"
+        )
+    items = await conn.fetch(
+        "SELECT item_id, sku, quantity, unit_price FROM order_items"
+        " WHERE shop_id=$1 AND order_id=$2 ORDER BY position",
+        shop_id,
+        order_id,
+    )
+    tenders = await conn.fetch(
+        "SELECT tender_id, kind, amount, payment_id FROM tenders"
+        " WHERE shop_id=$1 AND order_id=$2 ORDER BY position",
+        shop_id,
+        order_id,
+    )
+    return Order.model_construct(
+        shop_id=shop_id,
+        order_id=order_id,
+        customer_id=row["customer_id"],
+        currency=row["currency"],
+        status=OrderStatus(row["status"]),
+        status_before_cancellation=(
+            OrderStatus(row["status_before_cancellation"])
+            if row["status_before_cancellation"]
+            else None
+        ),
+        shipping_fee=int(row["shipping_fee"]),
+        items=[OrderItem(**dict(i)) for i in items],
+        tenders=[Tender(**dict(t)) for t in tenders],
+    )
+
+
+async def _record_request(
+    conn: asyncpg.Connection, start: StartCancellationInput, view: CancellationView, at: datetime
+) -> None:
+    """The audit event of the request, and the merchant's notice of a customer request."""
+    first = view.history[0] if view.history else None
+    await conn.execute(
+        "INSERT INTO cancellation_events (event_key, cancellation_id, shop_id, at, event, actor,"
+        " detail) VALUES ($1, $2, $3, $4, 'requested', $5, $6) ON CONFLICT DO NOTHING",
+        f"{start.cancellation_id}:0001:requested",
+        start.cancellation_id,
+        start.shop_id,
+        at,
+        start.actor,
+        _json(first.detail if first else {}),
+    )
+    if start.initiated_by is InitiatedBy.CUSTOMER:
+        await conn.execute(
+            "INSERT INTO outbox (message_key, shop_id, cancellation_id, recipient, template,"
+            " payload) VALUES ($1, $2, $3, 'merchant', 'new_request', $4) ON CONFLICT DO NOTHING",
+            f"{start.cancellation_id}:0001:requested:0",
+            start.shop_id,
+            start.cancellation_id,
+            _json({"order_id": start.order_id, "reason_code": start.reason_code}),
+        )
+
+
+async def _load_settings(conn: asyncpg.Connection, shop_id: str) -> ShopSettings:
+    row = await conn.fetchrow(
+        "SELECT customer_cancellation_requests, request_reminder_after, undo_window,"
+        " repayment_window FROM shops WHERE shop_id=$1",
+        shop_id,
+    )
+    return ShopSettings() if row is None else ShopSettings(**dict(row))
+
+
+async def _change_order(
+    conn: asyncpg.Connection, shop_id: str, order_id: str, changes: ChangeSet
+) -> OrderStatus:
+    change = changes.order
+    assert change is not None
+    if change.require_unshipped:
+        check_not_shipped(await _load_order(conn, shop_id, order_id, lock=False))
+    if change.status is None:
+        status = await conn.fetchval(
+            "UPDATE orders SET status=coalesce(status_before_cancellation, status),"
+            " status_before_cancellation=NULL, updated_at=now() WHERE shop_id=$1 AND order_id=$2"
+            " RETURNING status",
+            shop_id,
+            order_id,
+        )
+    else:
+        status = await conn.fetchval(
+            "UPDATE orders SET status=$3, updated_at=now() WHERE shop_id=$1 AND order_id=$2"
+            " RETURNING status",
+            shop_id,
+            order_id,
+            change.status.value,
+        )
+    return OrderStatus(status)
+
+
+async def _move_stock(
+    conn: asyncpg.Connection, shop_id: str, sku: str, delta: int, key: str
+) -> None:
+    moved = await conn.fetchval(
+        "INSERT INTO stock_movements (movement_key, shop_id, sku, delta) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        key,
+        shop_id,
+        sku,
+        delta,
+    )
+    if moved is None:
+        return
+    if delta < 0:
+        available = await conn.fetchval(
+            "SELECT available FROM stock WHERE shop_id=$1 AND sku=$2 FOR UPDATE", shop_id, sku
+        )
+        if available is None or available < -delta:
+            raise CancellationError(
+                ErrorCode.OUT_OF_STOCK, f"only {available or 0} of {sku} left, {-delta} needed"
+            )
+    await conn.execute(
+        "INSERT INTO stock (shop_id, sku, available) VALUES ($1, $2, $3)"
+        " ON CONFLICT (shop_id, sku) DO UPDATE SET available = stock.available + $3,"
+        " updated_at=now()",
+        shop_id,
+        sku,
+        delta,
+    )
+
+
+async def _move_balance(conn: asyncpg.Connection, shop_id: str, change: BalanceChange) -> None:
+    moved = await conn.fetchval(
+        "INSERT INTO balance_movements (movement_key, shop_id, customer_id, balance, delta)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
+        change.key,
+        shop_id,
+        change.customer_id,
+        change.balance.value,
+        change.delta,
+    )
+    if moved is None:
+        return
+    column = "points" if change.balance == "points" else "credits"
+    await conn.execute(
+        "INSERT INTO customers (shop_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        shop_id,
+        change.customer_id,
+    )
+    await conn.execute(
+        f"UPDATE customers SET {column} = {column} + $3, updated_at=now()"
+        " WHERE shop_id=$1 AND customer_id=$2",
+        shop_id,
+        change.customer_id,
+        change.delta,
+    )
+
+
+async def _upsert_refund_line(
+    conn: asyncpg.Connection, cancellation_id: str, line: RefundLine
+) -> None:
+    await conn.execute(
+        """INSERT INTO refund_lines (refund_id, cancellation_id, tender_id, tender_kind, method,
+             channel, amount, status, provider_reference, failure, bank_account_ref,
+             confirmation_reference)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           ON CONFLICT (refund_id) DO UPDATE SET method=$5, channel=$6, status=$8,
+             provider_reference=$9, failure=$10, bank_account_ref=$11,
+             confirmation_reference=$12, updated_at=now()""",
+        line.refund_id,
+        cancellation_id,
+        line.tender_id,
+        line.tender_kind.value,
+        line.method.value,
+        line.channel.value,
+        line.amount,
+        line.status.value,
+        line.provider_reference,
+        line.failure,
+        line.bank_account.ref if line.bank_account else None,
+        line.confirmation_reference,
+    )

@@ -1,0 +1,132 @@
+"""Activities that move money through the payment provider."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.provider_client import (
+    PaymentProviderClient,
+    ProviderRefused,
+    ProviderUnavailable,
+    RefundDeclined,
+)
+
+# Failure types the workflow reacts to (ApplicationError.type).
+REFUND_DECLINED = "refund_declined"
+PROVIDER_REFUSED = "provider_refused"
+PROVIDER_UNAVAILABLE = "provider_unavailable"
+REFUND_PENDING = "refund_pending"
+
+# While a refund is pending, look again after this long (plus Temporal's backoff).
+SETTLEMENT_POLL_DELAY = timedelta(seconds=2)
+
+
+class ProviderOperation(StrEnum):
+    """What the provider was asked to do for a card tender."""
+
+    REFUND = "refund"
+    VOID = "void"
+
+
+class RefundPaymentInput(BaseModel):
+    """Give a card payment's money back (refund, or void when only authorized)."""
+
+    refund_id: str
+    payment_id: str
+    amount: int
+    currency: str
+    idempotency_key: str
+
+
+class RefundPaymentResult(BaseModel):
+    """What the provider did: ``settled`` is false while a refund is pending."""
+
+    operation: ProviderOperation
+    provider_reference: str
+    settled: bool
+
+
+class AwaitSettlementInput(BaseModel):
+    """Wait until a pending provider refund settles."""
+
+    refund_id: str
+    provider_reference: str
+
+
+class ProviderActivities:
+    """Refunds and voids through the payment provider, each with an idempotency key."""
+
+    def __init__(self, client: PaymentProviderClient) -> None:
+        self._client = client
+
+    @activity.defn
+    async def refund_payment(self, input: RefundPaymentInput) -> RefundPaymentResult:
+        """Refund a captured card payment, or void one that was only authorized.
+
+        The idempotency key makes a retry after the provider applied the refund (but
+        before we heard back) return the first result instead of refunding twice.
+        """
+        try:
+            payment = await self._client.get_payment(input.payment_id)
+            if payment["status"] in ("authorized", "voided"):
+                voided = await self._client.void(input.payment_id, input.idempotency_key)
+                return RefundPaymentResult(
+                    operation=ProviderOperation.VOID,
+                    provider_reference=f"void:{voided['id']}",
+                    settled=True,
+                )
+            refund = await self._client.refund(
+                input.payment_id, input.amount, input.idempotency_key
+            )
+        except RefundDeclined as err:
+            raise ApplicationError(str(err), type=REFUND_DECLINED, non_retryable=True) from None
+        except ProviderRefused as err:
+            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
+        except ProviderUnavailable as err:
+            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
+        activity.logger.info(
+            "provider refund %s for %s: %s", refund["id"], input.refund_id, refund["status"]
+        )
+        return RefundPaymentResult(
+            operation=ProviderOperation.REFUND,
+            provider_reference=refund["id"],
+            settled=refund["status"] == "succeeded",
+        )
+
+    @activity.defn
+    async def await_refund_settlement(self, input: AwaitSettlementInput) -> RefundPaymentResult:
+        """Succeeds once the pending refund settled; retried by Temporal until then.
+
+        Waiting through activity retries keeps the workflow history short: only the
+        final outcome is recorded, however many times the provider was asked.
+        """
+        try:
+            refund = await self._client.get_refund(input.provider_reference)
+        except ProviderRefused as err:
+            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
+        except ProviderUnavailable as err:
+            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
+        match refund["status"]:
+            case "succeeded":
+                return RefundPaymentResult(
+                    operation=ProviderOperation.REFUND,
+                    provider_reference=refund["id"],
+                    settled=True,
+                )
+            case "declined" | "failed":
+                raise ApplicationError(
+                    f"refund {refund['id']} was declined: {refund.get('failure_code')}",
+                    type=REFUND_DECLINED,
+                    non_retryable=True,
+                )
+            case _:
+                raise ApplicationError(
+                    f"refund {refund['id']} is still {refund['status']}",
+                    type=REFUND_PENDING,
+                    next_retry_delay=SETTLEMENT_POLL_DELAY,
+                )

@@ -1,0 +1,128 @@
+"""A small HTTP client for the payment provider (the sandbox speaks its API).
+
+Exception tree::
+
+    ProviderError                 anything the provider said or failed to say
+    ├── ProviderUnavailable       5xx, timeouts, connection errors: try again later
+    └── ProviderRefused           a 4xx answer: asking again changes nothing
+        └── RefundDeclined        the card network declined the refund
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+# The sandbox can hang on purpose; a refund that takes longer than this is retried by
+# Temporal with the same idempotency key, so giving up early never pays twice.
+REQUEST_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+
+
+class ProviderError(Exception):
+    """The provider did not do what we asked."""
+
+    def __init__(self, message: str, *, code: str = "provider_error", status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider did not answer usefully; the same request may succeed later."""
+
+
+class ProviderRefused(ProviderError):
+    """The provider refused the request; repeating it would be refused again."""
+
+
+class RefundDeclined(ProviderRefused):
+    """The refund was declined for good (e.g. the card account is closed)."""
+
+
+class PaymentProviderClient:
+    """Calls the provider's REST API; every POST carries an idempotency key."""
+
+    def __init__(self, base_url: str, *, http: httpx.AsyncClient | None = None) -> None:
+        self._http = http or httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT)
+
+    async def aclose(self) -> None:
+        """Close the underlying connection pool."""
+        await self._http.aclose()
+
+    async def get_payment(self, payment_id: str) -> dict[str, Any]:
+        """The payment with its status, amounts and ledger."""
+        return await self._request("GET", f"/v1/payments/{payment_id}")
+
+    async def create_payment(
+        self,
+        amount: int,
+        currency: str,
+        *,
+        capture: bool = True,
+        behavior: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a card payment (used by demos and tests; the storefront does this live)."""
+        body = {"amount": amount, "currency": currency, "capture": capture}
+        if behavior:
+            body["behavior"] = behavior
+        return await self._request("POST", "/v1/payments", body, idempotency_key)
+
+    async def refund(self, payment_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
+        """Refund (part of) a captured payment; the answer is the refund object."""
+        return await self._request(
+            "POST", f"/v1/payments/{payment_id}/refunds", {"amount": amount}, idempotency_key
+        )
+
+    async def get_refund(self, refund_id: str) -> dict[str, Any]:
+        """A refund's current state (pending ones settle later)."""
+        return await self._request("GET", f"/v1/refunds/{refund_id}")
+
+    async def void(self, payment_id: str, idempotency_key: str) -> dict[str, Any]:
+        """Void an authorized, uncaptured payment; the answer is the payment."""
+        return await self._request("POST", f"/v1/payments/{payment_id}/void", {}, idempotency_key)
+
+    async def recapture_check(self, payment_id: str) -> dict[str, Any]:
+        """Whether a refunded or voided payment can be taken again: ``{outcome, until}``."""
+        return await self._request("GET", f"/v1/payments/{payment_id}/recapture")
+
+    async def recapture(self, payment_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
+        """Take back money that was refunded or voided."""
+        return await self._request(
+            "POST", f"/v1/payments/{payment_id}/recapture", {"amount": amount}, idempotency_key
+        )
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        try:
+            response = await self._http.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as err:
+            raise ProviderUnavailable(
+                f"{method} {path}: {type(err).__name__}", code="provider_unavailable"
+            ) from err
+        if response.status_code >= 500:
+            raise ProviderUnavailable(
+                f"{method} {path}: provider answered {response.status_code}",
+                code="provider_unavailable",
+                status=response.status_code,
+            )
+        try:
+            payload: dict[str, Any] = response.json()
+        except ValueError as err:
+            raise ProviderUnavailable(
+                f"{method} {path}: unreadable answer", status=response.status_code
+            ) from err
+        if response.status_code >= 400:
+            error = payload.get("error") or {}
+            code = str(error.get("code", "provider_refused"))
+            message = f"{method} {path}: {code}: {error.get('message', '')}".rstrip(": ")
+            kind = RefundDeclined if code == "refund_declined" else ProviderRefused
+            raise kind(message, code=code, status=response.status_code)
+        return payload

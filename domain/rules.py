@@ -1,0 +1,124 @@
+"""The cancellation rules of the store-admin guide as pure functions."""
+
+from domain.cancellation import (
+    OPEN_STATUSES,
+    AcceptInput,
+    Action,
+    CancellationStatus,
+    CancellationView,
+    Channel,
+    InitiatedBy,
+    RefundStatus,
+)
+from domain.errors import CancellationError, ErrorCode
+from domain.order import CANCELLATION_STATUSES, Order, OrderStatus
+from domain.refund_plan import RefundPlan
+from domain.shop import ShopSettings
+
+
+def check_not_shipped(order: Order) -> None:
+    """Rule 1: shipped orders are returns, not cancellations."""
+    if order.is_shipped:
+        raise CancellationError(
+            ErrorCode.ORDER_SHIPPED,
+            f"order {order.order_id} is {order.status.value}; process it as a return instead",
+        )
+
+
+def check_can_start(
+    order: Order,
+    settings: ShopSettings,
+    initiated_by: InitiatedBy,
+    channel: Channel,
+) -> None:
+    """Rules 1 and 2, and that the order is not canceled already.
+
+    Raises:
+        CancellationError: ``order_shipped``, ``customer_requests_disabled`` or
+            ``invalid_transition``.
+    """
+    check_not_shipped(order)
+    if (
+        initiated_by is InitiatedBy.CUSTOMER
+        and channel is Channel.MY_ACCOUNT
+        and not settings.customer_cancellation_requests
+    ):
+        raise CancellationError(
+            ErrorCode.CUSTOMER_REQUESTS_DISABLED,
+            "this shop does not take cancellation requests from My Account; "
+            "the customer should contact the store",
+        )
+    if order.status is OrderStatus.CANCELED:
+        raise CancellationError(
+            ErrorCode.INVALID_TRANSITION,
+            f"order {order.order_id} is canceled already; nothing is left to cancel",
+        )
+
+
+def check_start_input(initiated_by: InitiatedBy, channel: Channel, has_accept: bool) -> None:
+    """Customers request from My Account; merchants start with their acceptance (rule 5)."""
+    if initiated_by is InitiatedBy.CUSTOMER:
+        if channel is not Channel.MY_ACCOUNT:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR,
+                "a customer's phone or mail request is entered by the merchant "
+                "(initiated_by merchant, channel contact)",
+            )
+        if has_accept:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR, "a customer request can't carry an acceptance"
+            )
+    elif not has_accept:
+        raise CancellationError(
+            ErrorCode.VALIDATION_ERROR,
+            "a merchant-initiated cancellation starts accepted: send the accept body",
+        )
+    elif channel is Channel.MY_ACCOUNT:
+        raise CancellationError(
+            ErrorCode.VALIDATION_ERROR, "merchants use channel admin or contact, not my_account"
+        )
+
+
+def check_accept(accept: AcceptInput, plan: RefundPlan) -> None:
+    """A bank deposit needs the customer's bank account (rule 6)."""
+    if plan.needs_bank_account and accept.bank_account is None:
+        raise CancellationError(
+            ErrorCode.VALIDATION_ERROR,
+            "this refund goes out by bank deposit: bank_account is required",
+        )
+
+
+def is_open(status: CancellationStatus) -> bool:
+    """Rule 3: an open cancellation blocks a second one for the order."""
+    return status in OPEN_STATUSES
+
+
+def allowed_actions(view: CancellationView) -> list[Action]:
+    """What merchants and customers may do now, in route names."""
+    if view.closed:
+        return []
+    match view.status:
+        case CancellationStatus.REQUESTED:
+            actions = [Action.ACCEPT, Action.REJECT]
+            if view.initiated_by is InitiatedBy.CUSTOMER:
+                actions.append(Action.WITHDRAW)
+            return actions
+        case CancellationStatus.IN_PROGRESS:
+            actions = []
+            statuses = {line.status for line in view.refunds}
+            if RefundStatus.AWAITING_CONFIRMATION in statuses:
+                actions.append(Action.CONFIRM_REFUND)
+            if RefundStatus.FAILED in statuses:
+                actions.append(Action.RETRY_REFUND)
+            return actions
+        case _:
+            return []
+
+
+def restorable_status(order: Order) -> OrderStatus:
+    """The status an order goes back to after a reject, withdraw or undo."""
+    if order.status_before_cancellation is not None:
+        return order.status_before_cancellation
+    if order.status in CANCELLATION_STATUSES:
+        return OrderStatus.PAID
+    return order.status

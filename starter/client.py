@@ -1,0 +1,567 @@
+"""The Python client backend services use: one method per action, typed errors.
+
+Every action returns the :class:`~domain.cancellation.CancellationView` after the
+action took effect, or raises :class:`~domain.errors.CancellationError` with one of
+the spec's codes. The CLI and the HTTP hook are thin layers over this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.database import CancellationRow, StoreRepository, create_pool
+from domain.bank import BankAccount, BankAccountRef
+from domain.cancellation import (
+    OPEN_STATUSES,
+    AcceptInput,
+    CancellationStatus,
+    CancellationView,
+    ConfirmRefundInput,
+    RejectInput,
+    RetryRefundInput,
+    StartCancellationInput,
+    WithdrawInput,
+)
+from domain.contract import TASK_QUEUE, cancellation_workflow_id
+from domain.errors import CancellationError, ErrorCode
+from domain.order import Order, OrderDocument, OrderStatus
+from domain.refund_plan import RefundMethod, plan_refund
+from domain.requests import (
+    AcceptRequest,
+    ConfirmRefundRequest,
+    Quote,
+    QuoteLine,
+    RejectRequest,
+    RetryRefundRequest,
+    StartRequest,
+)
+from domain.rules import check_can_start, check_start_input
+from domain.shop import ShopSettings
+from starter.config import Settings
+from workflows.order_cancellation import OrderCancellationWorkflow
+from workflows.search_attributes import start_search_attributes
+
+# How long a start waits for the run to open (check the order, hold it) before
+# answering; opening is one short database transaction.
+OPEN_WAIT_SECONDS = 30.0
+
+
+async def connect_temporal(settings: Settings) -> Client:
+    """The one place a Temporal client is built: settings plus the pydantic converter."""
+    try:
+        return await Client.connect(
+            **settings.temporal_connect, data_converter=pydantic_data_converter
+        )
+    except RuntimeError as err:
+        raise CancellationError(
+            ErrorCode.TEMPORAL_UNAVAILABLE,
+            f"can't reach Temporal at {settings.temporal_address}: {err}",
+        ) from None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list, newest first."""
+
+    items: list[CancellationView]
+    next_cursor: str | None
+
+
+class CancellationClient:
+    """Start and drive order cancellations."""
+
+    def __init__(
+        self,
+        temporal: Client,
+        store: StoreRepository,
+        *,
+        task_queue: str = TASK_QUEUE,
+        provider_task_queue: str | None = None,
+        pool: asyncpg.Pool | None = None,
+    ) -> None:
+        self.temporal = temporal
+        self.store = store
+        self._task_queue = task_queue
+        self._provider_task_queue = provider_task_queue
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> CancellationClient:
+        """Connect to Temporal and the store database as the settings say."""
+        temporal = await connect_temporal(settings)
+        try:
+            pool = await create_pool(settings.require_database())
+        except (OSError, asyncpg.PostgresError) as err:
+            raise CancellationError(
+                ErrorCode.DATABASE_UNAVAILABLE, f"can't reach the store database: {err}"
+            ) from None
+        return cls(
+            temporal,
+            StoreRepository(pool),
+            task_queue=settings.task_queue,
+            provider_task_queue=settings.provider_task_queue,
+            pool=pool,
+        )
+
+    async def close(self) -> None:
+        """Release the database pool this client opened."""
+        if self._pool is not None:
+            await self._pool.close()
+
+    # ------------------------------------------------------------------ starting
+
+    async def start_cancellation(
+        self, shop_id: str, order_id: str, request: StartRequest, *, actor: str | None = None
+    ) -> tuple[CancellationView, bool]:
+        """Start a cancellation; ``(view, True)`` when new, ``(view, False)`` when one is open.
+
+        Rule 3: while a cancellation of the order is open, starting again returns it.
+        """
+        check_start_input(request.initiated_by, request.channel, request.accept is not None)
+        if request.items is not None:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR,
+                "cancel the whole order (items: null); partial cancellation is not available yet",
+            )
+        order = await self.store.get_order(shop_id, order_id)
+        history = await self.store.cancellations_of_order(shop_id, order_id)
+        if history and history[0].status in OPEN_STATUSES:
+            return await self._current_view(history[0]), False
+        settings = await self.store.get_settings(shop_id)
+        check_can_start(order, settings, request.initiated_by, request.channel)
+        accept = None
+        if request.accept is not None:
+            accept = await self._accept_input(shop_id, request.accept, actor or "merchant")
+            self._check_quote_allows(order, accept.refund_method, accept.bank_account)
+        seq = (history[0].seq + 1) if history else 1
+        cancellation_id = cancellation_workflow_id(shop_id, order_id, seq)
+        start = StartCancellationInput(
+            cancellation_id=cancellation_id,
+            seq=seq,
+            shop_id=shop_id,
+            order_id=order_id,
+            initiated_by=request.initiated_by,
+            channel=request.channel,
+            reason_code=request.reason_code or (accept.reason_code if accept else None),
+            reason=request.reason or (accept.reason if accept else ""),
+            items=request.items,
+            accept=accept,
+            actor=actor or _default_actor(request, order),
+            provider_task_queue=self._provider_task_queue,
+        )
+        created = True
+        try:
+            handle = await self.temporal.start_workflow(
+                OrderCancellationWorkflow.run,
+                start,
+                id=cancellation_id,
+                task_queue=self._task_queue,
+                # FAIL tells us a run is open already (answer 200 with it); like
+                # USE_EXISTING it never starts a second run for the same id.
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                search_attributes=start_search_attributes(_initial_view(start)),
+                static_summary=_static_summary(start, order),
+                static_details=_static_details(start),
+            )
+        except WorkflowAlreadyStartedError:
+            handle = self.temporal.get_workflow_handle_for(
+                OrderCancellationWorkflow.run, cancellation_id
+            )
+            created = False
+        except RPCError as err:
+            raise _rpc_error(err) from None
+        return await self._wait_opened(handle, accepted=accept is not None), created
+
+    async def _wait_opened(
+        self, handle: WorkflowHandle[Any, CancellationView], *, accepted: bool
+    ) -> CancellationView:
+        """Answer once the run has opened (and applied a starting acceptance)."""
+        delay = 0.02
+        deadline = asyncio.get_running_loop().time() + OPEN_WAIT_SECONDS
+        while True:
+            try:
+                view = await handle.query(OrderCancellationWorkflow.status)
+            except RPCError as err:
+                raise _rpc_error(err) from None
+            ready = view.order_status is not None and (
+                not accepted or view.status is not CancellationStatus.REQUESTED
+            )
+            if ready or view.closed:
+                return view
+            description = await handle.describe()
+            if description.status is not None and description.status.name != "RUNNING":
+                await _raise_run_failure(handle)
+            if asyncio.get_running_loop().time() > deadline:
+                return view
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    # ------------------------------------------------------------------ reading
+
+    async def get_cancellation(
+        self, shop_id: str, order_id: str | None = None, cancellation_id: str | None = None
+    ) -> CancellationView:
+        """The latest cancellation of an order, or the one named."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        return await self._current_view(row)
+
+    async def cancellations_of_order(self, shop_id: str, order_id: str) -> list[CancellationView]:
+        """All cancellations of an order, latest first."""
+        await self.store.get_order(shop_id, order_id)
+        rows = await self.store.cancellations_of_order(shop_id, order_id)
+        return [_closed_if_done(r.view) for r in rows]
+
+    async def list_cancellations(
+        self,
+        shop_id: str,
+        *,
+        statuses: list[CancellationStatus] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """A shop's cancellations from the database projection, newest first."""
+        before = _decode_cursor(cursor) if cursor else None
+        rows = await self.store.list_cancellations(
+            shop_id, statuses=statuses or [], limit=limit + 1, before=before
+        )
+        next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        return Page([_closed_if_done(r.view) for r in rows[:limit]], next_cursor)
+
+    async def quote(
+        self,
+        shop_id: str,
+        order_id: str,
+        refund_method: RefundMethod = RefundMethod.ORIGINAL,
+    ) -> Quote:
+        """The refund plan an acceptance would produce now; changes nothing (rule 9)."""
+        order = await self.store.get_order(shop_id, order_id)
+        refunded = await self._refunded_by_tender(shop_id, order_id)
+        try:
+            plan = plan_refund(order, refund_method, refunded_by_tender=refunded)
+        except ValueError as err:
+            raise CancellationError(ErrorCode.INVALID_TRANSITION, str(err)) from None
+        return Quote(
+            refundable=plan.refundable,
+            currency=plan.currency,
+            lines=[
+                QuoteLine(
+                    tender_id=line.tender_id,
+                    tender_kind=line.tender_kind,
+                    method=line.method,
+                    amount=line.amount,
+                )
+                for line in plan.lines
+            ],
+        )
+
+    # ------------------------------------------------------------------ actions
+
+    async def accept(
+        self,
+        shop_id: str,
+        order_id: str | None,
+        request: AcceptRequest,
+        *,
+        cancellation_id: str | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "merchant",
+    ) -> CancellationView:
+        """The merchant accepts with a reason and a refund method."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        accept = await self._accept_input(shop_id, request, actor)
+        return await self._update(row, "accept", accept, idempotency_key)
+
+    async def reject(
+        self,
+        shop_id: str,
+        order_id: str | None,
+        request: RejectRequest,
+        *,
+        cancellation_id: str | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "merchant",
+    ) -> CancellationView:
+        """The merchant rejects the customer's request."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        body = RejectInput(reason=request.reason, customer_note=request.customer_note, actor=actor)
+        return await self._update(row, "reject", body, idempotency_key)
+
+    async def withdraw(
+        self,
+        shop_id: str,
+        order_id: str | None,
+        *,
+        cancellation_id: str | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "customer",
+    ) -> CancellationView:
+        """The customer takes the request back."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        return await self._update(row, "withdraw", WithdrawInput(actor=actor), idempotency_key)
+
+    async def confirm_refund(
+        self,
+        shop_id: str,
+        order_id: str | None,
+        refund_id: str,
+        request: ConfirmRefundRequest,
+        *,
+        cancellation_id: str | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "merchant",
+    ) -> CancellationView:
+        """The merchant made the manual bank deposit."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        body = ConfirmRefundInput(refund_id=refund_id, reference=request.reference, actor=actor)
+        return await self._update(row, "confirm_refund", body, idempotency_key)
+
+    async def retry_refund(
+        self,
+        shop_id: str,
+        order_id: str | None,
+        refund_id: str,
+        request: RetryRefundRequest,
+        *,
+        cancellation_id: str | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "merchant",
+    ) -> CancellationView:
+        """Retry a failed refund, or switch it to bank deposit or credits."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        if request.method is RefundMethod.BANK_DEPOSIT and request.bank_account is None:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR, "a bank deposit needs the customer's bank_account"
+            )
+        body = RetryRefundInput(
+            refund_id=refund_id,
+            method=request.method,
+            bank_account=await self._bank_ref(shop_id, request.bank_account),
+            actor=actor,
+        )
+        return await self._update(row, "retry_refund", body, idempotency_key)
+
+    # ------------------------------------------------------------------ backend data
+
+    async def put_order(self, shop_id: str, order_id: str, doc: OrderDocument) -> bool:
+        """Create or replace an order; ``True`` when new."""
+        return await self.store.put_order(shop_id, order_id, doc)
+
+    async def get_order(self, shop_id: str, order_id: str) -> Order:
+        """The order with its status, items and tenders."""
+        return await self.store.get_order(shop_id, order_id)
+
+    async def set_fulfillment(self, shop_id: str, order_id: str, status: OrderStatus) -> Order:
+        """Report fulfillment progress."""
+        return await self.store.set_fulfillment_status(shop_id, order_id, status)
+
+    async def get_settings(self, shop_id: str) -> ShopSettings:
+        """The shop's cancellation settings."""
+        return await self.store.get_settings(shop_id)
+
+    async def put_settings(self, shop_id: str, settings: ShopSettings) -> ShopSettings:
+        """Replace the shop's cancellation settings."""
+        await self.store.put_settings(shop_id, settings)
+        return settings
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _row(
+        self, shop_id: str, order_id: str | None, cancellation_id: str | None
+    ) -> CancellationRow:
+        if cancellation_id is not None:
+            row = await self.store.get_cancellation(shop_id, cancellation_id)
+            if row is None or (order_id is not None and row.view.order_id != order_id):
+                raise CancellationError(
+                    ErrorCode.CANCELLATION_NOT_FOUND,
+                    f"shop {shop_id} has no cancellation {cancellation_id}",
+                )
+            return row
+        assert order_id is not None, "name an order or a cancellation"
+        await self.store.get_order(shop_id, order_id)
+        rows = await self.store.cancellations_of_order(shop_id, order_id)
+        if not rows:
+            raise CancellationError(
+                ErrorCode.CANCELLATION_NOT_FOUND, f"order {order_id} has no cancellation"
+            )
+        return rows[0]
+
+    async def _current_view(self, row: CancellationRow) -> CancellationView:
+        """The live view while the run is open; the stored one after it closed."""
+        handle = self.temporal.get_workflow_handle_for(
+            OrderCancellationWorkflow.run, row.cancellation_id
+        )
+        try:
+            return await handle.query(OrderCancellationWorkflow.status)
+        except RPCError as err:
+            if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+                # Temporal is away: the projection is the best answer we have.
+                return row.view
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return _closed_if_done(row.view)
+            raise _rpc_error(err) from None
+        except Exception:  # a closed run whose history can't be queried right now
+            return _closed_if_done(row.view)
+
+    async def _update(
+        self,
+        row: CancellationRow,
+        name: str,
+        body: Any,
+        idempotency_key: str | None,
+    ) -> CancellationView:
+        handle = self.temporal.get_workflow_handle_for(
+            OrderCancellationWorkflow.run, row.cancellation_id
+        )
+        try:
+            return await handle.execute_update(
+                name, body, id=idempotency_key, result_type=CancellationView
+            )
+        except WorkflowUpdateFailedError as err:
+            raise _update_refusal(err) from None
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                view = _closed_if_done(row.view)
+                raise CancellationError(
+                    ErrorCode.INVALID_TRANSITION,
+                    f"cancellation {row.cancellation_id} is closed ({view.status.value});"
+                    f" {name} is no longer possible",
+                ) from None
+            raise _rpc_error(err) from None
+
+    async def _accept_input(self, shop_id: str, request: AcceptRequest, actor: str) -> AcceptInput:
+        return AcceptInput(
+            reason_code=request.reason_code,
+            reason=request.reason,
+            customer_note=request.customer_note,
+            refund_method=request.refund_method,
+            bank_account=await self._bank_ref(shop_id, request.bank_account),
+            restock=request.restock,
+            notify_customer=request.notify_customer,
+            actor=actor,
+        )
+
+    async def _bank_ref(self, shop_id: str, account: BankAccount | None) -> BankAccountRef | None:
+        return None if account is None else await self.store.store_bank_account(shop_id, account)
+
+    async def _refunded_by_tender(self, shop_id: str, order_id: str) -> dict[str, int]:
+        refunded: dict[str, int] = {}
+        for row in await self.store.cancellations_of_order(shop_id, order_id):
+            if row.status is CancellationStatus.CANCELED:
+                for line in row.view.refunds:
+                    refunded[line.tender_id] = refunded.get(line.tender_id, 0) + line.amount
+        return refunded
+
+    def _check_quote_allows(
+        self, order: Order, method: RefundMethod, bank_account: BankAccountRef | None
+    ) -> None:
+        plan = plan_refund(order, method)
+        if plan.needs_bank_account and bank_account is None:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR,
+                "this refund goes out by bank deposit: bank_account is required",
+            )
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+def _default_actor(request: StartRequest, order: Order) -> str:
+    if request.initiated_by == "customer":
+        return f"customer:{order.customer_id}"
+    return "merchant"
+
+
+def _initial_view(start: StartCancellationInput) -> CancellationView:
+    return CancellationView(
+        cancellation_id=start.cancellation_id,
+        shop_id=start.shop_id,
+        order_id=start.order_id,
+        workflow_id=start.cancellation_id,
+        status=CancellationStatus.REQUESTED,
+        order_status=None,
+        initiated_by=start.initiated_by,
+        channel=start.channel,
+        reason_code=start.reason_code,
+        reason=start.reason,
+    )
+
+
+def _static_summary(start: StartCancellationInput, order: Order) -> str:
+    who = "Customer request" if start.initiated_by == "customer" else "Merchant cancellation"
+    return f"{who}: order {start.order_id} of shop {start.shop_id} ({order.currency})"
+
+
+def _static_details(start: StartCancellationInput) -> str:
+    reason = start.reason_code.value if start.reason_code else "no reason code"
+    return (
+        f"Shop: {start.shop_id}\nOrder: {start.order_id}\n"
+        f"Started by: {start.actor} via {start.channel.value}\nReason: {reason}"
+    )
+
+
+def _closed_if_done(view: CancellationView) -> CancellationView:
+    """Stored views of finished runs say so; a canceled one closes with its undo window."""
+    terminal = view.status in (
+        CancellationStatus.REJECTED,
+        CancellationStatus.WITHDRAWN,
+        CancellationStatus.UNDONE,
+    )
+    expired = view.undo_until is not None and view.undo_until <= datetime.now(UTC)
+    if terminal or expired:
+        return view.model_copy(update={"closed": True, "allowed_actions": []})
+    return view
+
+
+def _update_refusal(err: WorkflowUpdateFailedError) -> CancellationError:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type in ErrorCode.__members__.values():
+        return CancellationError(ErrorCode(cause.type), cause.message)
+    return CancellationError(ErrorCode.INVALID_TRANSITION, str(cause or err))
+
+
+async def _raise_run_failure(handle: WorkflowHandle[Any, CancellationView]) -> None:
+    try:
+        await handle.result()
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type in ErrorCode.__members__.values():
+            raise CancellationError(ErrorCode(cause.type), cause.message) from None
+        raise CancellationError(ErrorCode.INVALID_TRANSITION, str(cause or err)) from None
+
+
+def _rpc_error(err: RPCError) -> CancellationError:
+    if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        return CancellationError(
+            ErrorCode.TEMPORAL_UNAVAILABLE, f"Temporal does not answer: {err.message}"
+        )
+    if err.status is RPCStatusCode.NOT_FOUND:
+        return CancellationError(ErrorCode.CANCELLATION_NOT_FOUND, err.message)
+    return CancellationError(ErrorCode.TEMPORAL_UNAVAILABLE, f"Temporal refused: {err.message}")
+
+
+def _encode_cursor(row: CancellationRow) -> str:
+    return f"{row.created_at.isoformat()}|{row.cancellation_id}"
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        at, _, cid = cursor.partition("|")
+        return datetime.fromisoformat(at), cid
+    except ValueError:
+        raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor is not valid") from None

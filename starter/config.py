@@ -1,0 +1,85 @@
+"""Configuration, read from the environment once at each entry point."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.envconfig import ClientConfigProfile
+
+from domain.contract import TASK_QUEUE
+
+DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
+DEFAULT_PROVIDER_URL = "http://127.0.0.1:8001"
+DEFAULT_ADMIN_HOOK_PORT = 8000
+
+
+class Settings(BaseModel):
+    """Everything the worker, the client and the hook need to know about their world."""
+
+    model_config = ConfigDict(frozen=True)
+
+    temporal_connect: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for ``Client.connect`` (address, namespace, API key, TLS)."""
+    database_url: str | None = None
+    provider_url: str = DEFAULT_PROVIDER_URL
+    provider_webhook_secret: str | None = Field(default=None, repr=False)
+    admin_hook_port: int = DEFAULT_ADMIN_HOOK_PORT
+    admin_hook_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
+    """token → shop id."""
+    payload_encryption_key: str | None = Field(default=None, repr=False)
+    task_queue: str = TASK_QUEUE
+    provider_task_queue: str | None = None
+    """A separate queue for provider calls; ``None`` keeps them on ``task_queue``."""
+
+    @property
+    def temporal_address(self) -> str:
+        """Where the Temporal frontend is."""
+        return str(self.temporal_connect.get("target_host", DEFAULT_TEMPORAL_ADDRESS))
+
+    @property
+    def temporal_namespace(self) -> str:
+        """The Temporal namespace."""
+        return str(self.temporal_connect.get("namespace", "default"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings; Temporal's come from the SDK's own environment config."""
+        env = os.environ if env is None else env
+        profile = ClientConfigProfile.load(override_env_vars=dict(env))
+        connect: dict[str, Any] = dict(profile.to_client_connect_config())
+        connect.setdefault("target_host", DEFAULT_TEMPORAL_ADDRESS)
+        connect.setdefault("namespace", "default")
+        return cls(
+            temporal_connect=connect,
+            database_url=env.get("DATABASE_URL") or None,
+            provider_url=env.get("PAYMENT_PROVIDER_URL") or DEFAULT_PROVIDER_URL,
+            provider_webhook_secret=env.get("PAYMENT_PROVIDER_WEBHOOK_SECRET") or None,
+            admin_hook_port=int(env.get("ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT),
+            admin_hook_tokens=parse_tokens(env.get("ADMIN_HOOK_TOKENS", "")),
+            payload_encryption_key=env.get("PAYLOAD_ENCRYPTION_KEY") or None,
+            task_queue=env.get("TASK_QUEUE") or TASK_QUEUE,
+            provider_task_queue=env.get("PROVIDER_TASK_QUEUE") or None,
+        )
+
+    def require_database(self) -> str:
+        """The database URL, or a clear error saying how to get one."""
+        if not self.database_url:
+            raise SystemExit(
+                "DATABASE_URL is not set: start the embedded stack with `python -m starter dev`,"
+                " or point DATABASE_URL at your PostgreSQL"
+            )
+        return self.database_url
+
+
+def parse_tokens(value: str) -> dict[str, str]:
+    """``shop-a:tok1,shop-b:tok2`` → ``{"tok1": "shop-a", "tok2": "shop-b"}``."""
+    tokens: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        shop, sep, token = pair.partition(":")
+        if not sep or not shop or not token:
+            raise ValueError("ADMIN_HOOK_TOKENS must be comma-separated shop_id:token pairs")
+        tokens[token] = shop
+    return tokens

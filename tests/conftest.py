@@ -1,0 +1,209 @@
+"""Real servers for the tests: embedded PostgreSQL, the provider sandbox and both Temporal servers.
+
+Every fixture here is session-scoped and lazy: a server starts the first time a test asks for it
+and stops when the session ends, so the domain and sandbox unit tests pay for none of them. Each
+server listens on 127.0.0.1 on a port the kernel picked, and is stopped by its process id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Plain `pytest` puts only tests/ on sys.path (there is no tests/__init__.py), and the project's
+# packages live in the repository root.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from starter import ports, temporal_server  # noqa: E402 (needs the sys.path line above)
+from starter.embedded_postgres import EmbeddedPostgres  # noqa: E402 (same)
+
+# A cold CI machine may need a while to start a Python service; a healthy one answers in ~1 s.
+SANDBOX_STARTUP_TIMEOUT_SECONDS = 30.0
+# SIGTERM lets the sandbox close its SQLite file; it has no work worth waiting longer for.
+SANDBOX_STOP_TIMEOUT_SECONDS = 10.0
+
+
+def _scratch_dir(prefix: str) -> Path:
+    # Not pytest's tmp_path: as root, PostgreSQL runs as another user, who must be able to enter
+    # every parent folder, and pytest keeps its base folder private (mode 0700).
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """A running embedded PostgreSQL server (fsync off: fast, and thrown away afterwards)."""
+    data_dir = _scratch_dir("test-postgres-")
+    server = EmbeddedPostgres(data_dir, ports.free_port(), durable=False)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def database_url(postgres: EmbeddedPostgres) -> str:
+    """URL of a new database on :func:`postgres` with the project's migrations applied."""
+    return await _new_migrated_database(postgres)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def fresh_database_url(postgres: EmbeddedPostgres) -> str:
+    """URL of a brand-new migrated database for one test that must not share its store."""
+    return await _new_migrated_database(postgres)
+
+
+async def _new_migrated_database(postgres: EmbeddedPostgres) -> str:
+    # Imported here, not at the top: collecting the tests must not depend on the store code.
+    from activities.database import apply_migrations
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    await postgres.create_database_async(name)
+    dsn = postgres.dsn(name)
+    await apply_migrations(dsn)
+    return dsn
+
+
+# -- the payment provider sandbox ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderSandbox:
+    """A provider sandbox process started by :func:`run_provider_sandbox`."""
+
+    url: str
+    pid: int
+    log_path: Path
+
+
+@contextmanager
+def run_provider_sandbox(
+    *,
+    webhook_url: str | None = None,
+    webhook_secret: str | None = None,
+) -> Iterator[ProviderSandbox]:
+    """Run ``python -m provider_sandbox`` on a free loopback port until the block ends.
+
+    Args:
+        webhook_url: Where the sandbox posts its signed callbacks; None sends none.
+        webhook_secret: The secret those callbacks are signed with.
+    """
+    work_dir = _scratch_dir("test-sandbox-")
+    port = ports.free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "provider_sandbox",
+        "--host",
+        ports.LOOPBACK,
+        "--port",
+        str(port),
+        "--db",
+        str(work_dir / "sandbox.sqlite3"),
+    ]
+    # Webhook settings: tests of the asynchronous refund path pass their admin hook's URL here.
+    if webhook_url is not None:
+        command += ["--webhook-url", webhook_url]
+    if webhook_secret is not None:
+        command += ["--webhook-secret", webhook_secret]
+    log_path = work_dir / "sandbox.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://{ports.LOOPBACK}:{port}"
+    try:
+        try:
+            ports.wait_for_http(
+                f"{url}/healthz",
+                SANDBOX_STARTUP_TIMEOUT_SECONDS,
+                alive=lambda: process.poll() is None,
+            )
+        except (TimeoutError, RuntimeError) as error:
+            output = log_path.read_text(errors="replace")
+            raise RuntimeError(f"{error}; the sandbox printed:\n{output}") from error
+        yield ProviderSandbox(url=url, pid=process.pid, log_path=log_path)
+    finally:
+        _terminate(process, SANDBOX_STOP_TIMEOUT_SECONDS)
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def provider_sandbox() -> Iterator[ProviderSandbox]:
+    """The payment provider sandbox as a real process, without webhooks."""
+    with run_provider_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="session")
+def provider_url(provider_sandbox: ProviderSandbox) -> str:
+    """Base URL of :func:`provider_sandbox`, e.g. ``http://127.0.0.1:40123``."""
+    return provider_sandbox.url
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+# -- Temporal ------------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server, with our search attributes and the pydantic converter."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=temporal_server.test_server_path(),
+        data_converter=pydantic_data_converter,
+        port=ports.free_port(),
+    )
+    try:
+        await temporal_server.register_search_attributes(env.client)
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server (in-memory SQLite, no UI), with our search attributes."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_server.temporal_cli_path(),
+        data_converter=pydantic_data_converter,
+        search_attributes=temporal_server.search_attribute_keys(),
+        ip=ports.LOOPBACK,
+        port=ports.free_port(),
+        ui=False,
+        # Warnings at shutdown ("context canceled", dial errors) would clutter every test report.
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()

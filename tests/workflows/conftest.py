@@ -1,0 +1,199 @@
+"""A whole cancellation system per test: a worker on a fresh task queue, real activities
+against the test database and the provider sandbox, and the Python client."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from activities.database import StoreRepository, create_pool
+from activities.provider import ProviderActivities
+from activities.provider_client import PaymentProviderClient
+from activities.store import StoreActivities
+from domain.cancellation import CancellationStatus, CancellationView
+from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
+from domain.shop import ShopSettings
+from starter.client import CancellationClient
+from worker import build_workers
+from workflows.order_cancellation import OrderCancellationWorkflow
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on the migrated test database."""
+    pool = await create_pool(database_url)
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def provider(provider_url: str) -> AsyncIterator[PaymentProviderClient]:
+    """A client of the sandbox, for the activities and for the tests' own checks."""
+    client = PaymentProviderClient(provider_url)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class Harness:
+    """One test's cancellation system and the shop it works in."""
+
+    env: WorkflowEnvironment
+    client: CancellationClient
+    provider: PaymentProviderClient
+    store: StoreRepository
+    pool: asyncpg.Pool
+    shop_id: str = field(default_factory=lambda: f"shop-{uuid.uuid4().hex[:8]}")
+    _orders: int = 0
+
+    @property
+    def temporal(self) -> Client:
+        return self.env.client
+
+    async def card_payment(self, amount: int, currency: str = "KRW", **behavior: Any) -> str:
+        capture = behavior.pop("capture", True)
+        payment = await self.provider.create_payment(
+            amount, currency, capture=capture, behavior=behavior or None
+        )
+        return str(payment["id"])
+
+    async def order(
+        self,
+        *,
+        items: list[tuple[str, int, int]] | None = None,
+        shipping_fee: int = 3000,
+        tenders: list[tuple[TenderKind, int]] | None = None,
+        status: OrderStatus = OrderStatus.PAID,
+        card_behavior: dict[str, Any] | None = None,
+        currency: str = "KRW",
+    ) -> str:
+        """Create an order (card tenders get a real sandbox payment); returns its id."""
+        self._orders += 1
+        order_id = f"o{self._orders}-{uuid.uuid4().hex[:6]}"
+        items = items if items is not None else [("sku-mug", 2, 10000), ("sku-tee", 1, 7000)]
+        total = sum(q * p for _, q, p in items) + shipping_fee
+        if tenders is None:
+            tenders = [] if status is OrderStatus.AWAITING_PAYMENT else [(TenderKind.CARD, total)]
+        doc_tenders = []
+        for n, (kind, amount) in enumerate(tenders, start=1):
+            payment_id = None
+            if kind is TenderKind.CARD:
+                payment_id = await self.card_payment(amount, currency, **(card_behavior or {}))
+            doc_tenders.append(
+                Tender(tender_id=f"t{n}", kind=kind, amount=amount, payment_id=payment_id)
+            )
+        doc = OrderDocument(
+            customer_id="cust-1",
+            currency=currency,
+            status=status,
+            shipping_fee=shipping_fee,
+            items=[
+                OrderItem(item_id=f"i{n}", sku=sku, quantity=q, unit_price=p)
+                for n, (sku, q, p) in enumerate(items, start=1)
+            ],
+            tenders=doc_tenders,
+        )
+        await self.store.put_order(self.shop_id, order_id, doc)
+        return order_id
+
+    async def settings(self, **values: Any) -> None:
+        await self.store.put_settings(self.shop_id, ShopSettings(**values))
+
+    def handle(self, cancellation_id: str) -> WorkflowHandle[Any, CancellationView]:
+        return self.temporal.get_workflow_handle_for(OrderCancellationWorkflow.run, cancellation_id)
+
+    async def view(self, cancellation_id: str) -> CancellationView:
+        return await self.handle(cancellation_id).query(OrderCancellationWorkflow.status)
+
+    async def wait_for(
+        self, cancellation_id: str, predicate: Any, timeout: float = 30.0
+    ) -> CancellationView:
+        """Poll the ``status`` query until ``predicate(view)`` holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            view = await self.view(cancellation_id)
+            if predicate(view):
+                return view
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"condition not reached in {timeout}s; view: {view}")
+            await asyncio.sleep(0.05)
+
+    async def wait_status(
+        self, cancellation_id: str, status: CancellationStatus, timeout: float = 30.0
+    ) -> CancellationView:
+        return await self.wait_for(cancellation_id, lambda v: v.status is status, timeout)
+
+    async def balances(self, customer_id: str = "cust-1") -> tuple[int, int] | None:
+        return await self.store.get_balances(self.shop_id, customer_id)
+
+    async def events(self, cancellation_id: str) -> list[str]:
+        return [e["event"] for e in await self.store.events(cancellation_id)]
+
+    async def outbox(self) -> list[tuple[str, str]]:
+        return [(m["recipient"], m["template"]) for m in await self.store.outbox(self.shop_id)]
+
+    async def order_status(self, order_id: str) -> OrderStatus:
+        return (await self.store.get_order(self.shop_id, order_id)).status
+
+    async def ledger(self, payment_id: str) -> list[dict[str, Any]]:
+        payment = await self.provider.get_payment(payment_id)
+        return list(payment["ledger"])
+
+    async def refunds_in_ledger(self, order_id: str) -> list[dict[str, Any]]:
+        order = await self.store.get_order(self.shop_id, order_id)
+        entries: list[dict[str, Any]] = []
+        for tender in order.tenders:
+            if tender.payment_id:
+                entries += [
+                    e
+                    for e in await self.ledger(tender.payment_id)
+                    if e["type"] in ("refund", "void")
+                ]
+        return entries
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def make_harness(pool: asyncpg.Pool, provider: PaymentProviderClient) -> AsyncIterator[Any]:
+    """Build a harness on a Temporal environment, with a worker running for the test."""
+    stack: list[Any] = []
+
+    async def build(env: WorkflowEnvironment) -> Harness:
+        task_queue = f"test-{uuid.uuid4().hex}"
+        store = StoreRepository(pool)
+        workers = build_workers(
+            env.client,
+            [StoreActivities(store), ProviderActivities(provider)],
+            task_queue=task_queue,
+        )
+        for worker in workers:
+            await worker.__aenter__()
+            stack.append(worker)
+        client = CancellationClient(env.client, store, task_queue=task_queue)
+        return Harness(env=env, client=client, provider=provider, store=store, pool=pool)
+
+    yield build
+    for worker in reversed(stack):
+        await worker.__aexit__(None, None, None)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def h(make_harness: Any, dev_env: WorkflowEnvironment) -> Harness:
+    """A harness on the real dev server."""
+    harness: Harness = await make_harness(dev_env)
+    return harness
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ts(make_harness: Any, time_skipping_env: WorkflowEnvironment) -> Harness:
+    """A harness on the time-skipping test server (for reminders and windows)."""
+    harness: Harness = await make_harness(time_skipping_env)
+    return harness

@@ -1,0 +1,110 @@
+"""Runs the ``OrderCancellation`` workflow and its activities.
+
+``python worker.py`` reads the environment (see README "Configuration"), connects to
+Temporal and the store database, and serves the task queue ``order-cancellations``
+(and ``payment-provider`` when ``PROVIDER_TASK_QUEUE`` names it). SIGTERM or SIGINT
+stop polling and let running activities finish first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.database import StoreRepository, apply_migrations, create_pool
+from activities.provider import ProviderActivities
+from activities.provider_client import PaymentProviderClient
+from activities.store import StoreActivities
+from starter.client import connect_temporal
+from starter.config import Settings
+from workflows.order_cancellation import OrderCancellationWorkflow
+
+# In-flight activities get this long to finish after SIGTERM before they are cancelled.
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+
+log = logging.getLogger("worker")
+
+
+@asynccontextmanager
+async def activity_dependencies(settings: Settings) -> AsyncIterator[list[Any]]:
+    """The activity classes with their pool and HTTP client, closed on exit."""
+    pool = await create_pool(settings.require_database())
+    provider = PaymentProviderClient(settings.provider_url)
+    try:
+        yield [StoreActivities(StoreRepository(pool)), ProviderActivities(provider)]
+    finally:
+        await provider.aclose()
+        await pool.close()
+
+
+def build_workers(
+    client: Client,
+    activity_objects: Sequence[Any],
+    *,
+    task_queue: str,
+    provider_task_queue: str | None = None,
+) -> list[Worker]:
+    """One worker for workflows and store activities; provider calls on their own queue
+    when one is named."""
+    store, provider = activity_objects
+    store_methods = [store.open_cancellation, store.apply_changes]
+    provider_methods = [provider.refund_payment, provider.await_refund_settlement]
+    main = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[OrderCancellationWorkflow],
+        activities=store_methods + ([] if provider_task_queue else provider_methods),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+    if not provider_task_queue or provider_task_queue == task_queue:
+        return [main]
+    payments = Worker(
+        client,
+        task_queue=provider_task_queue,
+        activities=provider_methods,
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+    return [main, payments]
+
+
+async def main(settings: Settings | None = None) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    settings = settings or Settings.from_env()
+    database_url = settings.require_database()
+    await apply_migrations(database_url)
+    client = await connect_temporal(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with activity_dependencies(settings) as activity_objects:
+        workers = build_workers(
+            client,
+            activity_objects,
+            task_queue=settings.task_queue,
+            provider_task_queue=settings.provider_task_queue,
+        )
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        log.info(
+            "worker serving %s on %s",
+            ", ".join(w.task_queue for w in workers),
+            settings.temporal_address,
+        )
+        print(f"worker ready on task queue {settings.task_queue}", flush=True)
+        await stop.wait()
+        log.info("shutting down: letting running activities finish")
+        await asyncio.gather(*(w.shutdown() for w in workers))
+        await asyncio.gather(*runs, return_exceptions=True)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Workflow definitions: orchestration only, deterministic, no I/O."""
