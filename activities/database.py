@@ -30,6 +30,9 @@ from domain.order import Order, OrderDocument, OrderItem, OrderStatus, Tender
 from domain.rules import check_can_start, check_not_shipped
 from domain.shop import ShopSettings
 
+# Pool connections are proxies of connections; helpers accept either.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
 # A pool per process; cancellations are short transactions, so a few connections suffice.
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10
@@ -51,7 +54,7 @@ async def create_pool(dsn: str) -> asyncpg.Pool:
 
 def _migrations() -> list[tuple[str, str]]:
     folder = resources.files("activities") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 
@@ -562,9 +565,7 @@ def _cancellation_row(row: asyncpg.Record) -> CancellationRow:
     )
 
 
-async def _load_order(
-    conn: asyncpg.Connection, shop_id: str, order_id: str, *, lock: bool
-) -> Order:
+async def _load_order(conn: Conn, shop_id: str, order_id: str, *, lock: bool) -> Order:
     row = await conn.fetchrow(
         "SELECT * FROM orders WHERE shop_id=$1 AND order_id=$2" + (" FOR UPDATE" if lock else ""),
         shop_id,
@@ -604,7 +605,7 @@ async def _load_order(
 
 
 async def _record_request(
-    conn: asyncpg.Connection, start: StartCancellationInput, view: CancellationView, at: datetime
+    conn: Conn, start: StartCancellationInput, view: CancellationView, at: datetime
 ) -> None:
     """The audit event of the request, and the merchant's notice of a customer request."""
     first = view.history[0] if view.history else None
@@ -629,7 +630,7 @@ async def _record_request(
         )
 
 
-async def _load_settings(conn: asyncpg.Connection, shop_id: str) -> ShopSettings:
+async def _load_settings(conn: Conn, shop_id: str) -> ShopSettings:
     row = await conn.fetchrow(
         "SELECT customer_cancellation_requests, request_reminder_after, undo_window,"
         " repayment_window FROM shops WHERE shop_id=$1",
@@ -638,9 +639,7 @@ async def _load_settings(conn: asyncpg.Connection, shop_id: str) -> ShopSettings
     return ShopSettings() if row is None else ShopSettings(**dict(row))
 
 
-async def _change_order(
-    conn: asyncpg.Connection, shop_id: str, order_id: str, changes: ChangeSet
-) -> OrderStatus:
+async def _change_order(conn: Conn, shop_id: str, order_id: str, changes: ChangeSet) -> OrderStatus:
     change = changes.order
     assert change is not None
     if change.require_unshipped:
@@ -664,9 +663,7 @@ async def _change_order(
     return OrderStatus(status)
 
 
-async def _move_stock(
-    conn: asyncpg.Connection, shop_id: str, sku: str, delta: int, key: str
-) -> None:
+async def _move_stock(conn: Conn, shop_id: str, sku: str, delta: int, key: str) -> None:
     moved = await conn.fetchval(
         "INSERT INTO stock_movements (movement_key, shop_id, sku, delta) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT DO NOTHING RETURNING 1",
@@ -695,7 +692,7 @@ async def _move_stock(
     )
 
 
-async def _move_balance(conn: asyncpg.Connection, shop_id: str, change: BalanceChange) -> None:
+async def _move_balance(conn: Conn, shop_id: str, change: BalanceChange) -> None:
     moved = await conn.fetchval(
         "INSERT INTO balance_movements (movement_key, shop_id, customer_id, balance, delta)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1",
@@ -722,9 +719,7 @@ async def _move_balance(conn: asyncpg.Connection, shop_id: str, change: BalanceC
     )
 
 
-async def _upsert_refund_line(
-    conn: asyncpg.Connection, cancellation_id: str, line: RefundLine
-) -> None:
+async def _upsert_refund_line(conn: Conn, cancellation_id: str, line: RefundLine) -> None:
     await conn.execute(
         """INSERT INTO refund_lines (refund_id, cancellation_id, tender_id, tender_kind, method,
              channel, amount, status, provider_reference, failure, bank_account_ref,

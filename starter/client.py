@@ -429,9 +429,10 @@ class CancellationClient:
             OrderCancellationWorkflow.run, row.cancellation_id
         )
         try:
-            return await handle.execute_update(
+            view: CancellationView = await handle.execute_update(
                 name, body, id=idempotency_key, result_type=CancellationView
             )
+            return view
         except WorkflowUpdateFailedError as err:
             raise _update_refusal(err) from None
         except RPCError as err:
@@ -529,20 +530,22 @@ def _closed_if_done(view: CancellationView) -> CancellationView:
 
 
 def _update_refusal(err: WorkflowUpdateFailedError) -> CancellationError:
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type in ErrorCode.__members__.values():
-        return CancellationError(ErrorCode(cause.type), cause.message)
-    return CancellationError(ErrorCode.INVALID_TRANSITION, str(cause or err))
+    return _as_cancellation_error(err.cause, err)
 
 
 async def _raise_run_failure(handle: WorkflowHandle[Any, CancellationView]) -> None:
     try:
         await handle.result()
     except WorkflowFailureError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type in ErrorCode.__members__.values():
-            raise CancellationError(ErrorCode(cause.type), cause.message) from None
-        raise CancellationError(ErrorCode.INVALID_TRANSITION, str(cause or err)) from None
+        raise _as_cancellation_error(err.cause, err) from None
+
+
+def _as_cancellation_error(cause: BaseException | None, err: Exception) -> CancellationError:
+    """The workflow's typed refusal as the client's error; anything else is a conflict."""
+    codes = {code.value for code in ErrorCode}
+    if isinstance(cause, ApplicationError) and cause.type in codes:
+        return CancellationError(ErrorCode(str(cause.type)), cause.message)
+    return CancellationError(ErrorCode.INVALID_TRANSITION, str(cause or err))
 
 
 def _rpc_error(err: RPCError) -> CancellationError:

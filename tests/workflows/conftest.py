@@ -4,9 +4,12 @@ against the test database and the provider sandbox, and the Python client."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -115,22 +118,22 @@ class Harness:
         return await self.handle(cancellation_id).query(OrderCancellationWorkflow.status)
 
     async def wait_for(
-        self, cancellation_id: str, predicate: Any, timeout: float = 30.0
+        self, cancellation_id: str, predicate: Any, within: float = 30.0
     ) -> CancellationView:
         """Poll the ``status`` query until ``predicate(view)`` holds."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             view = await self.view(cancellation_id)
             if predicate(view):
                 return view
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"condition not reached in {timeout}s; view: {view}")
+                raise AssertionError(f"condition not reached in {within}s; view: {view}")
             await asyncio.sleep(0.05)
 
     async def wait_status(
-        self, cancellation_id: str, status: CancellationStatus, timeout: float = 30.0
+        self, cancellation_id: str, status: CancellationStatus, within: float = 30.0
     ) -> CancellationView:
-        return await self.wait_for(cancellation_id, lambda v: v.status is status, timeout)
+        return await self.wait_for(cancellation_id, lambda v: v.status is status, within)
 
     async def balances(self, customer_id: str = "cust-1") -> tuple[int, int] | None:
         return await self.store.get_balances(self.shop_id, customer_id)
@@ -161,10 +164,26 @@ class Harness:
         return entries
 
 
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def _record_histories(test_name: str, client: Client, task_queue: str) -> None:
+    """Save the histories of a test's runs for the replay suite (RECORD_HISTORIES=1)."""
+    HISTORIES.mkdir(exist_ok=True)
+    runs = [w async for w in client.list_workflows(f"TaskQueue = '{task_queue}'")]
+    for n, run in enumerate(sorted(runs, key=lambda r: r.start_time), start=1):
+        history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
+        path = HISTORIES / f"{test_name}--{n}.json"
+        path.write_text(history.to_json())
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def make_harness(pool: asyncpg.Pool, provider: PaymentProviderClient) -> AsyncIterator[Any]:
+async def make_harness(
+    pool: asyncpg.Pool, provider: PaymentProviderClient, request: pytest.FixtureRequest
+) -> AsyncIterator[Any]:
     """Build a harness on a Temporal environment, with a worker running for the test."""
     stack: list[Any] = []
+    queues: list[tuple[Client, str]] = []
 
     async def build(env: WorkflowEnvironment) -> Harness:
         task_queue = f"test-{uuid.uuid4().hex}"
@@ -177,10 +196,16 @@ async def make_harness(pool: asyncpg.Pool, provider: PaymentProviderClient) -> A
         for worker in workers:
             await worker.__aenter__()
             stack.append(worker)
+        if env.supports_time_skipping is False:
+            queues.append((env.client, task_queue))
         client = CancellationClient(env.client, store, task_queue=task_queue)
         return Harness(env=env, client=client, provider=provider, store=store, pool=pool)
 
     yield build
+    if os.environ.get("RECORD_HISTORIES"):
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)
+        for client, task_queue in queues:
+            await _record_histories(name, client, task_queue)
     for worker in reversed(stack):
         await worker.__aexit__(None, None, None)
 

@@ -141,7 +141,7 @@ async def test_action_after_the_run_closed_gets_a_clear_answer(h):
 
 async def test_signals_carry_the_same_actions(h):
     """Signals with the same names work for fire-and-forget callers (Temporal UI, CLI)."""
-    order_id, view = await _requested(h)
+    _order_id, view = await _requested(h)
     handle = h.handle(view.cancellation_id)
     await handle.signal("accept", ACCEPT.model_dump(mode="json") | {"actor": "merchant:ops"})
     final = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
