@@ -58,6 +58,14 @@ class AwaitSettlementInput(BaseModel):
     provider_reference: str
 
 
+class ProviderRefundSettled(BaseModel):
+    """The provider's webhook, as the admin hook passes it to the workflow (a signal)."""
+
+    provider_reference: str
+    """The provider's refund id (``re_…``)."""
+    status: str = "succeeded"
+
+
 class ProviderActivities:
     """Refunds and voids through the payment provider, each with an idempotency key."""
 

@@ -9,6 +9,7 @@ them out one at a time, so every change of state happens in one place and in ord
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -21,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.provider import (
         AwaitSettlementInput,
         ProviderActivities,
+        ProviderRefundSettled,
         RefundPaymentInput,
         RefundPaymentResult,
     )
@@ -137,6 +139,8 @@ class OrderCancellationWorkflow:
         self._commands: list[_Command] = []
         self._opened = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Provider refunds whose settlement the provider's webhook reported.
+        self._settled: set[str] = set()
         # Provider outcomes arrive while a command may be mid-transition; the lock keeps
         # each transition's read-decide-write of the view whole.
         self._lock = asyncio.Lock()
@@ -537,16 +541,26 @@ class OrderCancellationWorkflow:
     async def _await_settlement(
         self, refund_id: str, pending: RefundPaymentResult, money: str
     ) -> RefundPaymentResult:
-        return await workflow.execute_activity_method(
+        """Poll the provider until the refund settles, unless its webhook says so first."""
+        reference = pending.provider_reference
+        poll = workflow.start_activity_method(
             ProviderActivities.await_refund_settlement,
-            AwaitSettlementInput(
-                refund_id=refund_id, provider_reference=pending.provider_reference
-            ),
+            AwaitSettlementInput(refund_id=refund_id, provider_reference=reference),
             task_queue=self._start.provider_task_queue,
             start_to_close_timeout=SETTLEMENT_TIMEOUT,
             schedule_to_close_timeout=SETTLEMENT_DEADLINE,
             retry_policy=SETTLEMENT_RETRY,
-            summary=f"Wait for provider to settle refund of {money} ({pending.provider_reference})",
+            summary=f"Wait for provider to settle refund of {money} ({reference})",
+        )
+        await workflow.wait_condition(lambda: poll.done() or reference in self._settled)
+        if poll.done():
+            return await poll
+        # The webhook came first: stop polling (the provider said the money moved).
+        poll.cancel()
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await poll
+        return RefundPaymentResult(
+            operation=pending.operation, provider_reference=reference, settled=True
         )
 
     async def _refund_failed(self, refund_id: str, failure: str) -> None:
@@ -794,6 +808,12 @@ class OrderCancellationWorkflow:
     def status(self) -> CancellationView:
         """The cancellation view."""
         return self._snapshot()
+
+    @workflow.signal(name="provider_refund_settled")
+    def provider_refund_settled(self, settled: ProviderRefundSettled) -> None:
+        """The provider's webhook: a pending refund settled, no need to wait for the poll."""
+        if settled.status == "succeeded":
+            self._settled.add(settled.provider_reference)
 
     @workflow.update(name="accept")
     async def accept_update(self, accept: AcceptInput) -> CancellationView:

@@ -236,3 +236,22 @@ async def test_refund_retried_after_provider_applied_it_pays_once(h):
         (30000, f"{view.cancellation_id}-r1/try-1")
     ]
     assert final.refunded.amount == 30000
+
+
+async def test_provider_webhook_settles_a_pending_refund_without_waiting_for_the_poll(h):
+    """The hook turns the provider's webhook into a signal; the run completes at once."""
+    order_id, cid = await _accepted(
+        h, card_behavior={"refund": "pending", "settle_after_seconds": 3600}
+    )
+    pending = await h.wait_for(cid, lambda v: v.refunds and v.refunds[0].provider_reference)
+    reference = pending.refunds[0].provider_reference
+    await h.handle(cid).signal(
+        "provider_refund_settled", {"provider_reference": "re_unknown", "status": "succeeded"}
+    )
+    await asyncio.sleep(0.3)
+    assert (await h.view(cid)).status is CancellationStatus.IN_PROGRESS
+    await h.handle(cid).signal(
+        "provider_refund_settled", {"provider_reference": reference, "status": "succeeded"}
+    )
+    final = await h.wait_status(cid, CancellationStatus.CANCELED, within=10)
+    assert final.refunds[0].provider_reference == reference
