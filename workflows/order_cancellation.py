@@ -136,6 +136,8 @@ class OrderCancellationWorkflow:
             created_at=workflow.now(),
         )
         self._run = _Run()
+        # What the search attributes say now (the client set them from this at start).
+        self._published = self._view.model_copy(deep=True)
         self._commands: list[_Command] = []
         self._opened = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -771,12 +773,12 @@ class OrderCancellationWorkflow:
             )
         except ActivityError as err:
             raise _refusal(err) from None
-        before = self._view
         view.order_status = result.order_status
         self._view = view
-        updates = search_attribute_updates(before, view)
+        updates = search_attribute_updates(self._published, view)
         if updates:
             workflow.upsert_search_attributes(updates)
+        self._published = view.model_copy(deep=True)
         self._describe()
 
     def _describe(self) -> None:
