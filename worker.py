@@ -56,7 +56,12 @@ def build_workers(
     when one is named."""
     store, provider = activity_objects
     store_methods = [store.open_cancellation, store.apply_changes]
-    provider_methods = [provider.refund_payment, provider.await_refund_settlement]
+    provider_methods = [
+        provider.refund_payment,
+        provider.await_refund_settlement,
+        provider.check_recapture,
+        provider.recapture_payment,
+    ]
     main = Worker(
         client,
         task_queue=task_queue,

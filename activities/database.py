@@ -682,6 +682,15 @@ async def _move_stock(conn: Conn, shop_id: str, sku: str, delta: int, key: str) 
             raise CancellationError(
                 ErrorCode.OUT_OF_STOCK, f"only {available or 0} of {sku} left, {-delta} needed"
             )
+        # An INSERT … ON CONFLICT checks the proposed row first, and -n would fail CHECK.
+        await conn.execute(
+            "UPDATE stock SET available = available + $3, updated_at=now()"
+            " WHERE shop_id=$1 AND sku=$2",
+            shop_id,
+            sku,
+            delta,
+        )
+        return
     await conn.execute(
         "INSERT INTO stock (shop_id, sku, available) VALUES ($1, $2, $3)"
         " ON CONFLICT (shop_id, sku) DO UPDATE SET available = stock.available + $3,"
@@ -705,6 +714,18 @@ async def _move_balance(conn: Conn, shop_id: str, change: BalanceChange) -> None
     if moved is None:
         return
     column = "points" if change.balance == "points" else "credits"
+    if change.delta < 0:
+        held = await conn.fetchval(
+            f"SELECT {column} FROM customers WHERE shop_id=$1 AND customer_id=$2 FOR UPDATE",
+            shop_id,
+            change.customer_id,
+        )
+        if (held or 0) < -change.delta:
+            raise CancellationError(
+                ErrorCode.INVALID_TRANSITION,
+                f"customer {change.customer_id} has {held or 0} {column} left and"
+                f" {-change.delta} would be taken back; they were spent meanwhile",
+            )
     await conn.execute(
         "INSERT INTO customers (shop_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         shop_id,

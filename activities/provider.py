@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
@@ -21,6 +21,7 @@ REFUND_DECLINED = "refund_declined"
 PROVIDER_REFUSED = "provider_refused"
 PROVIDER_UNAVAILABLE = "provider_unavailable"
 REFUND_PENDING = "refund_pending"
+RECAPTURE_REFUSED = "recapture_refused"
 
 # While a refund is pending, look again after this long (plus Temporal's backoff).
 SETTLEMENT_POLL_DELAY = timedelta(seconds=2)
@@ -56,6 +57,46 @@ class AwaitSettlementInput(BaseModel):
 
     refund_id: str
     provider_reference: str
+
+
+class RecaptureOutcome(StrEnum):
+    """Whether a canceled payment can be taken again (the provider's check)."""
+
+    RESTORABLE = "restorable"
+    """The provider can recapture it now."""
+    REAUTH_REQUIRED = "reauth_required"
+    """The customer must pay again."""
+    NOT_POSSIBLE = "not_possible"
+    """It can't be taken back at all."""
+
+
+class RecaptureCheckInput(BaseModel):
+    """Ask the provider about one payment."""
+
+    payment_id: str
+
+
+class RecaptureCheckResult(BaseModel):
+    """The provider's answer, with the end of the recapture window."""
+
+    payment_id: str
+    outcome: RecaptureOutcome
+    until: datetime | None = None
+
+
+class RecapturePaymentInput(BaseModel):
+    """Take back an amount that was refunded or voided."""
+
+    payment_id: str
+    amount: int
+    idempotency_key: str
+
+
+class RecapturePaymentResult(BaseModel):
+    """The recapture happened."""
+
+    payment_id: str
+    amount: int
 
 
 class ProviderRefundSettled(BaseModel):
@@ -105,6 +146,34 @@ class ProviderActivities:
             provider_reference=refund["id"],
             settled=refund["status"] == "succeeded",
         )
+
+    @activity.defn
+    async def check_recapture(self, input: RecaptureCheckInput) -> RecaptureCheckResult:
+        """Ask whether a refunded or voided payment can be taken again (changes nothing)."""
+        try:
+            answer = await self._client.recapture_check(input.payment_id)
+        except ProviderRefused as err:
+            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
+        except ProviderUnavailable as err:
+            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
+        return RecaptureCheckResult(
+            payment_id=input.payment_id,
+            outcome=RecaptureOutcome(answer["outcome"]),
+            until=answer.get("until"),
+        )
+
+    @activity.defn
+    async def recapture_payment(self, input: RecapturePaymentInput) -> RecapturePaymentResult:
+        """Take back money that was refunded or voided, once (idempotency key)."""
+        try:
+            payment = await self._client.recapture(
+                input.payment_id, input.amount, input.idempotency_key
+            )
+        except ProviderRefused as err:
+            raise ApplicationError(str(err), type=RECAPTURE_REFUSED, non_retryable=True) from None
+        except ProviderUnavailable as err:
+            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
+        return RecapturePaymentResult(payment_id=payment["id"], amount=input.amount)
 
     @activity.defn
     async def await_refund_settlement(self, input: AwaitSettlementInput) -> RefundPaymentResult:

@@ -114,6 +114,8 @@ class Attention(StrEnum):
     """Nobody accepted or rejected within the shop's reminder time."""
     REFUND_FAILED = "refund_failed"
     """A refund failed for good; retry it or switch its method."""
+    UNDO_FAILED = "undo_failed"
+    """An undo failed halfway and was rolled back; see the history for why."""
 
 
 class CanceledItem(BaseModel):
@@ -179,6 +181,28 @@ class RetryRefundInput(BaseModel):
     refund_id: Annotated[str, Field(min_length=1, max_length=128)]
     method: RefundMethod | None = None
     bank_account: BankAccountRef | None = None
+    actor: Actor = "merchant"
+
+
+class UndoInput(BaseModel):
+    """The merchant undoes the cancellation (rule 11)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    customer_note: Text | None = None
+    require_repayment: bool = False
+    """Where the provider can't recapture a payment, ask the customer to pay again."""
+    actor: Actor = "merchant"
+
+
+class ConfirmRepaymentInput(BaseModel):
+    """The customer paid again after an undo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    amount: Annotated[StrictInt, Field(ge=1, le=10**15)]
     actor: Actor = "merchant"
 
 
@@ -266,5 +290,7 @@ class CancellationView(BaseModel):
     created_at: datetime | None = None
     canceled_at: datetime | None = None
     undo_until: datetime | None = None
+    repayment_until: datetime | None = None
+    """While ``awaiting_repayment``: when the undo is reversed if the customer hasn't paid."""
     closed: bool = False
     """The run has finished; nothing more can happen to this cancellation."""

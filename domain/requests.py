@@ -7,7 +7,7 @@ reaches Temporal.
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from domain.bank import BankAccount
 from domain.cancellation import CanceledItem, Channel, InitiatedBy, ReasonCode, Text
@@ -66,6 +66,25 @@ class RetryRefundRequest(BaseModel):
 
     method: RefundMethod | None = None
     bank_account: BankAccount | None = None
+
+
+class UndoRequest(BaseModel):
+    """``POST …/cancellation/undo``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    customer_note: Text | None = None
+    require_repayment: bool = False
+
+
+class RepaymentRequest(BaseModel):
+    """``POST …/cancellation/repayment``: the customer paid again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    amount: Annotated[StrictInt, Field(ge=1, le=10**15)]
 
 
 class QuoteRequest(BaseModel):

@@ -110,7 +110,12 @@ def allowed_actions(view: CancellationView) -> list[Action]:
                 actions.append(Action.CONFIRM_REFUND)
             if RefundStatus.FAILED in statuses:
                 actions.append(Action.RETRY_REFUND)
+            actions.append(Action.UNDO)
             return actions
+        case CancellationStatus.CANCELED:
+            return [Action.UNDO]
+        case CancellationStatus.AWAITING_REPAYMENT:
+            return [Action.REPAYMENT]
         case _:
             return []
 

@@ -32,9 +32,11 @@ from domain.cancellation import (
     CancellationStatus,
     CancellationView,
     ConfirmRefundInput,
+    ConfirmRepaymentInput,
     RejectInput,
     RetryRefundInput,
     StartCancellationInput,
+    UndoInput,
     WithdrawInput,
 )
 from domain.contract import TASK_QUEUE, cancellation_workflow_id
@@ -47,8 +49,10 @@ from domain.requests import (
     Quote,
     QuoteLine,
     RejectRequest,
+    RepaymentRequest,
     RetryRefundRequest,
     StartRequest,
+    UndoRequest,
 )
 from domain.rules import check_can_start, check_start_input
 from domain.shop import ShopSettings
@@ -356,6 +360,43 @@ class CancellationClient:
         )
         return await self._update(row, "retry_refund", body, idempotency_key)
 
+    async def undo(
+        self,
+        shop_id: str,
+        order_id: str | None,
+        request: UndoRequest,
+        *,
+        cancellation_id: str | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "merchant",
+    ) -> CancellationView:
+        """Undo the cancellation (rule 11); the store must end up no poorer."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        body = UndoInput(
+            reason=request.reason,
+            customer_note=request.customer_note,
+            require_repayment=request.require_repayment,
+            actor=actor,
+        )
+        return await self._update(row, "undo", body, idempotency_key)
+
+    async def confirm_repayment(
+        self,
+        shop_id: str,
+        order_id: str | None,
+        request: RepaymentRequest,
+        *,
+        cancellation_id: str | None = None,
+        idempotency_key: str | None = None,
+        actor: str = "merchant",
+    ) -> CancellationView:
+        """The customer paid again after an undo."""
+        row = await self._row(shop_id, order_id, cancellation_id)
+        body = ConfirmRepaymentInput(
+            reference=request.reference, amount=request.amount, actor=actor
+        )
+        return await self._update(row, "confirm_repayment", body, idempotency_key)
+
     # ------------------------------------------------------------------ backend data
 
     async def put_order(self, shop_id: str, order_id: str, doc: OrderDocument) -> bool:
@@ -438,6 +479,12 @@ class CancellationClient:
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 view = _closed_if_done(row.view)
+                if name == "undo" and view.status is CancellationStatus.CANCELED:
+                    raise CancellationError(
+                        ErrorCode.UNDO_WINDOW_CLOSED,
+                        f"the undo window of {row.cancellation_id} closed at"
+                        f" {view.undo_until:%Y-%m-%d %H:%M} UTC; ask the customer to order again",
+                    ) from None
                 raise CancellationError(
                     ErrorCode.INVALID_TRANSITION,
                     f"cancellation {row.cancellation_id} is closed ({view.status.value});"

@@ -23,6 +23,10 @@ with workflow.unsafe.imports_passed_through():
         AwaitSettlementInput,
         ProviderActivities,
         ProviderRefundSettled,
+        RecaptureCheckInput,
+        RecaptureCheckResult,
+        RecaptureOutcome,
+        RecapturePaymentInput,
         RefundPaymentInput,
         RefundPaymentResult,
     )
@@ -38,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         CancellationStatus,
         CancellationView,
         ConfirmRefundInput,
+        ConfirmRepaymentInput,
         HistoryEntry,
         InitiatedBy,
         RefundLine,
@@ -45,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         RejectInput,
         RetryRefundInput,
         StartCancellationInput,
+        UndoInput,
         WithdrawInput,
     )
     from domain.changes import (
@@ -112,6 +118,25 @@ class _Run:
     refunded_by_tender: dict[str, int] = field(default_factory=dict)
     applied: list[tuple[Action, str]] = field(default_factory=list)
     """Actions that took effect, with their bodies: a repeat answers like the first."""
+    restocked: list[StockChange] = field(default_factory=list)
+    """What the acceptance put back in stock (an undo reserves it again)."""
+    undo_attempts: int = 0
+    undo: _Undo | None = None
+
+
+@dataclass
+class _Undo:
+    """What an undo did, so it can be reversed step by step."""
+
+    attempt: int
+    prior_status: CancellationStatus
+    prior_order_status: OrderStatus
+    prior_lines: list[RefundLine]
+    reserved: list[StockChange]
+    taken_back: list[BalanceChange]
+    recaptured: list[RefundLine] = field(default_factory=list)
+    due: int = 0
+    repaid: int = 0
 
 
 @workflow.defn(name="OrderCancellation")
@@ -155,13 +180,21 @@ class OrderCancellationWorkflow:
         await self._open()
         if start.accept is not None:
             await self._accept_at_start(start.accept)
-        if self._view.status is CancellationStatus.REQUESTED:
-            await self._wait_for_decision()
-        if self._view.status is CancellationStatus.IN_PROGRESS:
-            await self._refund_until_fully_refunded()
-            await self._complete()
-        if self._view.status is CancellationStatus.CANCELED:
-            await self._wait_out_undo_window()
+        while True:
+            match self._view.status:
+                case CancellationStatus.REQUESTED:
+                    await self._wait_for_decision()
+                case CancellationStatus.IN_PROGRESS:
+                    await self._refund_until_fully_refunded()
+                    if self._view.status is CancellationStatus.IN_PROGRESS:
+                        await self._complete()
+                case CancellationStatus.CANCELED:
+                    if not await self._wait_out_undo_window():
+                        break
+                case CancellationStatus.AWAITING_REPAYMENT:
+                    await self._wait_for_repayment()
+                case _:
+                    break
         self._view.closed = True
         self._view.allowed_actions = []
         workflow.set_current_details(f"Closed: {self._view.status.value}.")
@@ -238,8 +271,9 @@ class OrderCancellationWorkflow:
             await self._run_next_command()
 
     async def _refund_until_fully_refunded(self) -> None:
-        """Execute refund lines until every one has succeeded (rules 7 and 8)."""
-        while not self._fully_refunded():
+        """Execute refund lines until every one has succeeded (rules 7 and 8), or an undo
+        took the cancellation elsewhere."""
+        while self._view.status is CancellationStatus.IN_PROGRESS and not self._fully_refunded():
             async with self._lock:
                 for line in self._view.refunds:
                     if (
@@ -279,13 +313,17 @@ class OrderCancellationWorkflow:
                 notifications=[Notification(recipient=Recipient.CUSTOMER, template="canceled")],
             )
 
-    async def _wait_out_undo_window(self) -> None:
-        """Stay open while the merchant may still undo, then close (rule 11)."""
+    async def _wait_out_undo_window(self) -> bool:
+        """Stay open while the merchant may still undo (rule 11).
+
+        Returns ``False`` once the window has passed, ``True`` when an undo moved the
+        cancellation on.
+        """
         until = self._view.undo_until or workflow.now()
-        while True:
+        while self._view.status is CancellationStatus.CANCELED:
             remaining = until - workflow.now()
             if remaining <= timedelta(0):
-                return
+                return False
             try:
                 await workflow.wait_condition(
                     lambda: bool(self._commands),
@@ -293,6 +331,26 @@ class OrderCancellationWorkflow:
                     timeout_summary=f"Undo window closes at {until:%Y-%m-%d %H:%M} UTC",
                 )
             except TimeoutError:
+                return False
+            await self._run_next_command()
+        return True
+
+    async def _wait_for_repayment(self) -> None:
+        """After an undo, wait for the customer to pay again; reverse the undo if they don't."""
+        until = self._view.repayment_until or workflow.now()
+        while self._view.status is CancellationStatus.AWAITING_REPAYMENT:
+            remaining = until - workflow.now()
+            try:
+                if remaining <= timedelta(0):
+                    raise TimeoutError
+                await workflow.wait_condition(
+                    lambda: bool(self._commands),
+                    timeout=remaining,
+                    timeout_summary=f"Wait for repayment until {until:%Y-%m-%d %H:%M} UTC",
+                )
+            except TimeoutError:
+                async with self._lock:
+                    await self._reverse_undo("repayment_lapsed", Attention.NONE)
                 return
             await self._run_next_command()
 
@@ -347,6 +405,7 @@ class OrderCancellationWorkflow:
             else []
         )
         notes = [Notification(recipient=Recipient.CUSTOMER, template="accepted")]
+        self._run.restocked = restock
         await self._commit(
             view,
             event="accepted",
@@ -498,6 +557,288 @@ class OrderCancellationWorkflow:
             refund_lines=[line],
         )
 
+    # ------------------------------------------------------------------ undo (rule 11)
+
+    async def _undo(self, undo: UndoInput) -> None:
+        """Undo without the store getting poorer: check, hold, recapture, then restore.
+
+        Every provider refund or void is checked before anything changes; where one
+        can't be recaptured the undo is refused, unless the merchant asks the customer
+        to pay again. A recapture the provider refuses after all rolls back what the undo
+        did so far, in reverse order.
+        """
+        self._run.undo_attempts += 1
+        attempt = self._run.undo_attempts
+        executed = [line for line in self._view.refunds if line.status is RefundStatus.SUCCEEDED]
+        by_provider = [line for line in executed if line.channel is RefundChannel.PROVIDER]
+        checks = await asyncio.gather(*(self._check_recapture(line) for line in by_provider))
+        lost = [
+            (line, check)
+            for line, check in zip(by_provider, checks, strict=True)
+            if check.outcome is not RecaptureOutcome.RESTORABLE
+        ]
+        if lost and not undo.require_repayment:
+            names = ", ".join(f"{line.payment_id} ({check.outcome.value})" for line, check in lost)
+            raise _refuse(
+                ErrorCode.RECAPTURE_UNAVAILABLE,
+                f"the provider can't recapture {names}; undo with require_repayment to have"
+                " the customer pay again, or ask them to order again",
+            )
+        await self._hold_for_undo(undo, attempt, executed, checks)
+        state = self._undo_state()
+        lost_lines = {line.refund_id for line, _ in lost}
+        for line in by_provider:
+            if line.refund_id in lost_lines:
+                continue
+            try:
+                await self._recapture(line, attempt)
+            except ActivityError as err:
+                failure = _failure_text(err)
+                await self._reverse_undo("undo_rolled_back", Attention.UNDO_FAILED, failure)
+                raise _refuse(
+                    ErrorCode.RECAPTURE_UNAVAILABLE,
+                    f"the provider refused to recapture {line.payment_id} ({failure});"
+                    " the undo was rolled back",
+                ) from None
+            state.recaptured.append(line)
+        state.due = sum(line.amount for line in executed if line.refund_id in lost_lines) + sum(
+            line.amount for line in executed if line.channel is RefundChannel.BANK_DEPOSIT
+        )
+        if state.due:
+            await self._await_repayment(undo)
+        else:
+            await self._finish_undo(undo.actor, undo.customer_note)
+
+    async def _check_recapture(self, line: RefundLine) -> RecaptureCheckResult:
+        assert line.payment_id is not None
+        return await workflow.execute_activity_method(
+            ProviderActivities.check_recapture,
+            RecaptureCheckInput(payment_id=line.payment_id),
+            task_queue=self._start.provider_task_queue,
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            retry_policy=PROVIDER_RETRY,
+            summary=f"Ask the provider whether {line.payment_id} can be recaptured",
+        )
+
+    async def _recapture(self, line: RefundLine, attempt: int) -> None:
+        assert line.payment_id is not None
+        money = format_money(line.amount, self._order().currency)
+        await workflow.execute_activity_method(
+            ProviderActivities.recapture_payment,
+            RecapturePaymentInput(
+                payment_id=line.payment_id,
+                amount=line.amount,
+                idempotency_key=f"{line.refund_id}/undo-{attempt}/recapture",
+            ),
+            task_queue=self._start.provider_task_queue,
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            retry_policy=PROVIDER_RETRY,
+            summary=f"Recapture {money} from card {line.payment_id}",
+        )
+
+    def _undo_state(self) -> _Undo:
+        assert self._run.undo is not None, "an undo is under way"
+        return self._run.undo
+
+    async def _hold_for_undo(
+        self,
+        undo: UndoInput,
+        attempt: int,
+        executed: list[RefundLine],
+        checks: list[RecaptureCheckResult],
+    ) -> None:
+        """Cancel unexecuted refunds, reserve the stock again, take points and credits back.
+
+        One store transaction: ``out_of_stock`` (or spent balances) refuse it whole.
+        """
+        key = f"{self._view.cancellation_id}:undo-{attempt}"
+        reserved = [
+            StockChange(sku=s.sku, delta=-s.delta, key=f"{key}:reserve:{s.key}")
+            for s in self._run.restocked
+        ]
+        taken_back = [
+            BalanceChange(
+                customer_id=self._order().customer_id,
+                balance=(
+                    BalanceKind.POINTS
+                    if line.channel is RefundChannel.POINTS
+                    else BalanceKind.CREDITS
+                ),
+                delta=-line.amount,
+                key=f"{key}:take-back:{line.refund_id}",
+            )
+            for line in executed
+            if line.channel in (RefundChannel.POINTS, RefundChannel.CREDITS)
+        ]
+        view = self._next_view(status=CancellationStatus.UNDOING, needs_attention=None)
+        for line in view.refunds:
+            if line.status in (
+                RefundStatus.PENDING,
+                RefundStatus.AWAITING_CONFIRMATION,
+                RefundStatus.FAILED,
+            ):
+                line.status = RefundStatus.CANCELED
+        prior_lines = [line.model_copy(deep=True) for line in self._view.refunds]
+        prior = (self._view.status, self._view.order_status or OrderStatus.CANCELED)
+        await self._commit(
+            view,
+            event="undo_started",
+            actor=undo.actor,
+            detail={
+                "reason": undo.reason,
+                "require_repayment": undo.require_repayment,
+                "recapture": {c.payment_id: c.outcome.value for c in checks},
+            },
+            stock=reserved,
+            balances=taken_back,
+            refund_lines=view.refunds,
+        )
+        self._run.undo = _Undo(
+            attempt=attempt,
+            prior_status=prior[0],
+            prior_order_status=prior[1],
+            prior_lines=prior_lines,
+            reserved=reserved,
+            taken_back=taken_back,
+        )
+
+    async def _await_repayment(self, undo: UndoInput) -> None:
+        """Money that left by bank deposit, or can't be recaptured, must be paid again."""
+        state = self._undo_state()
+        until = workflow.now() + self._run.settings.repayment_window
+        currency = self._order().currency
+        view = self._next_view(
+            status=CancellationStatus.AWAITING_REPAYMENT,
+            repayment_due=Money(amount=state.due, currency=currency),
+            repayment_until=until,
+        )
+        await self._commit(
+            view,
+            event="repayment_requested",
+            actor="system",
+            detail={"due": state.due, "until": until.isoformat()},
+            order=OrderChange(status=OrderStatus.AWAITING_PAYMENT),
+            notifications=[
+                Notification(
+                    recipient=Recipient.CUSTOMER,
+                    template="repayment_requested",
+                    payload={
+                        "amount": state.due,
+                        "currency": currency,
+                        "customer_note": undo.customer_note,
+                    },
+                )
+            ],
+        )
+
+    async def _confirm_repayment(self, repayment: ConfirmRepaymentInput) -> None:
+        """The customer paid (part of) what they owe; all of it completes the undo."""
+        state = self._undo_state()
+        state.repaid += repayment.amount
+        remaining = state.due - state.repaid
+        if remaining > 0:
+            view = self._next_view(
+                repayment_due=Money(amount=remaining, currency=self._order().currency)
+            )
+            await self._commit(
+                view,
+                event="repayment_received",
+                actor=repayment.actor,
+                detail={"reference": repayment.reference, "amount": repayment.amount},
+            )
+            return
+        await self._finish_undo(
+            repayment.actor, None, {"reference": repayment.reference, "amount": repayment.amount}
+        )
+
+    async def _finish_undo(
+        self, actor: str, customer_note: str | None, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Everything is back: the order returns to its status before the cancellation."""
+        view = self._next_view(
+            status=CancellationStatus.UNDONE, repayment_due=None, repayment_until=None
+        )
+        await self._commit(
+            view,
+            event="undone",
+            actor=actor,
+            detail=detail or {},
+            order=OrderChange(status=None),
+            notifications=[
+                Notification(
+                    recipient=Recipient.CUSTOMER,
+                    template="undone",
+                    payload={"customer_note": customer_note},
+                )
+            ],
+        )
+
+    async def _reverse_undo(
+        self, event: str, attention: Attention, failure: str | None = None
+    ) -> None:
+        """Reverse every step of the undo, last first: refund recaptures, release stock,
+        return points and credits, and go back to where the cancellation was."""
+        state = self._undo_state()
+        refund_failures: list[str] = []
+        for line in reversed(state.recaptured):
+            try:
+                await self._refund_recapture(line, state.attempt)
+            except ActivityError as err:
+                refund_failures.append(f"{line.refund_id}: {_failure_text(err)}")
+        if refund_failures or state.repaid:
+            attention = Attention.UNDO_FAILED
+        view = self._next_view(
+            status=state.prior_status,
+            refunds=[line.model_copy(deep=True) for line in state.prior_lines],
+            repayment_due=None,
+            repayment_until=None,
+            needs_attention=None if attention is Attention.NONE else attention,
+        )
+        key = f"{self._view.cancellation_id}:undo-{state.attempt}"
+        await self._commit(
+            view,
+            event=event,
+            actor="system",
+            detail={
+                "failure": failure,
+                "refund_failures": refund_failures,
+                "repaid_to_return": state.repaid,
+            },
+            order=OrderChange(status=state.prior_order_status),
+            stock=[
+                StockChange(sku=s.sku, delta=-s.delta, key=f"{key}:release:{s.key}")
+                for s in state.reserved
+            ],
+            balances=[
+                b.model_copy(update={"delta": -b.delta, "key": f"{b.key}:return"})
+                for b in state.taken_back
+            ],
+            notifications=[
+                Notification(
+                    recipient=Recipient.MERCHANT, template=event, payload={"failure": failure}
+                )
+            ],
+        )
+        self._run.undo = None
+
+    async def _refund_recapture(self, line: RefundLine, attempt: int) -> None:
+        assert line.payment_id is not None
+        money = format_money(line.amount, self._order().currency)
+        await workflow.execute_activity_method(
+            ProviderActivities.refund_payment,
+            RefundPaymentInput(
+                refund_id=line.refund_id,
+                payment_id=line.payment_id,
+                amount=line.amount,
+                currency=self._order().currency,
+                idempotency_key=f"{line.refund_id}/undo-{attempt}/reverse",
+            ),
+            task_queue=self._start.provider_task_queue,
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            retry_policy=PROVIDER_RETRY,
+            summary=f"Refund the recaptured {money} to card {line.payment_id} again",
+        )
+
     async def _pay_back(self, refund_id: str, attempt: int) -> None:
         """Refund or void one card tender through the provider; may settle later."""
         line = _line(self._view, refund_id)
@@ -591,6 +932,9 @@ class OrderCancellationWorkflow:
 
     async def _run_next_command(self) -> None:
         command = self._commands.pop(0)
+        if command.action is Action.UNDO:
+            # A refund in flight is waited for (rule 11): its outcome decides what to take back.
+            await workflow.wait_condition(lambda: not self._in_flight())
         try:
             async with self._lock:
                 self._check(command.action, command.payload)
@@ -616,6 +960,10 @@ class OrderCancellationWorkflow:
                 await self._confirm_refund(payload)
             case Action.RETRY_REFUND:
                 await self._retry_refund(payload)
+            case Action.UNDO:
+                await self._undo(payload)
+            case Action.REPAYMENT:
+                await self._confirm_repayment(payload)
             case _:
                 raise _refuse(ErrorCode.INVALID_TRANSITION, f"{action.value} is not available")
 
@@ -725,6 +1073,9 @@ class OrderCancellationWorkflow:
     def _fully_refunded(self) -> bool:
         return all(line.status is RefundStatus.SUCCEEDED for line in self._view.refunds)
 
+    def _in_flight(self) -> bool:
+        return any(line.status is RefundStatus.PROCESSING for line in self._view.refunds)
+
     def _has_pending(self) -> bool:
         return any(
             line.channel is RefundChannel.PROVIDER and line.status is RefundStatus.PENDING
@@ -810,6 +1161,34 @@ class OrderCancellationWorkflow:
     def status(self) -> CancellationView:
         """The cancellation view."""
         return self._snapshot()
+
+    @workflow.update(name="undo")
+    async def undo_update(self, undo: UndoInput) -> CancellationView:
+        """The merchant undoes the cancellation; the store must end up no poorer."""
+        return await self._submit(Action.UNDO, undo)
+
+    @undo_update.validator
+    def _validate_undo(self, undo: UndoInput) -> None:
+        self._check(Action.UNDO, undo)
+
+    @workflow.signal(name="undo")
+    def undo_signal(self, undo: UndoInput) -> None:
+        """Undo, without waiting for an answer."""
+        self._signal(Action.UNDO, undo)
+
+    @workflow.update(name="confirm_repayment")
+    async def confirm_repayment_update(self, repayment: ConfirmRepaymentInput) -> CancellationView:
+        """The customer paid again after an undo."""
+        return await self._submit(Action.REPAYMENT, repayment)
+
+    @confirm_repayment_update.validator
+    def _validate_confirm_repayment(self, repayment: ConfirmRepaymentInput) -> None:
+        self._check(Action.REPAYMENT, repayment)
+
+    @workflow.signal(name="confirm_repayment")
+    def confirm_repayment_signal(self, repayment: ConfirmRepaymentInput) -> None:
+        """Confirm a repayment, without waiting for an answer."""
+        self._signal(Action.REPAYMENT, repayment)
 
     @workflow.signal(name="provider_refund_settled")
     def provider_refund_settled(self, settled: ProviderRefundSettled) -> None:

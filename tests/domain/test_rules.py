@@ -136,7 +136,7 @@ def test_allowed_actions_follow_status_and_refund_lines():
     )
     view.status = CancellationStatus.IN_PROGRESS
     view.refunds = [line]
-    assert allowed_actions(view) == ["retry_refund"]
+    assert allowed_actions(view) == ["retry_refund", "undo"]
     view.closed = True
     assert allowed_actions(view) == []
 

@@ -50,7 +50,7 @@ async def test_bank_transfer_waits_for_the_merchants_deposit(h):
     line = view.refunds[0]
     assert line.status is RefundStatus.AWAITING_CONFIRMATION
     assert line.bank_account.masked_number == "**********6789"
-    assert view.allowed_actions == ["confirm_refund"]
+    assert view.allowed_actions == ["confirm_refund", "undo"]
     assert view.status is CancellationStatus.IN_PROGRESS
 
     confirmed = await h.client.confirm_refund(
@@ -157,7 +157,7 @@ async def test_declined_refund_needs_attention_then_store_credit_completes(h):
     order_id, cid = await _accepted(h, card_behavior={"refund": "decline"})
     failed = await h.wait_for(cid, lambda v: v.refunds and v.refunds[0].status == "failed")
     assert failed.needs_attention is Attention.REFUND_FAILED
-    assert failed.allowed_actions == ["retry_refund"]
+    assert failed.allowed_actions == ["retry_refund", "undo"]
     assert "refund_declined" in failed.refunds[0].failure
     assert ("merchant", "refund_failed") in await h.outbox()
     description = await h.handle(cid).describe()
@@ -240,7 +240,7 @@ async def test_refund_retried_after_provider_applied_it_pays_once(h):
 
 async def test_provider_webhook_settles_a_pending_refund_without_waiting_for_the_poll(h):
     """The hook turns the provider's webhook into a signal; the run completes at once."""
-    order_id, cid = await _accepted(
+    _order_id, cid = await _accepted(
         h, card_behavior={"refund": "pending", "settle_after_seconds": 3600}
     )
     pending = await h.wait_for(cid, lambda v: v.refunds and v.refunds[0].provider_reference)

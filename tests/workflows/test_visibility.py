@@ -42,9 +42,9 @@ async def test_search_attributes_follow_each_transition(h):
     assert attrs.get(INITIATED_BY) == "customer"
     assert attrs.get(NEEDS_ATTENTION) == "none"
     assert attrs.get(REFUND_AMOUNT) == 0
-    assert await _ids(
-        h, f"ShopId = '{h.shop_id}' AND CancellationStatus = 'requested'", 1
-    ) == [view.cancellation_id]
+    assert await _ids(h, f"ShopId = '{h.shop_id}' AND CancellationStatus = 'requested'", 1) == [
+        view.cancellation_id
+    ]
 
     await h.client.accept(h.shop_id, order_id, AcceptRequest(reason_code="changed_mind"))
     await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)

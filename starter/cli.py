@@ -1,0 +1,1286 @@
+"""``python -m starter <command>``: the command line over :class:`CancellationClient`.
+
+Commands::
+
+    dev [ARGS…]                 the embedded dev stack (arguments go to starter.devstack)
+    demo [ARGS…]                walk through the seed's scenarios (arguments go to starter.demo)
+    request SHOP ORDER          a customer's request from My Account; with --merchant, the
+                                merchant's own cancellation, which starts accepted
+    accept SHOP ORDER           the merchant accepts with a reason code and a refund method
+    reject SHOP ORDER           the merchant refuses the request (--reason)
+    withdraw SHOP ORDER         the customer takes the request back
+    confirm-refund SHOP ORDER REFUND_ID --reference R
+    retry-refund SHOP ORDER REFUND_ID [--method bank_deposit|credits]
+    status SHOP ORDER           the order's latest cancellation (or --cancellation ID)
+    list SHOP                   the shop's cancellations, newest first (or --order ORDER)
+    quote SHOP ORDER            the refund plan an acceptance would produce; changes nothing
+    load-orders FILE.json       create or replace shops' settings, stock, balances and orders
+
+Output is for people by default. ``--json`` (before or after the command) prints exactly
+one JSON document: the view; ``{"created", "cancellation"}`` for a start;
+``{"items", "next_cursor"}`` for a list; ``{"error": {"code", "message"}}`` on failure.
+Bank account numbers are never printed; views carry only the masked number.
+
+Exit codes (one table, :data:`EXIT_CODES`): 0 done; 2 usage or validation error;
+3 not found; 4 conflict with the current state; 5 a service (Temporal, the database,
+the payment provider) does not answer; 1 any other refusal; 130 interrupted.
+
+The load-orders file::
+
+    {"shops": {
+        "<shop_id>": {
+            "settings": {"customer_cancellation_requests": true, "undo_window": "P30D", …},
+            "stock": {"<sku>": 12},
+            "customers": {"<customer_id>": {"points": 0, "credits": 0}},
+            "orders": {"<order_id>": <order document, as PUT …/orders/{order_id} takes it>}
+        }
+    }}
+
+Every key but ``shops`` and ``orders`` may be left out. A card tender names its
+provider payment with ``payment_id``, or carries ``"payment": {"capture": true,
+"behavior": {"refund": "succeed"|"decline"|"pending", "settle_after_seconds": 5,
+"recapture": "restorable"|"reauth_required"|"not_possible",
+"recapture_window_seconds": 86400}}`` instead: load-orders then creates that payment in
+the provider sandbox (``capture: false`` leaves it only authorized) with the idempotency
+key ``load-<shop>-<order>-<tender>``, so loading the file again reuses the payment.
+Changing such a tender's amount or payment later needs a new tender or order id.
+
+The whole file is validated before anything is written: a bad file changes nothing and
+the error lists every problem with its path (``shops.s1.orders.o1.tenders[0].amount``).
+Then the sandbox payments are created, and only then the store is written, shop by shop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic_core import ErrorDetails
+
+from activities.provider_client import PaymentProviderClient, ProviderError, ProviderUnavailable
+from domain.bank import BankAccount
+from domain.cancellation import CancellationStatus, CancellationView, ReasonCode, RefundLine
+from domain.errors import CancellationError, ErrorCode
+from domain.money import Amount, format_money
+from domain.order import Identifier, OrderDocument
+from domain.refund_plan import RefundMethod
+from domain.requests import (
+    AcceptRequest,
+    ConfirmRefundRequest,
+    Quote,
+    RejectRequest,
+    RepaymentRequest,
+    RetryRefundRequest,
+    StartRequest,
+    UndoRequest,
+)
+from domain.shop import ShopSettings
+from starter.client import CancellationClient
+from starter.config import Settings
+
+# ---------------------------------------------------------------------------- exit codes
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+"""argparse exits with 2 on a bad command line; validation errors share it."""
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_UNAVAILABLE = 5
+EXIT_INTERRUPTED = 130
+"""The shell's convention for Ctrl-C (128 + SIGINT)."""
+
+EXIT_CODES: dict[ErrorCode, int] = {
+    ErrorCode.VALIDATION_ERROR: EXIT_USAGE,
+    ErrorCode.ORDER_NOT_FOUND: EXIT_NOT_FOUND,
+    ErrorCode.CANCELLATION_NOT_FOUND: EXIT_NOT_FOUND,
+    ErrorCode.REFUND_NOT_FOUND: EXIT_NOT_FOUND,
+    ErrorCode.ORDER_SHIPPED: EXIT_CONFLICT,
+    ErrorCode.CUSTOMER_REQUESTS_DISABLED: EXIT_CONFLICT,
+    ErrorCode.INVALID_TRANSITION: EXIT_CONFLICT,
+    ErrorCode.UNDO_WINDOW_CLOSED: EXIT_CONFLICT,
+    ErrorCode.OUT_OF_STOCK: EXIT_CONFLICT,
+    ErrorCode.RECAPTURE_UNAVAILABLE: EXIT_CONFLICT,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: EXIT_CONFLICT,
+    ErrorCode.TEMPORAL_UNAVAILABLE: EXIT_UNAVAILABLE,
+    ErrorCode.DATABASE_UNAVAILABLE: EXIT_UNAVAILABLE,
+    ErrorCode.PROVIDER_UNAVAILABLE: EXIT_UNAVAILABLE,
+}
+"""The exit status of each refusal; codes not listed (``unauthorized``, …) exit 1."""
+
+
+def exit_code(code: ErrorCode) -> int:
+    """The process exit status for a refusal with this code."""
+    return EXIT_CODES.get(code, EXIT_FAILURE)
+
+
+# Commands that run their own event loop and parse their own arguments.
+PASS_THROUGH = {"dev": "starter.devstack", "demo": "starter.demo"}
+
+# A view shows this many of its latest history entries; --json has them all.
+HISTORY_LINES = 5
+# A page of `list`: the client's default size, and a bound that keeps one answer readable.
+DEFAULT_LIST_LIMIT = 50
+MAX_LIST_LIMIT = 500
+# The stock column is a PostgreSQL integer.
+MAX_STOCK = 2**31 - 1
+
+# ---------------------------------------------------------------------------- results
+
+
+class Started(BaseModel):
+    """What ``request`` answers: the cancellation, and whether this call started it."""
+
+    created: bool
+    cancellation: CancellationView
+
+
+class Listing(BaseModel):
+    """What ``list`` answers: one page, newest first."""
+
+    items: list[CancellationView]
+    next_cursor: str | None = None
+
+
+class ShopLoaded(BaseModel):
+    """What load-orders wrote for one shop."""
+
+    settings: bool
+    stock: int
+    customers: int
+    orders: dict[str, Literal["created", "replaced"]]
+    payments: dict[str, str]
+    """``<order>/<tender>`` → the sandbox payment id created (or found again) for it."""
+
+
+class LoadReport(BaseModel):
+    """What ``load-orders`` answers."""
+
+    file: str
+    shops: dict[str, ShopLoaded]
+
+
+Result = CancellationView | Started | Listing | Quote | LoadReport
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a command needs once the command line was read: the client and settings."""
+
+    client: CancellationClient
+    settings: Settings
+
+
+Job = Callable[[Context], Awaitable[Result]]
+"""A command, validated and ready to run against the services."""
+
+# ---------------------------------------------------------------------------- entry points
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (``python -m starter`` exits with it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    pass_through = _pass_through_command(args)
+    if pass_through is not None:
+        return _run_module(*pass_through)
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    client: CancellationClient | None = None,
+    settings: Settings | None = None,
+) -> int:
+    """Run one command other than ``dev`` and ``demo`` inside a running event loop.
+
+    Args:
+        argv: The arguments after ``python -m starter``.
+        client: A client to use instead of connecting as the environment says; it is
+            left open. Tests pass theirs, with its own task queue.
+        settings: Settings to use instead of reading the environment.
+
+    Returns:
+        The exit status; output went to stdout, error messages to stderr.
+    """
+    as_json = "--json" in argv  # until the command line is parsed
+    try:
+        parsed = _parse(argv)
+        if isinstance(parsed, int):
+            return parsed
+        as_json = bool(parsed.json)
+        job: Job = parsed.prepare(parsed)
+        result = await _run_job(job, client, settings)
+    except _UsageError as err:
+        return _report_usage_error(err, as_json)
+    except CancellationError as err:
+        return _report_error(err, as_json)
+    _emit(result, as_json)
+    return EXIT_OK
+
+
+def _pass_through_command(argv: list[str]) -> tuple[str, list[str]] | None:
+    """``dev``/``demo`` and the arguments for them, untouched by our parser."""
+    for index, token in enumerate(argv):
+        if token == "--json":
+            continue
+        return (token, argv[index + 1 :]) if token in PASS_THROUGH else None
+    return None
+
+
+def _run_module(command: str, argv: list[str]) -> int:
+    # Imported only now: the dev stack and demo pull in servers the other commands
+    # don't need, and the CLI must work where they are not installed.
+    module_name = PASS_THROUGH[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:  # the module, or a server package it needs
+        print(f"error: `{command}` is not available here: {err}", file=sys.stderr)
+        return EXIT_FAILURE
+    entry: Callable[[list[str]], int] = module.main
+    return entry(argv)
+
+
+def _parse(argv: Sequence[str]) -> argparse.Namespace | int:
+    """The parsed command line, or the exit status after ``--help``."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exit_:  # only --help gets here; errors raise _UsageError
+        return exit_.code if isinstance(exit_.code, int) else EXIT_OK
+
+
+async def _run_job(
+    job: Job, client: CancellationClient | None, settings: Settings | None
+) -> Result:
+    settings = settings or _settings_from_env()
+    if client is not None:
+        return await _guard_database(job, Context(client, settings))
+    _require_database(settings)
+    own = await CancellationClient.connect(settings)
+    try:
+        return await _guard_database(job, Context(own, settings))
+    finally:
+        await own.close()
+
+
+async def _guard_database(job: Job, context: Context) -> Result:
+    try:
+        return await job(context)
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError) as err:
+        # The pool connected, then lost the server mid-command: a service problem, not a bug.
+        raise CancellationError(
+            ErrorCode.DATABASE_UNAVAILABLE, f"the store database stopped answering: {err}"
+        ) from None
+
+
+def _settings_from_env() -> Settings:
+    try:
+        return Settings.from_env()
+    except ValueError as err:
+        raise CancellationError(ErrorCode.VALIDATION_ERROR, f"configuration: {err}") from None
+
+
+def _require_database(settings: Settings) -> None:
+    # Checked before connecting to Temporal, so a missing URL is reported as itself.
+    try:
+        settings.require_database()
+    except SystemExit as missing:
+        raise CancellationError(ErrorCode.DATABASE_UNAVAILABLE, str(missing.code)) from None
+
+
+# ---------------------------------------------------------------------------- the parser
+
+
+class _UsageError(Exception):
+    """argparse refused the command line."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser that raises instead of printing and exiting on errors.
+
+    So ``run`` can answer a bad command line like any other refusal, in JSON when
+    asked, and tests can call it in-process.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message, self.format_usage())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    json_option = _Parser(add_help=False)
+    # SUPPRESS keeps a subcommand from resetting a --json given before it.
+    json_option.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+    )
+    parser = _Parser(
+        prog="python -m starter",
+        description="Start and drive order cancellations.",
+        epilog=_EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in _PASS_THROUGH_HELP.items():
+        # Listed for --help only: main() hands these commands over before parsing.
+        command = commands.add_parser(name, help=help_text, add_help=False)
+        command.set_defaults(prepare=_not_in_a_running_loop)
+    for name, spec in _COMMANDS.items():
+        command = commands.add_parser(
+            name, help=spec.help, description=spec.help, parents=[json_option]
+        )
+        spec.configure(command)
+        command.set_defaults(prepare=spec.prepare)
+    return parser
+
+
+_EXIT_HELP = f"""exit codes:
+  {EXIT_OK}  done
+  {EXIT_USAGE}  usage or validation error
+  {EXIT_NOT_FOUND}  order, cancellation or refund not found
+  {EXIT_CONFLICT}  not possible in the current state (shipped, invalid transition, …)
+  {EXIT_UNAVAILABLE}  Temporal, the database or the payment provider does not answer
+  {EXIT_FAILURE}  any other refusal"""
+
+_PASS_THROUGH_HELP = {
+    "dev": "run the embedded dev stack until Ctrl-C (arguments go to it)",
+    "demo": "walk through every scenario against a running stack (arguments go to it)",
+}
+
+
+def _values(enum: type[Any]) -> list[str]:
+    return [member.value for member in enum]
+
+
+def _order_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shop", metavar="SHOP", help="the shop id")
+    parser.add_argument("order", metavar="ORDER", help="the order id")
+
+
+def _target_options(parser: argparse.ArgumentParser, *, actor: str) -> None:
+    parser.add_argument(
+        "--cancellation", metavar="ID", help="act on this cancellation, not the latest"
+    )
+    parser.add_argument(
+        "--idempotency-key", metavar="K", help="a repeat with the same key takes effect once"
+    )
+    parser.add_argument("--actor", default=actor, help=f"who acts (default: {actor})")
+
+
+def _bank_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("the customer's bank account, for bank deposits")
+    group.add_argument("--bank", metavar="NAME")
+    group.add_argument("--account-number", metavar="N")
+    group.add_argument("--holder", metavar="NAME")
+
+
+def _decision_options(parser: argparse.ArgumentParser, *, reason_code_required: bool) -> None:
+    parser.add_argument(
+        "--reason-code",
+        choices=_values(ReasonCode),
+        required=reason_code_required,
+        metavar="CODE",
+        help=f"one of: {', '.join(_values(ReasonCode))}",
+    )
+    parser.add_argument("--reason", metavar="TEXT", help="the reason, for staff")
+    parser.add_argument("--customer-note", metavar="TEXT", help="the reason, for the customer")
+    parser.add_argument("--refund-method", choices=_values(RefundMethod), help="default: original")
+    _bank_options(parser)
+    parser.add_argument(
+        "--no-restock", action="store_true", help="don't put the items back in stock"
+    )
+    parser.add_argument("--no-notify", action="store_true", help="don't notify the customer")
+
+
+def _configure_request(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument(
+        "--merchant",
+        action="store_true",
+        help="the merchant cancels: starts accepted, so --reason-code is required",
+    )
+    parser.add_argument(
+        "--channel",
+        choices=["admin", "contact"],
+        help="with --merchant: admin (default), or contact when the customer phoned or wrote",
+    )
+    _decision_options(parser, reason_code_required=False)
+    parser.add_argument("--actor", help="who starts it (default: customer:<id> or merchant)")
+
+
+def _configure_accept(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    _decision_options(parser, reason_code_required=True)
+    _target_options(parser, actor="merchant")
+
+
+def _configure_reject(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument("--reason", metavar="TEXT", required=True, help="the reason, for staff")
+    parser.add_argument("--customer-note", metavar="TEXT", help="the reason, for the customer")
+    _target_options(parser, actor="merchant")
+
+
+def _configure_withdraw(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    _target_options(parser, actor="customer")
+
+
+def _configure_confirm_refund(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument("refund_id", metavar="REFUND_ID")
+    parser.add_argument("--reference", required=True, help="the bank transfer's reference")
+    _target_options(parser, actor="merchant")
+
+
+def _configure_retry_refund(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument("refund_id", metavar="REFUND_ID")
+    parser.add_argument(
+        "--method",
+        choices=[RefundMethod.BANK_DEPOSIT.value, RefundMethod.CREDITS.value],
+        help="switch the refund to this method (default: retry it as it was)",
+    )
+    _bank_options(parser)
+    _target_options(parser, actor="merchant")
+
+
+def _configure_undo(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument("--reason", required=True, help="why (staff only)")
+    parser.add_argument("--customer-note", help="what the customer is told")
+    parser.add_argument(
+        "--require-repayment",
+        action="store_true",
+        help="where the provider can't recapture a payment, have the customer pay again",
+    )
+    _target_options(parser, actor="merchant")
+
+
+def _configure_repayment(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument("--reference", required=True, help="the payment's reference")
+    parser.add_argument("--amount", required=True, type=int, help="minor units paid")
+    _target_options(parser, actor="merchant")
+
+
+def _configure_status(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument("--cancellation", metavar="ID", help="this cancellation, not the latest")
+
+
+def _configure_list(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shop", metavar="SHOP", help="the shop id")
+    parser.add_argument(
+        "--status",
+        action="extend",
+        nargs="+",
+        choices=_values(CancellationStatus),
+        metavar="S",
+        help=f"only cancellations in these statuses: {', '.join(_values(CancellationStatus))}",
+    )
+    parser.add_argument(
+        "--limit",
+        type=_list_limit,
+        help=f"at most N (1–{MAX_LIST_LIMIT}, default {DEFAULT_LIST_LIMIT})",
+    )
+    parser.add_argument("--cursor", metavar="C", help="the next_cursor of the previous page")
+    parser.add_argument(
+        "--order", metavar="ORDER", help="all cancellations of this order, latest first"
+    )
+
+
+def _configure_quote(parser: argparse.ArgumentParser) -> None:
+    _order_arguments(parser)
+    parser.add_argument(
+        "--refund-method", choices=_values(RefundMethod), default=RefundMethod.ORIGINAL.value
+    )
+
+
+def _configure_load_orders(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE.json", type=Path)
+
+
+def _not_in_a_running_loop(args: argparse.Namespace) -> Job:
+    raise CancellationError(
+        ErrorCode.VALIDATION_ERROR,
+        f"`{args.command}` runs its own event loop: start it through main()",
+    )
+
+
+def _list_limit(value: str) -> int:
+    try:
+        limit = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIST_LIMIT}")
+    return limit
+
+
+# ---------------------------------------------------------------------------- commands
+#
+# Each command reads and validates its arguments first and returns a Job, so a bad
+# command line is refused before anything connects to Temporal or the database.
+
+
+def _request(args: argparse.Namespace) -> Job:
+    request = _start_request(args)
+
+    async def job(ctx: Context) -> Result:
+        view, created = await ctx.client.start_cancellation(
+            args.shop, args.order, request, actor=args.actor
+        )
+        return Started(created=created, cancellation=view)
+
+    return job
+
+
+def _accept(args: argparse.Namespace) -> Job:
+    request = _accept_request(args)
+
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.accept(args.shop, args.order, request, **_target(args))
+
+    return job
+
+
+def _reject(args: argparse.Namespace) -> Job:
+    request = _build(RejectRequest, reason=args.reason, customer_note=args.customer_note)
+
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.reject(args.shop, args.order, request, **_target(args))
+
+    return job
+
+
+def _withdraw(args: argparse.Namespace) -> Job:
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.withdraw(args.shop, args.order, **_target(args))
+
+    return job
+
+
+def _confirm_refund(args: argparse.Namespace) -> Job:
+    request = _build(ConfirmRefundRequest, reference=args.reference)
+
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.confirm_refund(
+            args.shop, args.order, args.refund_id, request, **_target(args)
+        )
+
+    return job
+
+
+def _retry_refund(args: argparse.Namespace) -> Job:
+    request = _build(RetryRefundRequest, method=args.method, bank_account=_bank_account(args))
+
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.retry_refund(
+            args.shop, args.order, args.refund_id, request, **_target(args)
+        )
+
+    return job
+
+
+def _undo(args: argparse.Namespace) -> Job:
+    request = _build(
+        UndoRequest,
+        reason=args.reason,
+        customer_note=args.customer_note,
+        require_repayment=args.require_repayment,
+    )
+
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.undo(args.shop, args.order, request, **_target(args))
+
+    return job
+
+
+def _repayment(args: argparse.Namespace) -> Job:
+    request = _build(RepaymentRequest, reference=args.reference, amount=args.amount)
+
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.confirm_repayment(args.shop, args.order, request, **_target(args))
+
+    return job
+
+
+def _status(args: argparse.Namespace) -> Job:
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.get_cancellation(args.shop, args.order, args.cancellation)
+
+    return job
+
+
+def _list(args: argparse.Namespace) -> Job:
+    if args.order is not None:
+        if args.status or args.limit is not None or args.cursor is not None:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR,
+                "--order lists all of one order's cancellations;"
+                " --status, --limit and --cursor apply to the shop's list",
+            )
+        return _list_of_order(args.shop, args.order)
+    statuses = [CancellationStatus(s) for s in args.status or []]
+    limit: int = args.limit or DEFAULT_LIST_LIMIT
+
+    async def job(ctx: Context) -> Result:
+        page = await ctx.client.list_cancellations(
+            args.shop, statuses=statuses, limit=limit, cursor=args.cursor
+        )
+        return Listing(items=page.items, next_cursor=page.next_cursor)
+
+    return job
+
+
+def _list_of_order(shop_id: str, order_id: str) -> Job:
+    async def job(ctx: Context) -> Result:
+        return Listing(items=await ctx.client.cancellations_of_order(shop_id, order_id))
+
+    return job
+
+
+def _quote(args: argparse.Namespace) -> Job:
+    method = RefundMethod(args.refund_method)
+
+    async def job(ctx: Context) -> Result:
+        return await ctx.client.quote(args.shop, args.order, method)
+
+    return job
+
+
+def _load_orders(args: argparse.Namespace) -> Job:
+    path: Path = args.file
+    orders_file, payments = read_orders_file(path)
+
+    async def job(ctx: Context) -> Result:
+        return await load_orders(ctx.client, ctx.settings, orders_file, payments, source=path)
+
+    return job
+
+
+@dataclass(frozen=True)
+class _Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    prepare: Callable[[argparse.Namespace], Job]
+
+
+_COMMANDS = {
+    "request": _Command(
+        "start a cancellation (a customer's request by default)", _configure_request, _request
+    ),
+    "accept": _Command(
+        "accept the cancellation with a reason and a refund method", _configure_accept, _accept
+    ),
+    "reject": _Command("reject the customer's request", _configure_reject, _reject),
+    "withdraw": _Command("the customer takes the request back", _configure_withdraw, _withdraw),
+    "confirm-refund": _Command(
+        "confirm a manual bank deposit", _configure_confirm_refund, _confirm_refund
+    ),
+    "retry-refund": _Command(
+        "retry a failed refund, or switch its method", _configure_retry_refund, _retry_refund
+    ),
+    "undo": _Command("undo the cancellation (checks recapture first)", _configure_undo, _undo),
+    "repayment": _Command(
+        "the customer paid again after an undo", _configure_repayment, _repayment
+    ),
+    "status": _Command("show the order's latest cancellation", _configure_status, _status),
+    "list": _Command("list a shop's (or an order's) cancellations", _configure_list, _list),
+    "quote": _Command("show the refund plan an acceptance would produce", _configure_quote, _quote),
+    "load-orders": _Command(
+        "load settings, stock, balances and orders from a JSON file",
+        _configure_load_orders,
+        _load_orders,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------- requests
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _build(model: type[ModelT], **fields: Any) -> ModelT:
+    """Validate options into a request; unset options (``None``) take the model's default.
+
+    Problems are named by the option that caused them (``--reason-code: Field required``).
+    """
+    try:
+        return model.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as err:
+        problems = "; ".join(_option_problem(e) for e in _details(err))
+        raise CancellationError(ErrorCode.VALIDATION_ERROR, problems) from None
+
+
+def _option_problem(error: ErrorDetails) -> str:
+    # The options are named after the fields (reason_code → --reason-code).
+    names = [part for part in error["loc"] if isinstance(part, str)]
+    option = "--" + names[-1].replace("_", "-") if names else "input"
+    return f"{option}: {error['msg']}"
+
+
+def _start_request(args: argparse.Namespace) -> StartRequest:
+    if not args.merchant:
+        stray = [option for option, given in _merchant_options(args) if given]
+        if stray:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"{', '.join(stray)}: only for a merchant cancellation (--merchant)",
+            )
+        return _build(
+            StartRequest,
+            initiated_by="customer",
+            channel="my_account",
+            reason_code=args.reason_code,
+            reason=args.reason,
+        )
+    return _build(
+        StartRequest,
+        initiated_by="merchant",
+        channel=args.channel or "admin",
+        reason_code=args.reason_code,
+        reason=args.reason,
+        accept=_accept_request(args),
+    )
+
+
+def _merchant_options(args: argparse.Namespace) -> list[tuple[str, bool]]:
+    return [
+        ("--channel", args.channel is not None),
+        ("--customer-note", args.customer_note is not None),
+        ("--refund-method", args.refund_method is not None),
+        ("--bank/--account-number/--holder", _bank_given(args)),
+        ("--no-restock", args.no_restock),
+        ("--no-notify", args.no_notify),
+    ]
+
+
+def _accept_request(args: argparse.Namespace) -> AcceptRequest:
+    return _build(
+        AcceptRequest,
+        reason_code=args.reason_code,
+        reason=args.reason,
+        customer_note=args.customer_note,
+        refund_method=args.refund_method,
+        bank_account=_bank_account(args),
+        restock=not args.no_restock,
+        notify_customer=not args.no_notify,
+    )
+
+
+def _bank_given(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.bank, args.account_number, args.holder))
+
+
+def _bank_account(args: argparse.Namespace) -> BankAccount | None:
+    if not _bank_given(args):
+        return None
+    if None in (args.bank, args.account_number, args.holder):
+        raise CancellationError(
+            ErrorCode.VALIDATION_ERROR, "--bank, --account-number and --holder go together"
+        )
+    return _build(
+        BankAccount, bank=args.bank, account_number=args.account_number, holder=args.holder
+    )
+
+
+def _target(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "cancellation_id": args.cancellation,
+        "idempotency_key": args.idempotency_key,
+        "actor": args.actor,
+    }
+
+
+# ---------------------------------------------------------------------------- load-orders
+
+PAYMENT_PLACEHOLDER = "to-be-created-by-load-orders"
+"""Stands in for a payment id while the file is validated, before payments exist."""
+
+
+class SandboxBehavior(BaseModel):
+    """The provider sandbox's test knobs for a card payment (spec section 5)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refund: Literal["succeed", "decline", "pending"] | None = None
+    settle_after_seconds: Annotated[float, Field(ge=0)] | None = None
+    recapture: Literal["restorable", "reauth_required", "not_possible"] | None = None
+    recapture_window_seconds: Annotated[float, Field(ge=0)] | None = None
+
+
+class PaymentSpec(BaseModel):
+    """A card payment for load-orders to create in the sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    capture: bool = True
+    """``false`` leaves the payment only authorized (a cancellation then voids it)."""
+    behavior: SandboxBehavior = SandboxBehavior()
+
+
+class CustomerBalances(BaseModel):
+    """A customer's points and credits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: Amount = 0
+    credits: Amount = 0
+
+
+class ShopData(BaseModel):
+    """One shop of a load-orders file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: ShopSettings | None = None
+    stock: dict[Identifier, Annotated[StrictInt, Field(ge=0, le=MAX_STOCK)]] = {}
+    customers: dict[Identifier, CustomerBalances] = {}
+    orders: dict[Identifier, OrderDocument] = {}
+
+
+class OrdersFile(BaseModel):
+    """A load-orders file (the format is in the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shops: dict[Identifier, ShopData]
+
+
+TenderRef = tuple[str, str, int]
+"""(shop id, order id, index of the tender in the order)."""
+
+
+def read_orders_file(path: Path) -> tuple[OrdersFile, dict[TenderRef, PaymentSpec]]:
+    """Read and validate a load-orders file; nothing is written.
+
+    Returns:
+        The file, with a placeholder payment id on every tender that asks for a
+        payment, and those payments to create.
+
+    Raises:
+        CancellationError: ``validation_error`` listing every problem with its path.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CancellationError(
+            ErrorCode.VALIDATION_ERROR, f"can't read {path}: {err.strerror}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CancellationError(ErrorCode.VALIDATION_ERROR, f"{path} is not JSON: {err}") from None
+    problems: list[str] = []
+    payments = _take_payment_specs(raw, problems)
+    try:
+        orders_file = OrdersFile.model_validate(raw)
+    except ValidationError as err:
+        problems += [f"{_path(e['loc'])}: {e['msg']}" for e in _details(err)]
+    if problems:
+        listed = "".join(f"\n  {problem}" for problem in problems)
+        raise CancellationError(
+            ErrorCode.VALIDATION_ERROR,
+            f"{path}: {len(problems)} problem(s), nothing was loaded:{listed}",
+        )
+    return orders_file, payments
+
+
+def _take_payment_specs(raw: Any, problems: list[str]) -> dict[TenderRef, PaymentSpec]:
+    """Move each tender's ``payment`` out of the raw file, leaving a placeholder id.
+
+    The order documents can then be validated whole before any payment exists.
+    """
+    specs: dict[TenderRef, PaymentSpec] = {}
+    for (shop_id, order_id, index), tender in _raw_tenders(raw):
+        if "payment" not in tender:
+            continue
+        where = _path(("shops", shop_id, "orders", order_id, "tenders", index))
+        spec = tender.pop("payment")
+        if tender.get("kind") != "card":
+            problems.append(f"{where}.payment: only card tenders are paid through the provider")
+            continue
+        if tender.get("payment_id") is not None:
+            problems.append(f"{where}: give either payment_id or payment, not both")
+            continue
+        tender["payment_id"] = PAYMENT_PLACEHOLDER
+        try:
+            specs[shop_id, order_id, index] = PaymentSpec.model_validate(spec)
+        except ValidationError as err:
+            problems += [
+                f"{where}.payment{_path(e['loc'], first=False)}: {e['msg']}" for e in _details(err)
+            ]
+    return specs
+
+
+def _raw_tenders(raw: Any) -> Iterator[tuple[TenderRef, dict[str, Any]]]:
+    """Every tender object of the raw file; anything malformed is left to the models."""
+    shops = raw.get("shops") if isinstance(raw, dict) else None
+    for shop_id, shop in (shops or {}).items() if isinstance(shops, dict) else ():
+        orders = shop.get("orders") if isinstance(shop, dict) else None
+        for order_id, order in orders.items() if isinstance(orders, dict) else ():
+            tenders = order.get("tenders") if isinstance(order, dict) else None
+            for index, tender in enumerate(tenders if isinstance(tenders, list) else ()):
+                if isinstance(tender, dict):
+                    yield (shop_id, order_id, index), tender
+
+
+def _path(loc: Sequence[int | str], *, first: bool = True) -> str:
+    """``("shops", "s1", "orders", "o1", "tenders", 0)`` → ``shops.s1.orders.o1.tenders[0]``."""
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return text.removeprefix(".") if first else text
+
+
+async def load_orders(
+    client: CancellationClient,
+    settings: Settings,
+    orders_file: OrdersFile,
+    payments: dict[TenderRef, PaymentSpec],
+    *,
+    source: Path,
+) -> LoadReport:
+    """Create the file's sandbox payments, then write its shops into the store.
+
+    Payments come first: they are idempotent and don't touch the store, so a provider
+    that does not answer leaves the store as it was.
+    """
+    payment_ids = await _create_payments(settings.provider_url, orders_file, payments)
+    shops = {
+        shop_id: await _write_shop(client, shop_id, shop, payment_ids)
+        for shop_id, shop in orders_file.shops.items()
+    }
+    return LoadReport(file=str(source), shops=shops)
+
+
+async def _create_payments(
+    provider_url: str, orders_file: OrdersFile, payments: dict[TenderRef, PaymentSpec]
+) -> dict[TenderRef, str]:
+    if not payments:
+        return {}
+    provider = PaymentProviderClient(provider_url)
+    try:
+        return {
+            ref: await _create_payment(provider, orders_file, ref, spec)
+            for ref, spec in payments.items()
+        }
+    finally:
+        await provider.aclose()
+
+
+async def _create_payment(
+    provider: PaymentProviderClient, orders_file: OrdersFile, ref: TenderRef, spec: PaymentSpec
+) -> str:
+    shop_id, order_id, index = ref
+    order = orders_file.shops[shop_id].orders[order_id]
+    tender = order.tenders[index]
+    where = _path(("shops", shop_id, "orders", order_id, "tenders", index, "payment"))
+    try:
+        payment = await provider.create_payment(
+            tender.amount,
+            order.currency,
+            capture=spec.capture,
+            behavior=spec.behavior.model_dump(exclude_none=True) or None,
+            idempotency_key=f"load-{shop_id}-{order_id}-{tender.tender_id}",
+        )
+    except ProviderUnavailable as err:
+        raise CancellationError(ErrorCode.PROVIDER_UNAVAILABLE, f"{where}: {err}") from None
+    except ProviderError as err:
+        if err.code == ErrorCode.IDEMPOTENCY_KEY_REUSED:
+            raise CancellationError(
+                ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                f"{where}: this tender's payment was created before with another amount or"
+                " behavior; give the tender or the order a new id",
+            ) from None
+        raise CancellationError(ErrorCode.VALIDATION_ERROR, f"{where}: {err}") from None
+    return str(payment["id"])
+
+
+async def _write_shop(
+    client: CancellationClient, shop_id: str, shop: ShopData, payment_ids: dict[TenderRef, str]
+) -> ShopLoaded:
+    if shop.settings is not None:
+        await client.put_settings(shop_id, shop.settings)
+    for sku, available in shop.stock.items():
+        await client.store.put_stock(shop_id, sku, available)
+    for customer_id, balances in shop.customers.items():
+        await client.store.put_balances(shop_id, customer_id, balances.points, balances.credits)
+    orders: dict[str, Literal["created", "replaced"]] = {}
+    created_payments: dict[str, str] = {}
+    for order_id, doc in shop.orders.items():
+        paid = {
+            doc.tenders[index].tender_id: payment_id
+            for (paid_shop, paid_order, index), payment_id in payment_ids.items()
+            if (paid_shop, paid_order) == (shop_id, order_id)
+        }
+        orders[order_id] = await _put_order(client, shop_id, order_id, _with_payments(doc, paid))
+        created_payments |= {f"{order_id}/{tender}": pid for tender, pid in paid.items()}
+    return ShopLoaded(
+        settings=shop.settings is not None,
+        stock=len(shop.stock),
+        customers=len(shop.customers),
+        orders=orders,
+        payments=created_payments,
+    )
+
+
+def _with_payments(doc: OrderDocument, payment_ids: dict[str, str]) -> OrderDocument:
+    """The document with the created payments' ids in place of the placeholders."""
+    tenders = [
+        t.model_copy(update={"payment_id": payment_ids[t.tender_id]})
+        if t.tender_id in payment_ids
+        else t
+        for t in doc.tenders
+    ]
+    return doc.model_copy(update={"tenders": tenders})
+
+
+async def _put_order(
+    client: CancellationClient, shop_id: str, order_id: str, doc: OrderDocument
+) -> Literal["created", "replaced"]:
+    try:
+        created = await client.put_order(shop_id, order_id, doc)
+    except CancellationError as err:  # e.g. the order has an open cancellation
+        where = _path(("shops", shop_id, "orders", order_id))
+        raise CancellationError(err.code, f"{where}: {err.message}") from None
+    return "created" if created else "replaced"
+
+
+def _details(err: ValidationError) -> list[ErrorDetails]:
+    # Never the input: it may hold a bank account number.
+    return err.errors(include_url=False, include_context=False, include_input=False)
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _emit(result: Result, as_json: bool) -> None:
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        print(_render(result))
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def _report_error(err: CancellationError, as_json: bool) -> int:
+    if as_json:
+        _print_json({"error": {"code": err.code.value, "message": err.message}})
+    else:
+        print(f"error: {err.code.value}: {err.message}", file=sys.stderr)
+    return exit_code(err.code)
+
+
+def _report_usage_error(err: _UsageError, as_json: bool) -> int:
+    if not as_json:
+        print(err.usage, end="", file=sys.stderr)
+    return _report_error(CancellationError(ErrorCode.VALIDATION_ERROR, err.message), as_json)
+
+
+def _render(result: Result) -> str:
+    if isinstance(result, CancellationView):
+        return "\n".join(_view_lines(result))
+    if isinstance(result, Started):
+        first = (
+            "started a new cancellation"
+            if result.created
+            else "the order has an open cancellation already; showing it"
+        )
+        return "\n".join([first, *_view_lines(result.cancellation)])
+    if isinstance(result, Listing):
+        return "\n".join(_listing_lines(result))
+    if isinstance(result, Quote):
+        return "\n".join(_quote_lines(result))
+    return "\n".join(_load_report_lines(result))
+
+
+def _view_lines(view: CancellationView) -> list[str]:
+    closed = "  (closed)" if view.closed else ""
+    lines = [
+        f"{view.cancellation_id} {view.status}  order: {view.order_status or '-'}{closed}",
+        f"started by {view.initiated_by} via {view.channel};"
+        f" reason: {view.reason_code or '-'}{_quoted(view.reason)}",
+    ]
+    if view.customer_note:
+        lines.append(f"note to the customer: {view.customer_note}")
+    if view.refundable is not None:
+        lines.append(
+            f"refundable: {view.refundable}  refunded: {view.refunded or '-'}"
+            f"  method: {view.refund_method or '-'}"
+        )
+    if view.repayment_due is not None:
+        lines.append(f"repayment due: {view.repayment_due}")
+    if view.needs_attention is not None:
+        lines.append(f"needs attention: {view.needs_attention}")
+    if view.undo_until is not None and not view.closed:
+        lines.append(f"undo possible until: {_time(view.undo_until)}")
+    if view.refunds:
+        lines += ["refunds:", *_refund_table(view)]
+    lines.append(f"allowed actions: {', '.join(view.allowed_actions) or 'none'}")
+    return lines + _history_lines(view)
+
+
+def _refund_table(view: CancellationView) -> list[str]:
+    money = view.refundable or view.refunded
+    currency = money.currency if money is not None else None
+    rows = [
+        [
+            line.refund_id,
+            line.tender_id,
+            line.tender_kind,
+            line.method,
+            format_money(line.amount, currency) if currency else str(line.amount),
+            line.status,
+            _refund_detail(line),
+        ]
+        for line in view.refunds
+    ]
+    headers = ["REFUND", "TENDER", "KIND", "METHOD", "AMOUNT", "STATUS", "DETAIL"]
+    return _table(headers, rows, right={4})
+
+
+def _refund_detail(line: RefundLine) -> str:
+    parts = []
+    if line.bank_account is not None:  # a reference and the masked number only
+        parts.append(f"to {line.bank_account.bank} {line.bank_account.masked_number}")
+    if line.provider_reference:
+        parts.append(f"provider {line.provider_reference}")
+    if line.confirmation_reference:
+        parts.append(f"confirmed {line.confirmation_reference}")
+    if line.failure:
+        parts.append(f"failed: {line.failure}")
+    return "; ".join(parts)
+
+
+def _history_lines(view: CancellationView) -> list[str]:
+    if not view.history:
+        return []
+    shown = view.history[-HISTORY_LINES:]
+    title = (
+        "history:"
+        if len(shown) == len(view.history)
+        else (f"history (last {len(shown)} of {len(view.history)}):")
+    )
+    rows = [
+        [_time(entry.at), entry.event, entry.actor, _detail_text(entry.detail)] for entry in shown
+    ]
+    return [title, *_table(["AT", "EVENT", "ACTOR", "DETAIL"], rows)]
+
+
+def _detail_text(detail: dict[str, Any]) -> str:
+    return " ".join(
+        f"{key}={value if isinstance(value, str | int | float) else json.dumps(value)}"
+        for key, value in detail.items()
+        if value is not None
+    )
+
+
+def _listing_lines(listing: Listing) -> list[str]:
+    if not listing.items:
+        return ["no cancellations"]
+    headers = ["CANCELLATION", "ORDER", "STATUS", "ORDER STATUS", "BY"]
+    headers += ["REFUNDABLE", "REFUNDED", "ATTENTION"]
+    rows = [
+        [
+            v.cancellation_id,
+            v.order_id,
+            v.status,
+            v.order_status or "-",
+            v.initiated_by,
+            str(v.refundable or "-"),
+            str(v.refunded or "-"),
+            v.needs_attention or "",
+        ]
+        for v in listing.items
+    ]
+    lines = _table(headers, rows, right={5, 6}, indent="")
+    if listing.next_cursor:
+        lines.append(f"more: --cursor {shlex.quote(listing.next_cursor)}")
+    return lines
+
+
+def _quote_lines(quote: Quote) -> list[str]:
+    lines = [f"refundable: {format_money(quote.refundable, quote.currency)}"]
+    if not quote.lines:
+        return [*lines, "nothing to refund"]
+    rows = [
+        [line.tender_id, line.tender_kind, line.method, format_money(line.amount, quote.currency)]
+        for line in quote.lines
+    ]
+    return lines + _table(["TENDER", "KIND", "METHOD", "AMOUNT"], rows, right={3})
+
+
+def _load_report_lines(report: LoadReport) -> list[str]:
+    lines = [f"loaded {report.file}"]
+    for shop_id, shop in report.shops.items():
+        settings = "settings, " if shop.settings else ""
+        lines.append(
+            f"shop {shop_id}: {settings}{shop.stock} SKU(s) stocked,"
+            f" {shop.customers} customer(s), {len(shop.orders)} order(s),"
+            f" {len(shop.payments)} card payment(s)"
+        )
+        rows = [
+            [order_id, result, _payments_of(shop, order_id)]
+            for order_id, result in shop.orders.items()
+        ]
+        if rows:
+            lines += _table(["ORDER", "RESULT", "PAYMENTS"], rows)
+    return lines
+
+
+def _payments_of(shop: ShopLoaded, order_id: str) -> str:
+    prefix = f"{order_id}/"
+    return ", ".join(
+        f"{key.removeprefix(prefix)}={pid}"
+        for key, pid in shop.payments.items()
+        if key.startswith(prefix)
+    )
+
+
+def _table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: set[int] | None = None,
+    indent: str = "  ",
+) -> list[str]:
+    """Columns padded to their widest cell; ``right`` holds the right-aligned columns."""
+    right = right or set()
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            cell.rjust(width) if i in right else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+        return (indent + "  ".join(padded)).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def _quoted(reason: str) -> str:
+    return f' "{reason}"' if reason else ""
+
+
+def _time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
