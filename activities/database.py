@@ -28,6 +28,7 @@ from domain.changes import BalanceChange, ChangeSet
 from domain.errors import CancellationError, ErrorCode
 from domain.order import Order, OrderDocument, OrderItem, OrderStatus, Tender
 from domain.rules import check_can_start, check_not_shipped
+from domain.scope import scope_of
 from domain.shop import ShopSettings
 
 # Pool connections are proxies of connections; helpers accept either.
@@ -356,6 +357,14 @@ class StoreRepository:
             )
             if mine is None:
                 check_can_start(order, settings, start.initiated_by, start.channel)
+                scope = scope_of(order, start.items)
+                if scope.is_last and view.order_status is OrderStatus.CANCELLATION_REQUESTED:
+                    new_status = OrderStatus.CANCELLATION_REQUESTED
+                else:
+                    # A partial cancellation leaves the order's status (and its fulfillment)
+                    # alone; a merchant's cancellation sets it at acceptance.
+                    new_status = order.status
+                view = view.model_copy(update={"order_status": new_status})
                 other = await conn.fetchval(
                     "SELECT cancellation_id FROM cancellations WHERE shop_id=$1 AND order_id=$2"
                     " AND status = ANY($3::text[])",
@@ -387,18 +396,14 @@ class StoreRepository:
                     view.model_dump_json(),
                     at,
                 )
-                new_status = (
-                    OrderStatus.CANCELLATION_REQUESTED
-                    if view.order_status is OrderStatus.CANCELLATION_REQUESTED
-                    else order.status
-                )
-                await conn.execute(
-                    "UPDATE orders SET status_before_cancellation=status, status=$3,"
-                    " updated_at=now() WHERE shop_id=$1 AND order_id=$2",
-                    start.shop_id,
-                    start.order_id,
-                    new_status.value,
-                )
+                if scope.is_last:
+                    await conn.execute(
+                        "UPDATE orders SET status_before_cancellation=status, status=$3,"
+                        " updated_at=now() WHERE shop_id=$1 AND order_id=$2",
+                        start.shop_id,
+                        start.order_id,
+                        new_status.value,
+                    )
                 await _record_request(conn, start, view, at)
                 created_at = at
                 order = await _load_order(conn, start.shop_id, start.order_id, lock=False)
@@ -576,7 +581,7 @@ async def _load_order(conn: Conn, shop_id: str, order_id: str, *, lock: bool) ->
             ErrorCode.ORDER_NOT_FOUND, f"shop {shop_id} has no order {order_id}"
         )
     items = await conn.fetch(
-        "SELECT item_id, sku, quantity, unit_price FROM order_items"
+        "SELECT item_id, sku, quantity, unit_price, canceled_quantity FROM order_items"
         " WHERE shop_id=$1 AND order_id=$2 ORDER BY position",
         shop_id,
         order_id,
@@ -599,7 +604,18 @@ async def _load_order(conn: Conn, shop_id: str, order_id: str, *, lock: bool) ->
             else None
         ),
         shipping_fee=int(row["shipping_fee"]),
-        items=[OrderItem(**dict(i)) for i in items],
+        items=[
+            OrderItem(
+                item_id=i["item_id"],
+                sku=i["sku"],
+                quantity=i["quantity"],
+                unit_price=i["unit_price"],
+            )
+            for i in items
+        ],
+        canceled_quantities={
+            i["item_id"]: i["canceled_quantity"] for i in items if i["canceled_quantity"]
+        },
         tenders=[Tender(**dict(t)) for t in tenders],
     )
 
@@ -644,7 +660,26 @@ async def _change_order(conn: Conn, shop_id: str, order_id: str, changes: Change
     assert change is not None
     if change.require_unshipped:
         check_not_shipped(await _load_order(conn, shop_id, order_id, lock=False))
-    if change.status is None:
+    for item in change.canceled_items:
+        updated = await conn.fetchval(
+            "UPDATE order_items SET canceled_quantity = canceled_quantity + $4"
+            " WHERE shop_id=$1 AND order_id=$2 AND item_id=$3"
+            " AND canceled_quantity + $4 BETWEEN 0 AND quantity RETURNING 1",
+            shop_id,
+            order_id,
+            item.item_id,
+            item.delta,
+        )
+        if updated is None:
+            raise CancellationError(
+                ErrorCode.VALIDATION_ERROR,
+                f"item {item.item_id}: can't change its canceled quantity by {item.delta}",
+            )
+    if change.keep_status:
+        status = await conn.fetchval(
+            "SELECT status FROM orders WHERE shop_id=$1 AND order_id=$2", shop_id, order_id
+        )
+    elif change.status is None:
         status = await conn.fetchval(
             "UPDATE orders SET status=coalesce(status_before_cancellation, status),"
             " status_before_cancellation=NULL, updated_at=now() WHERE shop_id=$1 AND order_id=$2"

@@ -60,15 +60,28 @@ class Notification(BaseModel):
     payload: dict[str, Any] = {}
 
 
+class ItemChange(BaseModel):
+    """The canceled quantity of one order item changes by ``delta``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    item_id: str
+    delta: int
+
+
 class OrderChange(BaseModel):
-    """What happens to the order's status."""
+    """What happens to the order: its status and its canceled quantities."""
 
     model_config = ConfigDict(frozen=True)
 
     status: OrderStatus | None = None
     """The new status; ``None`` restores the status before the cancellation."""
+    keep_status: bool = False
+    """Leave the status alone (a partial cancellation that leaves items)."""
     require_unshipped: bool = False
     """Refuse with ``order_shipped`` if the order shipped meanwhile (rule 1 at acceptance)."""
+    canceled_items: list[ItemChange] = []
+    """Canceled quantities going up (acceptance) or down (undo)."""
 
 
 class ChangeSet(BaseModel):

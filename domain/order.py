@@ -139,6 +139,8 @@ class Order(OrderDocument):
     shop_id: Identifier
     order_id: Identifier
     status_before_cancellation: OrderStatus | None = None
+    canceled_quantities: dict[str, int] = {}
+    """Per item, the quantity canceled so far (partial cancellations, rule 10)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

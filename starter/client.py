@@ -29,6 +29,7 @@ from domain.bank import BankAccount, BankAccountRef
 from domain.cancellation import (
     OPEN_STATUSES,
     AcceptInput,
+    CanceledItem,
     CancellationStatus,
     CancellationView,
     ConfirmRefundInput,
@@ -42,7 +43,7 @@ from domain.cancellation import (
 from domain.contract import TASK_QUEUE, cancellation_workflow_id
 from domain.errors import CancellationError, ErrorCode
 from domain.order import Order, OrderDocument, OrderStatus
-from domain.refund_plan import RefundMethod, plan_refund
+from domain.refund_plan import RefundMethod, RefundPlan, plan_refund
 from domain.requests import (
     AcceptRequest,
     ConfirmRefundRequest,
@@ -55,6 +56,7 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.rules import check_can_start, check_start_input
+from domain.scope import refundable_amount, scope_of
 from domain.shop import ShopSettings
 from starter.config import Settings
 from workflows.order_cancellation import OrderCancellationWorkflow
@@ -137,21 +139,22 @@ class CancellationClient:
         Rule 3: while a cancellation of the order is open, starting again returns it.
         """
         check_start_input(request.initiated_by, request.channel, request.accept is not None)
-        if request.items is not None:
-            raise CancellationError(
-                ErrorCode.VALIDATION_ERROR,
-                "cancel the whole order (items: null); partial cancellation is not available yet",
-            )
         order = await self.store.get_order(shop_id, order_id)
         history = await self.store.cancellations_of_order(shop_id, order_id)
         if history and history[0].status in OPEN_STATUSES:
             return await self._current_view(history[0]), False
         settings = await self.store.get_settings(shop_id)
         check_can_start(order, settings, request.initiated_by, request.channel)
+        scope_of(order, request.items)  # quantities beyond what remains: validation_error
         accept = None
         if request.accept is not None:
+            plan = await self._plan(order, request.accept.refund_method, request.items)
+            if plan.needs_bank_account and request.accept.bank_account is None:
+                raise CancellationError(
+                    ErrorCode.VALIDATION_ERROR,
+                    "this refund goes out by bank deposit: bank_account is required",
+                )
             accept = await self._accept_input(shop_id, request.accept, actor or "merchant")
-            self._check_quote_allows(order, accept.refund_method, accept.bank_account)
         seq = (history[0].seq + 1) if history else 1
         cancellation_id = cancellation_workflow_id(shop_id, order_id, seq)
         start = StartCancellationInput(
@@ -252,14 +255,11 @@ class CancellationClient:
         shop_id: str,
         order_id: str,
         refund_method: RefundMethod = RefundMethod.ORIGINAL,
+        items: list[CanceledItem] | None = None,
     ) -> Quote:
         """The refund plan an acceptance would produce now; changes nothing (rule 9)."""
         order = await self.store.get_order(shop_id, order_id)
-        refunded = await self._refunded_by_tender(shop_id, order_id)
-        try:
-            plan = plan_refund(order, refund_method, refunded_by_tender=refunded)
-        except ValueError as err:
-            raise CancellationError(ErrorCode.INVALID_TRANSITION, str(err)) from None
+        plan = await self._plan(order, refund_method, items)
         return Quote(
             refundable=plan.refundable,
             currency=plan.currency,
@@ -515,15 +515,18 @@ class CancellationClient:
                     refunded[line.tender_id] = refunded.get(line.tender_id, 0) + line.amount
         return refunded
 
-    def _check_quote_allows(
-        self, order: Order, method: RefundMethod, bank_account: BankAccountRef | None
-    ) -> None:
-        plan = plan_refund(order, method)
-        if plan.needs_bank_account and bank_account is None:
-            raise CancellationError(
-                ErrorCode.VALIDATION_ERROR,
-                "this refund goes out by bank deposit: bank_account is required",
-            )
+    async def _plan(
+        self, order: Order, method: RefundMethod, items: list[CanceledItem] | None
+    ) -> RefundPlan:
+        """The refund plan of cancelling ``items`` (everything left when ``None``) now."""
+        refunded = await self._refunded_by_tender(order.shop_id, order.order_id)
+        scope = scope_of(order, items)
+        return plan_refund(
+            order,
+            method,
+            amount=refundable_amount(order, scope, refunded),
+            refunded_by_tender=refunded,
+        )
 
 
 # ---------------------------------------------------------------------- module helpers

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         BalanceChange,
         BalanceKind,
         ChangeSet,
+        ItemChange,
         Notification,
         OrderChange,
         Recipient,
@@ -67,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.order import Order, OrderStatus, TenderKind
     from domain.refund_plan import RefundChannel, RefundMethod, plan_refund
     from domain.rules import allowed_actions, check_accept, restorable_status
+    from domain.scope import CancellationScope, refundable_amount, scope_of
     from domain.shop import ShopSettings
     from workflows.search_attributes import search_attribute_updates, start_search_attributes
 
@@ -122,6 +124,7 @@ class _Run:
     """What the acceptance put back in stock (an undo reserves it again)."""
     undo_attempts: int = 0
     undo: _Undo | None = None
+    scope: CancellationScope | None = None
 
 
 @dataclass
@@ -308,7 +311,7 @@ class OrderCancellationWorkflow:
                 event="canceled",
                 actor="system",
                 detail={"refunded": view.refunded.amount if view.refunded else 0},
-                order=OrderChange(status=OrderStatus.CANCELED),
+                order=self._order_change(OrderStatus.CANCELED),
                 refund_lines=view.refunds,
                 notifications=[Notification(recipient=Recipient.CUSTOMER, template="canceled")],
             )
@@ -359,8 +362,13 @@ class OrderCancellationWorkflow:
     async def _accept(self, accept: AcceptInput) -> None:
         """Accept: order in progress, restock, plan the refunds, return balances (rule 6)."""
         order = self._order()
+        scope = self._scope()
+        refunded = self._run.refunded_by_tender
         plan = plan_refund(
-            order, accept.refund_method, refunded_by_tender=self._run.refunded_by_tender
+            order,
+            accept.refund_method,
+            amount=refundable_amount(order, scope, refunded),
+            refunded_by_tender=refunded,
         )
         try:
             check_accept(accept, plan)
@@ -392,14 +400,15 @@ class OrderCancellationWorkflow:
             refunds=lines,
             needs_attention=None,
         )
+        skus = {item.item_id: item.sku for item in order.items}
         restock = (
             [
                 StockChange(
-                    sku=item.sku,
+                    sku=skus[item.item_id],
                     delta=item.quantity,
                     key=f"{self._view.cancellation_id}:restock:{item.item_id}",
                 )
-                for item in order.items
+                for item in scope.items
             ]
             if accept.restock
             else []
@@ -416,7 +425,13 @@ class OrderCancellationWorkflow:
                 "restock": accept.restock,
                 "refundable": plan.refundable,
             },
-            order=OrderChange(status=OrderStatus.CANCELLATION_IN_PROGRESS, require_unshipped=True),
+            order=self._order_change(
+                OrderStatus.CANCELLATION_IN_PROGRESS,
+                require_unshipped=True,
+                canceled_items=[
+                    ItemChange(item_id=i.item_id, delta=i.quantity) for i in scope.items
+                ],
+            ),
             stock=restock,
             balances=balances,
             refund_lines=lines,
@@ -636,6 +651,31 @@ class OrderCancellationWorkflow:
             summary=f"Recapture {money} from card {line.payment_id}",
         )
 
+    def _scope(self) -> CancellationScope:
+        """The items this cancellation covers, resolved against the order at opening."""
+        if self._run.scope is None:
+            try:
+                self._run.scope = scope_of(self._order(), self._start.items)
+            except CancellationError as err:
+                raise _application_error(err) from None
+        return self._run.scope
+
+    def _order_change(
+        self,
+        status: OrderStatus | None,
+        *,
+        keep: bool = False,
+        require_unshipped: bool = False,
+        canceled_items: list[ItemChange] | None = None,
+    ) -> OrderChange:
+        """An order change; a partial cancellation that leaves items keeps the status."""
+        return OrderChange(
+            status=status,
+            keep_status=keep or not self._scope().is_last,
+            require_unshipped=require_unshipped,
+            canceled_items=canceled_items or [],
+        )
+
     def _undo_state(self) -> _Undo:
         assert self._run.undo is not None, "an undo is under way"
         return self._run.undo
@@ -689,6 +729,13 @@ class OrderCancellationWorkflow:
                 "require_repayment": undo.require_repayment,
                 "recapture": {c.payment_id: c.outcome.value for c in checks},
             },
+            order=self._order_change(
+                None,
+                keep=True,
+                canceled_items=[
+                    ItemChange(item_id=i.item_id, delta=-i.quantity) for i in self._scope().items
+                ],
+            ),
             stock=reserved,
             balances=taken_back,
             refund_lines=view.refunds,
@@ -717,7 +764,7 @@ class OrderCancellationWorkflow:
             event="repayment_requested",
             actor="system",
             detail={"due": state.due, "until": until.isoformat()},
-            order=OrderChange(status=OrderStatus.AWAITING_PAYMENT),
+            order=self._order_change(OrderStatus.AWAITING_PAYMENT),
             notifications=[
                 Notification(
                     recipient=Recipient.CUSTOMER,
@@ -804,7 +851,12 @@ class OrderCancellationWorkflow:
                 "refund_failures": refund_failures,
                 "repaid_to_return": state.repaid,
             },
-            order=OrderChange(status=state.prior_order_status),
+            order=self._order_change(
+                state.prior_order_status,
+                canceled_items=[
+                    ItemChange(item_id=i.item_id, delta=i.quantity) for i in self._scope().items
+                ],
+            ),
             stock=[
                 StockChange(sku=s.sku, delta=-s.delta, key=f"{key}:release:{s.key}")
                 for s in state.reserved
