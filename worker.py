@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.database import StoreRepository, apply_migrations, create_pool
@@ -43,6 +44,15 @@ async def activity_dependencies(settings: Settings) -> AsyncIterator[list[Any]]:
     finally:
         await provider.aclose()
         await pool.close()
+
+
+def metrics_runtime(port: int | None) -> Runtime | None:
+    """A runtime that serves the SDK's Prometheus metrics on loopback, or ``None``."""
+    if port is None:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
+    )
 
 
 def build_workers(
@@ -85,7 +95,7 @@ async def main(settings: Settings | None = None) -> None:
     settings = settings or Settings.from_env()
     database_url = settings.require_database()
     await apply_migrations(database_url)
-    client = await connect_temporal(settings)
+    client = await connect_temporal(settings, runtime=metrics_runtime(settings.metrics_port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,8 +20,8 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.database import CancellationRow, StoreRepository, create_pool
@@ -58,6 +58,7 @@ from domain.requests import (
 from domain.rules import check_can_start, check_start_input
 from domain.scope import refundable_amount, scope_of
 from domain.shop import ShopSettings
+from starter.codec import data_converter
 from starter.config import Settings
 from workflows.order_cancellation import OrderCancellationWorkflow
 from workflows.search_attributes import start_search_attributes
@@ -67,11 +68,14 @@ from workflows.search_attributes import start_search_attributes
 OPEN_WAIT_SECONDS = 30.0
 
 
-async def connect_temporal(settings: Settings) -> Client:
-    """The one place a Temporal client is built: settings plus the pydantic converter."""
+async def connect_temporal(settings: Settings, *, runtime: Runtime | None = None) -> Client:
+    """The one place a Temporal client is built: settings plus the pydantic converter
+    (encrypting where a key is configured); ``runtime`` carries the worker's metrics."""
     try:
         return await Client.connect(
-            **settings.temporal_connect, data_converter=pydantic_data_converter
+            **settings.temporal_connect,
+            data_converter=data_converter(settings.payload_encryption_key),
+            runtime=runtime,
         )
     except RuntimeError as err:
         raise CancellationError(

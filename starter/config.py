@@ -30,6 +30,8 @@ class Settings(BaseModel):
     admin_hook_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
     """token → shop id."""
     payload_encryption_key: str | None = Field(default=None, repr=False)
+    metrics_port: int | None = None
+    """Where the worker serves Prometheus metrics (``/metrics`` on 127.0.0.1)."""
     task_queue: str = TASK_QUEUE
     provider_task_queue: str | None = None
     """A separate queue for provider calls; ``None`` keeps them on ``task_queue``."""
@@ -60,6 +62,9 @@ class Settings(BaseModel):
             admin_hook_port=int(env.get("ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT),
             admin_hook_tokens=parse_tokens(env.get("ADMIN_HOOK_TOKENS", "")),
             payload_encryption_key=env.get("PAYLOAD_ENCRYPTION_KEY") or None,
+            metrics_port=int(env["WORKER_METRICS_PORT"])
+            if env.get("WORKER_METRICS_PORT")
+            else None,
             task_queue=env.get("TASK_QUEUE") or TASK_QUEUE,
             provider_task_queue=env.get("PROVIDER_TASK_QUEUE") or None,
         )

@@ -60,7 +60,7 @@ class Harness:
 
     @property
     def temporal(self) -> Client:
-        return self.env.client
+        return self.client.temporal
 
     async def card_payment(self, amount: int, currency: str = "KRW", **behavior: Any) -> str:
         capture = behavior.pop("capture", True)
@@ -185,20 +185,22 @@ async def make_harness(
     stack: list[Any] = []
     queues: list[tuple[Client, str]] = []
 
-    async def build(env: WorkflowEnvironment) -> Harness:
+    async def build(env: WorkflowEnvironment, temporal: Client | None = None) -> Harness:
+        """A worker and client on ``env`` (or on ``temporal``, e.g. with encryption)."""
+        temporal = temporal or env.client
         task_queue = f"test-{uuid.uuid4().hex}"
         store = StoreRepository(pool)
         workers = build_workers(
-            env.client,
+            temporal,
             [StoreActivities(store), ProviderActivities(provider)],
             task_queue=task_queue,
         )
         for worker in workers:
             await worker.__aenter__()
             stack.append(worker)
-        if env.supports_time_skipping is False:
+        if env.supports_time_skipping is False and temporal is env.client:
             queues.append((env.client, task_queue))
-        client = CancellationClient(env.client, store, task_queue=task_queue)
+        client = CancellationClient(temporal, store, task_queue=task_queue)
         return Harness(env=env, client=client, provider=provider, store=store, pool=pool)
 
     yield build
