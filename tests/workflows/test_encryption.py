@@ -2,6 +2,7 @@
 
 import base64
 import json
+from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
@@ -22,7 +23,7 @@ OLD_KEY, KEY = f"k1:{new_key()}", f"k2:{new_key()}"
 SECRET_REASON = "customer moved to Jeju island"
 
 
-def _payload_texts(history_json: dict) -> list[bytes]:
+def _payload_texts(history_json: dict[str, Any]) -> list[bytes]:
     found: list[bytes] = []
 
     def walk(value):
@@ -39,7 +40,7 @@ def _payload_texts(history_json: dict) -> list[bytes]:
     return found
 
 
-def _payloads(history_json: dict) -> list[Payload]:
+def _payloads(history_json: dict[str, Any]) -> list[Payload]:
     payloads: list[Payload] = []
 
     def walk(value):

@@ -10,7 +10,7 @@ from domain.requests import AcceptRequest, StartRequest, UndoRequest
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def _merchant(*items: tuple[str, int] | None) -> StartRequest:
+def _merchant(*items: tuple[str, int]) -> StartRequest:
     return StartRequest(
         initiated_by="merchant",
         channel="admin",
