@@ -123,6 +123,8 @@ ACCEPT = {"reason_code": "changed_mind", "reason": "asked", "refund_method": "or
         ),
         ("", "null"),
         ("/reject", json.dumps({"reason": "NUL \x00 in text"})),
+        ("/reject", '{"reason": ' + "[" * 900 + '"\\u0000"' + "]" * 900 + "}"),
+        ("/reject", '{"reason": ' + "[" * 100_000 + "]" * 100_000 + "}"),
         ("", json.dumps({"initiated_by": "customer", "channel": "my_account", "reason": "\x00"})),
     ],
     ids=[
@@ -142,6 +144,8 @@ ACCEPT = {"reason_code": "changed_mind", "reason": "asked", "refund_method": "or
         "huge-quantity",
         "null-body",
         "nul-in-reason",
+        "deeply-nested-nul",
+        "too-deeply-nested",
         "nul-in-start",
     ],
 )

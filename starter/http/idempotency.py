@@ -1,0 +1,149 @@
+"""``Idempotency-Key``: a repeated request answers like the first one and acts once.
+
+Every POST and PUT that changes something takes the header. The first request with a
+key inserts a *pending* row in ``idempotency_keys`` (insert-first, so two concurrent
+requests can't both act), acts, and records its answer (status and body). After that:
+
+- the same key with the same request (method, path, body and actor) gets the stored
+  answer, with ``Idempotent-Replayed: true``, without acting again;
+- the same key with another request is ``422 idempotency_key_reused``;
+- while the first request still runs, a second one waits up to
+  :data:`IN_PROGRESS_WAIT` for its answer, then gets ``409 invalid_transition``
+  ("still in progress"; retry with the same key);
+- a first request that failed (any error) records nothing: its claim is released, so a
+  retry with the same key acts. Workflow actions pass the key on as the Temporal update
+  id, so even then the workflow applies them once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Annotated, Any, Final
+
+from fastapi import Header, Request
+from starlette.responses import JSONResponse
+
+from activities.admin_store import AdminStore, ClaimOutcome
+from domain.errors import CancellationError, ErrorCode
+from starter.http.auth import Principal
+
+log = logging.getLogger("starter.http")
+
+IN_PROGRESS_WAIT: Final = 10.0
+"""How long a repeat waits for the first request's answer; updates answer in about a
+second, a start in a few."""
+IN_PROGRESS_POLL: Final = 0.05
+CLAIM_LEASE: Final = timedelta(minutes=2)
+"""A pending claim older than this belongs to a request whose process died; a start waits
+at most 30 s for its run, so no living request holds a claim this long."""
+KEY_RETENTION: Final = timedelta(days=7)
+"""Answers are kept this long; Temporal keeps update ids for the run's lifetime anyway."""
+
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description=(
+            "Repeat a request safely: the same key with the same body answers like the first"
+            " time and acts once. For workflow actions it is the Temporal update id."
+        ),
+    ),
+]
+"""The ``Idempotency-Key`` header parameter of every changing route."""
+
+Action = Callable[[], Awaitable[tuple[int, Any]]]
+"""Performs the request; returns the status and the JSON-ready body."""
+
+
+async def respond_once(
+    request: Request,
+    store: AdminStore,
+    principal: Principal,
+    key: str | None,
+    fingerprint: Any,
+    act: Action,
+) -> JSONResponse:
+    """Run ``act`` once per key and answer with its result (or the stored first answer).
+
+    Args:
+        request: For the method and path the key is bound to.
+        store: Where claims and answers live.
+        principal: The shop keys belong to; its actor is part of the request.
+        key: The ``Idempotency-Key``; ``None`` acts without any bookkeeping.
+        fingerprint: The validated body (JSON-ready); compared by hash with the first.
+        act: The action.
+    """
+    if key is None:
+        status, body = await act()
+        return JSONResponse(body, status_code=status)
+    shop, method, path = principal.shop_id, request.method, request.url.path
+    body_hash = _hash({"body": fingerprint, "actor": principal.actor})
+    deadline = asyncio.get_running_loop().time() + IN_PROGRESS_WAIT
+    while True:
+        claim = await store.claim_key(
+            shop, key, method=method, path=path, body_hash=body_hash, lease=CLAIM_LEASE
+        )
+        match claim.outcome:
+            case ClaimOutcome.CLAIMED:
+                break
+            case ClaimOutcome.REPLAY:
+                assert claim.status is not None
+                return JSONResponse(
+                    claim.response, status_code=claim.status, headers={REPLAYED_HEADER: "true"}
+                )
+            case ClaimOutcome.REUSED:
+                raise CancellationError(
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    "this Idempotency-Key was used with a different request;"
+                    " use a new key for a new request",
+                )
+            case ClaimOutcome.IN_PROGRESS:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise CancellationError(
+                        ErrorCode.INVALID_TRANSITION,
+                        "a request with this Idempotency-Key is still in progress;"
+                        " retry with the same key shortly",
+                    )
+                await asyncio.sleep(IN_PROGRESS_POLL)
+    try:
+        status, body = await act()
+    except BaseException:
+        await _release(store, shop, key)
+        raise
+    await store.complete_key(shop, key, status, body)
+    return JSONResponse(body, status_code=status)
+
+
+async def _release(store: AdminStore, shop: str, key: str) -> None:
+    try:
+        # Shielded: a cancelled request must still free its key for the retry.
+        await asyncio.shield(store.release_key(shop, key))
+    except Exception as err:  # the action's own error matters more than this one
+        log.warning("could not release idempotency key claim: %s", type(err).__name__)
+
+
+def _hash(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def forget_old_keys(store: AdminStore, every: timedelta = timedelta(hours=1)) -> None:
+    """Delete answers older than :data:`KEY_RETENTION`, hourly, for as long as the hook runs."""
+    while True:
+        try:
+            forgotten = await store.forget_keys(KEY_RETENTION)
+            if forgotten:
+                log.info("forgot %d idempotency keys older than %s", forgotten, KEY_RETENTION)
+        except Exception as err:  # the database may be away for a while; try next time
+            log.warning("could not forget old idempotency keys: %s", type(err).__name__)
+        await asyncio.sleep(every.total_seconds())

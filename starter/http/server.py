@@ -1,0 +1,83 @@
+"""Run the admin hook: build its client and app from the settings, serve with uvicorn."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from activities.admin_store import AdminStore
+from activities.database import StoreRepository, apply_migrations, create_pool
+from starter import ports
+from starter.client import CancellationClient, connect_temporal
+from starter.config import Settings
+from starter.http.app import create_app
+from starter.http.params import IDENTIFIER
+
+# Long enough that guessing is hopeless (256 bits), short enough to paste.
+TOKEN_BYTES = 32
+
+
+@asynccontextmanager
+async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its Temporal client and database pool; both closed on exit.
+
+    The database must answer at start (migrations are applied); Temporal need not: the
+    client connects lazily, answers ``503 temporal_unavailable`` until it can, and
+    ``/healthz`` says so.
+    """
+    database_url = settings.require_database()
+    await apply_migrations(database_url)
+    lazy = settings.model_copy(
+        update={"temporal_connect": {**settings.temporal_connect, "lazy": True}}
+    )
+    temporal = await connect_temporal(lazy)
+    pool = await create_pool(database_url)
+    client = CancellationClient(
+        temporal,
+        StoreRepository(pool),
+        task_queue=settings.task_queue,
+        provider_task_queue=settings.provider_task_queue,
+        pool=pool,
+    )
+    try:
+        yield create_app(client, settings, AdminStore(pool))
+    finally:
+        await client.close()
+
+
+async def serve(settings: Settings, *, host: str = ports.LOOPBACK) -> None:
+    """Serve the hook on ``host``:``ADMIN_HOOK_PORT`` until SIGINT or SIGTERM.
+
+    The access log has the method, path and status of each request, never a body.
+    """
+    async with open_hook(settings) as app:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=settings.admin_hook_port,
+            access_log=True,
+            server_header=False,
+            # Behind a proxy, configure it there; client addresses are only logged.
+            proxy_headers=False,
+        )
+        await uvicorn.Server(config).serve()
+
+
+async def issue_token(settings: Settings, shop_id: str) -> str:
+    """Make a new token for ``shop_id``; only its hash is stored, so print it now."""
+    if not re.match(IDENTIFIER, shop_id) or len(shop_id) > 64:
+        raise SystemExit(f"not a shop id: {shop_id!r}")
+    database_url = settings.require_database()
+    await apply_migrations(database_url)
+    pool = await create_pool(database_url)
+    try:
+        token = secrets.token_urlsafe(TOKEN_BYTES)
+        await AdminStore(pool).add_token(shop_id, token)
+        return token
+    finally:
+        await pool.close()
