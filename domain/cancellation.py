@@ -8,15 +8,20 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from domain.bank import BankAccountRef
 from domain.money import Money
 from domain.order import Identifier, OrderStatus, TenderKind
 from domain.refund_plan import RefundChannel, RefundMethod
 
-Text = Annotated[str, Field(max_length=2000)]
-"""Free text from people (reasons, notes); bounded so payloads stay small."""
+Text = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
+"""Free text from people (reasons, notes); bounded so payloads stay small, and without NUL
+characters, which PostgreSQL text can't hold."""
+Reference = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")]
+"""A transfer or payment reference the merchant types."""
+RefundId = Annotated[str, Field(min_length=1, max_length=300, pattern=r"^[^\x00]+$")]
+"""``{cancellation_id}-r{n}``: long shop and order ids make long refund ids."""
 Actor = Annotated[str, Field(min_length=1, max_length=200)]
 """Who acted: ``merchant:<user>``, ``customer:<id>`` or ``system``."""
 
@@ -140,8 +145,8 @@ class AcceptInput(BaseModel):
     customer_note: Text | None = None
     refund_method: RefundMethod = RefundMethod.ORIGINAL
     bank_account: BankAccountRef | None = None
-    restock: bool = True
-    notify_customer: bool = True
+    restock: StrictBool = True
+    notify_customer: StrictBool = True
     actor: Actor = "merchant"
 
 
@@ -150,7 +155,7 @@ class RejectInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]+$")]
     customer_note: Text | None = None
     actor: Actor = "merchant"
 
@@ -168,8 +173,8 @@ class ConfirmRefundInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    refund_id: Annotated[str, Field(min_length=1, max_length=128)]
-    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    refund_id: RefundId
+    reference: Reference
     actor: Actor = "merchant"
 
 
@@ -178,7 +183,7 @@ class RetryRefundInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    refund_id: Annotated[str, Field(min_length=1, max_length=128)]
+    refund_id: RefundId
     method: RefundMethod | None = None
     bank_account: BankAccountRef | None = None
     actor: Actor = "merchant"
@@ -189,9 +194,9 @@ class UndoInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]+$")]
     customer_note: Text | None = None
-    require_repayment: bool = False
+    require_repayment: StrictBool = False
     """Where the provider can't recapture a payment, ask the customer to pay again."""
     actor: Actor = "merchant"
 
@@ -201,7 +206,7 @@ class ConfirmRepaymentInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    reference: Reference
     amount: Annotated[StrictInt, Field(ge=1, le=10**15)]
     actor: Actor = "merchant"
 

@@ -7,10 +7,10 @@ reaches Temporal.
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from domain.bank import BankAccount
-from domain.cancellation import CanceledItem, Channel, InitiatedBy, ReasonCode, Text
+from domain.cancellation import CanceledItem, Channel, InitiatedBy, ReasonCode, Reference, Text
 from domain.order import TenderKind
 from domain.refund_plan import RefundMethod
 
@@ -25,8 +25,8 @@ class AcceptRequest(BaseModel):
     customer_note: Text | None = None
     refund_method: RefundMethod = RefundMethod.ORIGINAL
     bank_account: BankAccount | None = None
-    restock: bool = True
-    notify_customer: bool = True
+    restock: StrictBool = True
+    notify_customer: StrictBool = True
 
 
 class StartRequest(BaseModel):
@@ -47,7 +47,7 @@ class RejectRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]+$")]
     customer_note: Text | None = None
 
 
@@ -56,7 +56,7 @@ class ConfirmRefundRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    reference: Reference
 
 
 class RetryRefundRequest(BaseModel):
@@ -73,9 +73,9 @@ class UndoRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+    reason: Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]+$")]
     customer_note: Text | None = None
-    require_repayment: bool = False
+    require_repayment: StrictBool = False
 
 
 class RepaymentRequest(BaseModel):
@@ -83,7 +83,7 @@ class RepaymentRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reference: Annotated[str, Field(min_length=1, max_length=200)]
+    reference: Reference
     amount: Annotated[StrictInt, Field(ge=1, le=10**15)]
 
 

@@ -3,7 +3,7 @@
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 # Bounds keep timers sane: at least a minute, at most ten years.
 Window = Annotated[timedelta, Field(ge=timedelta(minutes=1), le=timedelta(days=3650))]
@@ -14,7 +14,7 @@ class ShopSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", ser_json_timedelta="iso8601")
 
-    customer_cancellation_requests: bool = True
+    customer_cancellation_requests: StrictBool = True
     """Customers may request cancellations from My Account (rule 2)."""
     request_reminder_after: Window = timedelta(hours=24)
     """Remind the merchant and flag the run when a request waits this long (rule 4)."""

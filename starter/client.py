@@ -617,8 +617,11 @@ def _encode_cursor(row: CancellationRow) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    at, _, cid = cursor.partition("|")
     try:
-        at, _, cid = cursor.partition("|")
-        return datetime.fromisoformat(at), cid
-    except ValueError:
-        raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor is not valid") from None
+        moment = datetime.fromisoformat(at)
+    except (ValueError, OverflowError):
+        moment = None
+    if moment is None or moment.tzinfo is None or "\x00" in cid or not 1970 < moment.year < 9999:
+        raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor is not valid")
+    return moment, cid

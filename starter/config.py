@@ -14,6 +14,7 @@ from domain.contract import TASK_QUEUE
 DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
 DEFAULT_PROVIDER_URL = "http://127.0.0.1:8001"
 DEFAULT_ADMIN_HOOK_PORT = 8000
+DEFAULT_UI_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
 
 
 class Settings(BaseModel):
@@ -30,6 +31,10 @@ class Settings(BaseModel):
     admin_hook_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
     """token → shop id."""
     payload_encryption_key: str | None = Field(default=None, repr=False)
+    codec_auth_token: str | None = Field(default=None, repr=False)
+    """Operators' token for the codec endpoints the Web UI calls."""
+    codec_cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_UI_ORIGINS))
+    """Web UI origins allowed to call the codec endpoints from a browser."""
     metrics_port: int | None = None
     """Where the worker serves Prometheus metrics (``/metrics`` on 127.0.0.1)."""
     task_queue: str = TASK_QUEUE
@@ -62,6 +67,12 @@ class Settings(BaseModel):
             admin_hook_port=int(env.get("ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT),
             admin_hook_tokens=parse_tokens(env.get("ADMIN_HOOK_TOKENS", "")),
             payload_encryption_key=env.get("PAYLOAD_ENCRYPTION_KEY") or None,
+            codec_auth_token=env.get("CODEC_AUTH_TOKEN") or None,
+            codec_cors_origins=[
+                o.strip()
+                for o in (env.get("CODEC_CORS_ORIGINS") or ",".join(DEFAULT_UI_ORIGINS)).split(",")
+                if o.strip()
+            ],
             metrics_port=int(env["WORKER_METRICS_PORT"])
             if env.get("WORKER_METRICS_PORT")
             else None,

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
 from activities.admin_store import AdminStore
 from starter.client import CancellationClient
 from starter.config import Settings
-from starter.http import backend, cancellations, webhooks
+from starter.http import backend, cancellations, codec, webhooks
 from starter.http.auth import Authenticator
 from starter.http.context import Hook, hook
 from starter.http.errors import BodyLimitMiddleware, install_error_handlers
@@ -66,6 +67,15 @@ def create_app(client: CancellationClient, settings: Settings, admin_store: Admi
     app.include_router(cancellations.router)
     app.include_router(backend.router)
     app.include_router(webhooks.router)
+    app.include_router(codec.router)
+    # The Web UI calls the codec endpoints from its own origin in the operator's browser.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.codec_cors_origins,
+        allow_methods=["POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=True,
+    )
     app.add_api_route(
         "/healthz",
         healthz,

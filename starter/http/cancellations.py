@@ -23,8 +23,10 @@ from domain.requests import (
     Quote,
     QuoteRequest,
     RejectRequest,
+    RepaymentRequest,
     RetryRefundRequest,
     StartRequest,
+    UndoRequest,
 )
 from starter.http.auth import Principal, ShopRoute, principal
 from starter.http.context import Hook, hook
@@ -351,6 +353,70 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
                     target.shop_id,
                     target.order_id,
                     refund_id,
+                    body,
+                    cancellation_id=target.cancellation_id,
+                    idempotency_key=idempotency_key,
+                    actor=caller.actor,
+                )
+            )
+
+        fingerprint = body.model_dump(mode="json")
+        return await respond_once(
+            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        )
+
+    @router.post(
+        f"{prefix}/undo",
+        response_model=CancellationView,
+        responses=ACTION_ERRORS,
+        tags=[tag],
+        summary="Undo the cancellation: recapture checked first, the store never poorer",
+    )
+    async def undo(
+        request: Request,
+        target: Annotated[Target, Depends(target_of)],
+        body: UndoRequest,
+        hook: HookDep,
+        caller: PrincipalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def act() -> tuple[int, Any]:
+            return _view(
+                await hook.client.undo(
+                    target.shop_id,
+                    target.order_id,
+                    body,
+                    cancellation_id=target.cancellation_id,
+                    idempotency_key=idempotency_key,
+                    actor=caller.actor,
+                )
+            )
+
+        fingerprint = body.model_dump(mode="json")
+        return await respond_once(
+            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        )
+
+    @router.post(
+        f"{prefix}/repayment",
+        response_model=CancellationView,
+        responses=ACTION_ERRORS,
+        tags=[tag],
+        summary="The customer paid again after an undo",
+    )
+    async def repayment(
+        request: Request,
+        target: Annotated[Target, Depends(target_of)],
+        body: RepaymentRequest,
+        hook: HookDep,
+        caller: PrincipalDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def act() -> tuple[int, Any]:
+            return _view(
+                await hook.client.confirm_repayment(
+                    target.shop_id,
+                    target.order_id,
                     body,
                     cancellation_id=target.cancellation_id,
                     idempotency_key=idempotency_key,

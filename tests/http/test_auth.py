@@ -26,6 +26,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "{o}/cancellation/withdraw", None),
     ("POST", "{o}/cancellation/refunds/{r}/confirm", {"reference": "ref-1"}),
     ("POST", "{o}/cancellation/refunds/{r}/retry", {"method": "credits"}),
+    ("POST", "{o}/cancellation/undo", {"reason": "kept"}),
+    ("POST", "{o}/cancellation/repayment", {"reference": "p-1", "amount": 100}),
     ("GET", "{o}/cancellations", None),
     ("GET", "{c}", None),
     ("POST", "{c}/quote", {}),
@@ -34,6 +36,8 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "{c}/withdraw", None),
     ("POST", "{c}/refunds/{r}/confirm", {"reference": "ref-1"}),
     ("POST", "{c}/refunds/{r}/retry", {"method": "credits"}),
+    ("POST", "{c}/undo", {"reason": "kept"}),
+    ("POST", "{c}/repayment", {"reference": "p-1", "amount": 100}),
     ("GET", "{s}/cancellations", None),
     ("PUT", "{o}", None),  # the body is the victim's own order document
     ("GET", "{o}", None),

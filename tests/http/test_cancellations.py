@@ -394,3 +394,55 @@ class TestRefusals:
         answer = await shop.http.post(shop.cancellation_path(order_id), json=body)
         assert answer.status_code == 422 and _error(answer) == "validation_error"
         assert (await shop.http.get(shop.cancellation_path(order_id))).status_code == 404
+
+
+async def test_undo_over_http_recaptures_and_restores_the_order(shop):
+    """Undo: the provider's check first, then recapture; the order is paid again."""
+    order_id = await shop.put_order()
+    await shop.request_cancellation(order_id)
+    answer = await shop.http.post(shop.cancellation_path(order_id, "/accept"), json=ACCEPT)
+    assert answer.status_code == 200, answer.text
+    await shop.wait_for(order_id, lambda v: v["status"] == "canceled")
+
+    undone = await shop.http.post(
+        shop.cancellation_path(order_id, "/undo"),
+        json={"reason": "customer wants it after all"},
+        headers={"Idempotency-Key": "undo-once"},
+    )
+    assert undone.status_code == 200, undone.text
+    assert undone.json()["status"] == "undone"
+    again = await shop.http.post(
+        shop.cancellation_path(order_id, "/undo"),
+        json={"reason": "customer wants it after all"},
+        headers={"Idempotency-Key": "undo-once"},
+    )
+    assert again.status_code == 200 and again.json()["status"] == "undone"
+    order = (await shop.http.get(shop.order_path(order_id))).json()
+    assert order["status"] == "paid"
+    payment = await shop.payment(order["tenders"][0]["payment_id"])
+    assert [e["type"] for e in payment["ledger"]].count("recapture") == 1
+
+
+async def test_repayment_over_http_completes_an_undo_that_needs_it(shop):
+    payment = await shop.card_payment(30000, recapture="not_possible")
+    order_id = await shop.put_order(
+        tenders=[{"tender_id": "t1", "kind": "card", "amount": 30000, "payment_id": payment}]
+    )
+    await shop.request_cancellation(order_id)
+    await shop.http.post(shop.cancellation_path(order_id, "/accept"), json=ACCEPT)
+    await shop.wait_for(order_id, lambda v: v["status"] == "canceled")
+
+    refused = await shop.http.post(shop.cancellation_path(order_id, "/undo"), json={"reason": "r"})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "recapture_unavailable"
+    waiting = await shop.http.post(
+        shop.cancellation_path(order_id, "/undo"), json={"reason": "r", "require_repayment": True}
+    )
+    assert waiting.status_code == 200, waiting.text
+    assert waiting.json()["status"] == "awaiting_repayment"
+    assert waiting.json()["repayment_due"] == {"amount": 30000, "currency": "KRW"}
+    paid = await shop.http.post(
+        shop.cancellation_path(order_id, "/repayment"), json={"reference": "R-1", "amount": 30000}
+    )
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "undone"

@@ -4,17 +4,22 @@ import base64
 import json
 from typing import Any
 
+import httpx
 import pytest
-from temporalio.api.common.v1 import Payload
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from activities.admin_store import AdminStore
 from domain.bank import BankAccount
 from domain.cancellation import CancellationStatus
 from domain.order import TenderKind
 from domain.requests import AcceptRequest, ConfirmRefundRequest, StartRequest
 from starter.codec import EncryptionCodec, EncryptionKeyError, data_converter, new_key, parse_keys
+from starter.config import Settings
+from starter.http.app import create_app
 from workflows.order_cancellation import OrderCancellationWorkflow
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -132,3 +137,65 @@ async def test_unencrypted_payloads_pass_through():
     payload = Payload(metadata={"encoding": b"json/plain"}, data=json.dumps({"a": 1}).encode())
     assert await EncryptionCodec.from_setting(KEY).decode([payload]) == [payload]
     assert data_converter(None) is pydantic_data_converter
+
+
+async def test_codec_endpoint_decodes_for_operators_only(make_harness, dev_env, pool):
+    """The hook's codec endpoint decodes a real encrypted history for an authenticated caller,
+    refuses anyone else, and lets the Web UI's origin call it (CORS)."""
+    encrypted = Client(**{**dev_env.client.config(), "data_converter": data_converter(KEY)})
+    h = await make_harness(dev_env, encrypted)
+    order_id = await h.order()
+    view, _ = await h.client.start_cancellation(
+        h.shop_id,
+        order_id,
+        StartRequest(
+            initiated_by="merchant",
+            channel="admin",
+            reason=SECRET_REASON,
+            accept=AcceptRequest(reason_code="sold_out", reason=SECRET_REASON),
+        ),
+    )
+    await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+    raw = (await h.handle(view.cancellation_id).fetch_history()).to_json_dict()
+    sealed = [p for p in _payloads(raw) if "type" not in p.metadata]
+    body = json_format.MessageToDict(Payloads(payloads=sealed))
+
+    settings = Settings(
+        payload_encryption_key=KEY,
+        codec_auth_token="operator-token",
+        admin_hook_tokens={"t": h.shop_id},
+    )
+    app = create_app(h.client, settings, AdminStore(pool))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hook") as http:
+        refused = await http.post("/codec/decode", json=body)
+        assert refused.status_code == 401
+        assert (await http.post("/codec/wrong/decode", json=body)).status_code == 401
+        shop_token = await http.post(
+            "/codec/decode", json=body, headers={"Authorization": "Bearer t"}
+        )
+        assert shop_token.status_code == 401  # a shop's token is not an operator's
+
+        decoded = await http.post(
+            "/codec/decode", json=body, headers={"Authorization": "Bearer operator-token"}
+        )
+        assert decoded.status_code == 200, decoded.text
+        clear = json_format.ParseDict(decoded.json(), Payloads())
+        assert any(SECRET_REASON.encode() in p.data for p in clear.payloads)
+        by_path = await http.post("/codec/operator-token/decode", json=body)
+        assert by_path.json() == decoded.json()
+
+        preflight = await http.options(
+            "/codec/decode",
+            headers={
+                "Origin": "http://127.0.0.1:8233",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+            },
+        )
+        assert preflight.headers["access-control-allow-origin"] == "http://127.0.0.1:8233"
+        evil = await http.options(
+            "/codec/decode",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in evil.headers
