@@ -2,7 +2,8 @@
 
 Starts every part of the system on loopback, each as a child process stopped by its id:
 PostgreSQL (with the ``store`` database, its migrations and the demo data), the Temporal dev
-server with its Web UI and our search attributes, the payment provider sandbox and the worker.
+server with its Web UI and our search attributes, the payment provider sandbox (sending its
+webhooks to the hook), the worker and the admin hook (which also serves the Web UI's codec).
 Once all of them answer it prints their URLs, the environment a second shell needs, and one line
 ``ready``. Ctrl-C or SIGTERM stops them in reverse order and prints ``stopped``.
 
@@ -15,6 +16,8 @@ stopping the stack in the middle of a cancellation and starting it again carries
         sandbox.sqlite3     the payment sandbox's payments, refunds and ledger
         logs/               one log file per process, appended across restarts
         admin-token         the admin hook's bearer token for demo-shop (made once, then reused)
+        webhook-secret, payload-key, codec-token
+                            the dev secrets for webhooks, encrypted payloads and the codec
         env                 ``export …`` lines: ``source .devstack/env`` in another shell
         pids/               the children's process ids, to stop orphans of a killed stack
         devstack.lock       held while a stack runs, so two stacks never share the folder
@@ -38,8 +41,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import urlsplit
@@ -49,6 +52,7 @@ from domain.contract import TASK_QUEUE
 from domain.errors import CancellationError
 from starter import ports
 from starter.client import CancellationClient
+from starter.codec import new_key
 from starter.config import Settings
 from starter.demo import DEMO_SHOP_ID, seed_demo_data
 from starter.embedded_postgres import EmbeddedPostgres
@@ -80,6 +84,10 @@ WORKER_STARTUP_TIMEOUT_SECONDS = 60.0
 # The worker lets running activities finish for up to 20 s after SIGTERM (worker.py); give it a
 # little more before SIGKILL, which Temporal would only notice as an activity timeout.
 WORKER_STOP_TIMEOUT_SECONDS = 25.0
+# The hook answers /healthz within seconds; a cold machine may need a while to import FastAPI.
+HOOK_STARTUP_TIMEOUT_SECONDS = 60.0
+# uvicorn finishes open requests on SIGTERM; they are short.
+HOOK_STOP_TIMEOUT_SECONDS = 10.0
 # The sandbox cuts even hanging requests after 2 s (provider_sandbox.__main__).
 SANDBOX_STOP_TIMEOUT_SECONDS = 10.0
 # An orphan of a killed stack has no work worth waiting for.
@@ -141,8 +149,8 @@ class PortPlan:
 
     def in_use(self) -> dict[str, tuple[int, str]]:
         """The ports the stack listens on now: part → (port, variable that sets it)."""
-        # The admin hook's port joins this table once the hook is part of the stack.
         return {
+            "admin hook": (self.admin_hook, "ADMIN_HOOK_PORT=<port>"),
             "Temporal gRPC": (self.temporal, "TEMPORAL_ADDRESS=127.0.0.1:<port>"),
             "Temporal Web UI": (self.ui, "DEVSTACK_UI_PORT=<port>"),
             "PostgreSQL": (self.postgres, "DEVSTACK_POSTGRES_PORT=<port>"),
@@ -294,16 +302,22 @@ class StateDir:
 
     def admin_token_for_demo_shop(self) -> str:
         """The admin hook token of demo-shop: made once, then the same on every restart."""
-        if self.admin_token.exists():
-            token = self.admin_token.read_text().strip()
-            if token:
-                return token
-        token = secrets.token_urlsafe(32)
-        # 0600 from the start: the token must not be readable by other users even briefly.
-        fd = os.open(self.admin_token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        return self.secret(self.admin_token.name, lambda: secrets.token_urlsafe(32))
+
+    def secret(self, name: str, make: Callable[[], str]) -> str:
+        """A dev secret kept in the folder: made once, then the same on every restart (the
+        encryption key above all: histories written with it must stay readable)."""
+        path = self.root / name
+        if path.exists():
+            value = path.read_text().strip()
+            if value:
+                return value
+        value = make()
+        # 0600 from the start: a secret must not be readable by other users even briefly.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
-            file.write(token + "\n")
-        return token
+            file.write(value + "\n")
+        return value
 
 
 # -- child processes -------------------------------------------------------------------------
@@ -421,20 +435,31 @@ class Endpoints:
     ui_url: str
     sandbox_url: str
     database_url: str
+    hook_url: str
+    admin_hook_port: int
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    """Dev secrets the parts share (webhook secret, payload key, tokens); env file only."""
 
     def env_vars(self) -> dict[str, str]:
-        """The variables the CLI, the demo and the worker read."""
+        """The variables the CLI, the demo and the worker read (no secrets)."""
         return {
             "DATABASE_URL": self.database_url,
             "TEMPORAL_ADDRESS": self.temporal_address,
             "TEMPORAL_NAMESPACE": NAMESPACE,
             "PAYMENT_PROVIDER_URL": self.sandbox_url,
             "TEMPORAL_UI_URL": self.ui_url,
+            "ADMIN_HOOK_URL": self.hook_url,
+            "ADMIN_HOOK_PORT": str(self.admin_hook_port),
         }
 
-    def export_line(self) -> str:
-        """One ``export`` line a shell can run or ``source``."""
-        pairs = " ".join(f"{name}={shlex.quote(value)}" for name, value in self.env_vars().items())
+    def all_env_vars(self) -> dict[str, str]:
+        """Everything, secrets included: what the children and the env file get."""
+        return {**self.env_vars(), **self.secrets}
+
+    def export_line(self, *, with_secrets: bool = False) -> str:
+        """One ``export`` line a shell can run or ``source`` (printed without secrets)."""
+        values = self.all_env_vars() if with_secrets else self.env_vars()
+        pairs = " ".join(f"{name}={shlex.quote(value)}" for name, value in values.items())
         return f"export {pairs}"
 
 
@@ -449,19 +474,26 @@ class DevStack:
         self.postgres = EmbeddedPostgres(self.state.postgres, plan.postgres, durable=True)
         # One log folder for the whole stack, instead of the server's default inside its data.
         self.postgres.log_path = self.state.logs / "postgres.log"
-        # The admin hook will pass ui_codec_endpoint here (its codec routes) when it is built.
+        hook_url = f"http://{host}:{plan.admin_hook}"
+        dev_secrets = self._dev_secrets()
+        # The UI decodes encrypted payloads through the hook; the path carries the operator
+        # token because the dev UI has no login to send one (production: see README).
         self.temporal = DevServer(
             port=plan.temporal,
             ui_port=plan.ui,
             db_filename=self.state.temporal_db,
             namespace=NAMESPACE,
             log_path=self.state.logs / "temporal.log",
+            ui_codec_endpoint=f"{hook_url}/codec/{dev_secrets['CODEC_AUTH_TOKEN']}",
         )
         self.endpoints = Endpoints(
             temporal_address=f"{host}:{plan.temporal}",
             ui_url=f"http://{host}:{plan.ui}",
             sandbox_url=f"http://{host}:{plan.sandbox}",
             database_url=self.postgres.dsn(STORE_DATABASE),
+            hook_url=hook_url,
+            admin_hook_port=plan.admin_hook,
+            secrets=dev_secrets,
         )
         env = self._child_env()
         self.sandbox = ChildProcess(
@@ -476,9 +508,8 @@ class DevStack:
                 str(plan.sandbox),
                 "--db",
                 str(self.state.sandbox_db),
-                # The admin hook's webhook route goes here (--webhook-url, with the secret from
-                # PAYMENT_PROVIDER_WEBHOOK_SECRET) once the hook runs; until then the worker
-                # learns of settled refunds by polling the sandbox.
+                "--webhook-url",
+                f"{hook_url}/v1/provider/webhooks",
             ],
             env,
             self.state.logs / "sandbox.log",
@@ -489,8 +520,29 @@ class DevStack:
             env,
             self.state.logs / "worker.log",
         )
+        self.hook = ChildProcess(
+            "admin hook",
+            [sys.executable, "-m", "starter.http", "--host", host],
+            env,
+            self.state.logs / "hook.log",
+        )
         self.timings: list[tuple[str, float]] = []
         self._claimed = False
+
+    def _dev_secrets(self) -> dict[str, str]:
+        """The stack's shared secrets, made once in the state folder and kept."""
+        if self.options.admin_hook_tokens is None:
+            tokens = f"{DEMO_SHOP_ID}:{self.state.admin_token_for_demo_shop()}"
+        else:
+            tokens = self.options.admin_hook_tokens
+        return {
+            "ADMIN_HOOK_TOKENS": tokens,
+            "PAYMENT_PROVIDER_WEBHOOK_SECRET": self.state.secret(
+                "webhook-secret", lambda: secrets.token_urlsafe(32)
+            ),
+            "PAYLOAD_ENCRYPTION_KEY": self.state.secret("payload-key", lambda: f"dev1:{new_key()}"),
+            "CODEC_AUTH_TOKEN": self.state.secret("codec-token", lambda: secrets.token_urlsafe(24)),
+        }
 
     def _child_env(self) -> dict[str, str]:
         env = {
@@ -498,7 +550,7 @@ class DevStack:
             for name, value in self.options.child_env.items()
             if not name.startswith(_TEMPORAL_ENV_PREFIX)
         }
-        env.update(self.endpoints.env_vars())
+        env.update(self.endpoints.all_env_vars())
         env[_STATE_MARKER_ENV] = str(self.state.root)
         # Lines reach the log as they are written, so a crash leaves its traceback behind.
         env["PYTHONUNBUFFERED"] = "1"
@@ -539,9 +591,9 @@ class DevStack:
             raise DevStackError("\n".join(str(error) for error in failures)) from None
         if self.options.demo_data:
             await self._timed("demo data", self._load_demo_data())
-        # The admin hook (ADMIN_HOOK_PORT) starts here once it exists: after the worker's
-        # dependencies, since its /healthz asks Temporal and the database.
         await self._timed("worker", self._start_worker())
+        # Last: its /healthz asks Temporal and the database, and it serves the UI's codec.
+        await self._timed("admin hook", self._start_hook())
         self.timings.append(("total", time.monotonic() - began))
 
     async def _timed(self, part: str, step: Awaitable[None]) -> None:
@@ -593,7 +645,7 @@ class DevStack:
     async def _load_demo_data(self) -> None:
         # Only the stack's own variables: the demo data goes into this stack, wherever the
         # developer's shell points.
-        settings = Settings.from_env(self.endpoints.env_vars())
+        settings = Settings.from_env(self.endpoints.all_env_vars())
         try:
             client = await CancellationClient.connect(settings)
             try:
@@ -616,19 +668,30 @@ class DevStack:
         except (RuntimeError, TimeoutError):
             raise _start_failure(self.worker) from None
 
+    async def _start_hook(self) -> None:
+        self.state.record_pid("hook", self.hook.launch())
+        try:
+            async with asyncio.timeout(HOOK_STARTUP_TIMEOUT_SECONDS):
+                await ports.wait_for_http_async(
+                    f"{self.endpoints.hook_url}/healthz", alive=lambda: self.hook.is_running
+                )
+        except (RuntimeError, TimeoutError):
+            raise _start_failure(self.hook) from None
+
     # ------------------------------------------------------------------ running
 
     def write_env_file(self) -> None:
-        """Write ``env`` so another shell can ``source`` it."""
+        """Write ``env`` (secrets included, so mode 0600) so another shell can ``source`` it."""
+        self.state.env_file.touch(mode=0o600)
+        self.state.env_file.chmod(0o600)
         self.state.env_file.write_text(
             "# Written by the dev stack (python -m starter dev). In another shell:\n"
             f"#   source {self.state.env_file}\n"
-            f"{self.endpoints.export_line()}\n"
+            f"{self.endpoints.export_line(with_secrets=True)}\n"
         )
 
     def banner(self) -> list[str]:
         """The lines printed once the stack is ready (no secret but the dev token)."""
-        plan = self.options.ports
         endpoints = self.endpoints
         lines = [
             "",
@@ -637,8 +700,8 @@ class DevStack:
             f"Payment sandbox   {endpoints.sandbox_url}",
             f"Database          {endpoints.database_url}",
             f"Worker            task queue {TASK_QUEUE}",
-            f"Admin hook        not part of the stack yet (port {plan.admin_hook} is kept "
-            "for it: ADMIN_HOOK_PORT)",
+            f"Admin hook        {endpoints.hook_url}  (API docs: {endpoints.hook_url}/docs)",
+            f"Payload codec     {endpoints.hook_url}/codec (the Web UI decodes through it)",
         ]
         if self.options.admin_hook_tokens is None:
             token = self.state.admin_token_for_demo_shop()
@@ -660,7 +723,7 @@ class DevStack:
 
     def dead_part(self) -> str | None:
         """Which part died on its own, with the tail of its log; None while all run."""
-        for child in (self.worker, self.sandbox):
+        for child in (self.hook, self.worker, self.sandbox):
             if not child.is_running:
                 return (
                     f"the {child.name} exited unexpectedly ({_exit_text(child.exit_code)}); "
@@ -694,6 +757,8 @@ class DevStack:
         """Stop every part that runs, users before what they use; safe to call twice."""
         if not self._claimed:
             return  # the folder (and the pid files in it) may be another stack's
+        self.hook.stop(HOOK_STOP_TIMEOUT_SECONDS)
+        self.state.forget_pid("hook")
         self.worker.stop(WORKER_STOP_TIMEOUT_SECONDS)
         self.state.forget_pid("worker")
         self.sandbox.stop(SANDBOX_STOP_TIMEOUT_SECONDS)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from domain.cancellation import (
@@ -218,7 +219,23 @@ def test_stack_prints_its_urls_and_environment_then_ready(stack: DevStackProcess
     assert token_file.stat().st_mode & 0o077 == 0
     assert f"demo-shop: {token_file.read_text().strip()}" in stack.output
     logs = {path.name for path in (stack.state_dir / "logs").iterdir()}
-    assert logs == {"postgres.log", "temporal.log", "sandbox.log", "worker.log"}
+    assert logs == {"postgres.log", "temporal.log", "sandbox.log", "worker.log", "hook.log"}
+    hook_url = f"http://127.0.0.1:{env['ADMIN_HOOK_PORT']}"
+    assert f"Admin hook        {hook_url}" in stack.output
+    assert client_env["ADMIN_HOOK_URL"] == hook_url
+    # Secrets reach the env file (mode 0600), never the printed banner.
+    for secret in ("PAYLOAD_ENCRYPTION_KEY", "PAYMENT_PROVIDER_WEBHOOK_SECRET", "CODEC_AUTH_TOKEN"):
+        assert client_env[secret] and client_env[secret] not in stack.output
+    assert (stack.state_dir / "env").stat().st_mode & 0o077 == 0
+    token = token_file.read_text().strip()
+    health = httpx.get(f"{hook_url}/healthz", timeout=10)
+    assert health.status_code == 200, health.text
+    orders = httpx.get(
+        f"{hook_url}/v1/shops/demo-shop/orders/demo-card-captured",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert orders.status_code == 200, orders.text
 
 
 def test_demo_walks_every_scenario_of_the_seed(stack: DevStackProcess) -> None:
