@@ -119,6 +119,8 @@ class Attention(StrEnum):
     """Nobody accepted or rejected within the shop's reminder time."""
     REFUND_FAILED = "refund_failed"
     """A refund failed for good; retry it or switch its method."""
+    AWAITING_BANK_DEPOSIT = "awaiting_bank_deposit"
+    """A refund waits for the merchant's manual bank transfer and its confirmation."""
     UNDO_FAILED = "undo_failed"
     """An undo failed halfway and was rolled back; see the history for why."""
 

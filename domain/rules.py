@@ -4,6 +4,7 @@ from domain.cancellation import (
     OPEN_STATUSES,
     AcceptInput,
     Action,
+    Attention,
     CancellationStatus,
     CancellationView,
     Channel,
@@ -118,6 +119,19 @@ def allowed_actions(view: CancellationView) -> list[Action]:
             return [Action.REPAYMENT]
         case _:
             return []
+
+
+def refund_attention(view: CancellationView) -> Attention | None:
+    """While refunds run, what a person must do: a failed refund first, then an undo that
+    was rolled back, then a bank deposit to make."""
+    statuses = {line.status for line in view.refunds}
+    if RefundStatus.FAILED in statuses:
+        return Attention.REFUND_FAILED
+    if view.needs_attention is Attention.UNDO_FAILED:
+        return Attention.UNDO_FAILED
+    if RefundStatus.AWAITING_CONFIRMATION in statuses:
+        return Attention.AWAITING_BANK_DEPOSIT
+    return None
 
 
 def restorable_status(order: Order) -> OrderStatus:

@@ -67,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.money import Money, format_money
     from domain.order import Order, OrderStatus, TenderKind
     from domain.refund_plan import RefundChannel, RefundMethod, plan_refund
-    from domain.rules import allowed_actions, check_accept, restorable_status
+    from domain.rules import allowed_actions, check_accept, refund_attention, restorable_status
     from domain.scope import CancellationScope, refundable_amount, scope_of
     from domain.shop import ShopSettings
     from workflows.search_attributes import search_attribute_updates, start_search_attributes
@@ -1152,6 +1152,8 @@ class OrderCancellationWorkflow:
         Raises:
             ApplicationError: The store refused (e.g. ``order_shipped``); nothing changed.
         """
+        if view.status is CancellationStatus.IN_PROGRESS:
+            view.needs_attention = refund_attention(view)
         entry = HistoryEntry(at=workflow.now(), event=event, actor=actor, detail=detail)
         view.history.append(entry)
         view.allowed_actions = allowed_actions(view)

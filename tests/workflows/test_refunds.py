@@ -52,11 +52,16 @@ async def test_bank_transfer_waits_for_the_merchants_deposit(h):
     assert line.bank_account.masked_number == "**********6789"
     assert view.allowed_actions == ["confirm_refund", "undo"]
     assert view.status is CancellationStatus.IN_PROGRESS
+    # Operators find these runs with NeedsAttention = "awaiting_bank_deposit".
+    assert view.needs_attention is Attention.AWAITING_BANK_DEPOSIT
+    attrs = (await h.handle(view.cancellation_id).describe()).typed_search_attributes
+    assert attrs.get(NEEDS_ATTENTION) == "awaiting_bank_deposit"
 
     confirmed = await h.client.confirm_refund(
         h.shop_id, order_id, line.refund_id, ConfirmRefundRequest(reference="TX-981")
     )
     assert confirmed.refunds[0].status is RefundStatus.SUCCEEDED
+    assert confirmed.needs_attention is None
     final = await h.wait_status(cid, CancellationStatus.CANCELED)
     assert final.refunds[0].confirmation_reference == "TX-981"
     assert await h.order_status(order_id) is OrderStatus.CANCELED
