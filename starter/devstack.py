@@ -247,6 +247,7 @@ class StateDir:
         self.env_file = root / "env"
         self.pids = root / "pids"
         self._lock_file: IO[bytes] | None = None
+        self._secrets: dict[str, str] = {}
 
     def claim(self, *, fresh: bool) -> None:
         """Lock the folder for this stack; with ``fresh``, empty it first.
@@ -285,6 +286,7 @@ class StateDir:
                     entry.unlink()
         self.logs.mkdir(exist_ok=True)
         self.pids.mkdir(exist_ok=True)
+        self._write_secrets()
 
     def release(self) -> None:
         """Give the folder up (closing the file drops the lock)."""
@@ -306,18 +308,25 @@ class StateDir:
 
     def secret(self, name: str, make: Callable[[], str]) -> str:
         """A dev secret kept in the folder: made once, then the same on every restart (the
-        encryption key above all: histories written with it must stay readable)."""
-        path = self.root / name
-        if path.exists():
-            value = path.read_text().strip()
-            if value:
-                return value
-        value = make()
-        # 0600 from the start: a secret must not be readable by other users even briefly.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(value + "\n")
-        return value
+        encryption key above all: histories written with it must stay readable).
+
+        Read (or made) before the folder is claimed; written by :meth:`claim`.
+        """
+        if name not in self._secrets:
+            path = self.root / name
+            value = path.read_text().strip() if path.exists() else ""
+            self._secrets[name] = value or make()
+        return self._secrets[name]
+
+    def _write_secrets(self) -> None:
+        for name, value in self._secrets.items():
+            path = self.root / name
+            if path.exists() and path.read_text().strip() == value:
+                continue
+            # 0600 from the start: a secret must not be readable by other users even briefly.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(value + "\n")
 
 
 # -- child processes -------------------------------------------------------------------------

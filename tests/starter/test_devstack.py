@@ -185,8 +185,9 @@ def _stack_env() -> dict[str, str]:
 
 def _state_dir() -> Path:
     # Not pytest's tmp_path: as root, PostgreSQL runs as another user, who must be able to enter
-    # every parent folder, and pytest keeps its base folder private (mode 0700).
-    return Path(tempfile.mkdtemp(prefix="test-devstack-"))
+    # every parent folder, and pytest keeps its base folder private (mode 0700). The state
+    # folder itself does not exist yet, as on a fresh clone without .devstack/.
+    return Path(tempfile.mkdtemp(prefix="test-devstack-")) / "state"
 
 
 @pytest.fixture(scope="module")
