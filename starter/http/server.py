@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -50,11 +51,25 @@ async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
         await client.close()
 
 
+class RedactCodecToken(logging.Filter):
+    """The codec's path token (``/codec/<token>/decode``) never reaches the access log."""
+
+    _TOKEN = re.compile(r"(/codec/)[^/\s]+(/(?:en|de)code)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1***\2", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
 async def serve(settings: Settings, *, host: str = ports.LOOPBACK) -> None:
     """Serve the hook on ``host``:``ADMIN_HOOK_PORT`` until SIGINT or SIGTERM.
 
     The access log has the method, path and status of each request, never a body.
     """
+    logging.getLogger("uvicorn.access").addFilter(RedactCodecToken())
     async with open_hook(settings) as app:
         config = uvicorn.Config(
             app,

@@ -78,3 +78,23 @@ async def test_account_numbers_are_masked_in_answers_and_never_logged(shop, capl
     assert len(access_lines) >= len(answers)
     assert not _leaks(caplog.text)
     assert all(not _leaks(str(r.args)) for r in caplog.records)
+
+
+async def test_the_codec_path_token_is_redacted_from_the_access_log():
+    """The Web UI's codec URL carries the operator token; the access log must not."""
+    import logging
+
+    from starter.http.server import RedactCodecToken
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "POST", "/codec/s3cret-token/decode?x=1", "1.1", 200),
+        None,
+    )
+    assert RedactCodecToken().filter(record)
+    assert "s3cret-token" not in record.getMessage()
+    assert "/codec/***/decode" in record.getMessage()
