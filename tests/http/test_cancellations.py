@@ -446,3 +446,59 @@ async def test_repayment_over_http_completes_an_undo_that_needs_it(shop):
     )
     assert paid.status_code == 200, paid.text
     assert paid.json()["status"] == "undone"
+
+
+async def test_card_points_credits_order_canceled_in_three_steps_reconciles_after_each(shop):
+    """Rule 10 through the hook: each step's share per tender, the sandbox ledger and the
+    customer's balances checked after every step; shipping only with the last items."""
+    customer = f"cust-{shop.shop_id[-6:]}"
+    put = await shop.http.put(
+        f"/v1/shops/{shop.shop_id}/customers/{customer}", json={"points": 0, "credits": 0}
+    )
+    assert put.status_code == 200, put.text
+    payment = await shop.card_payment(18000)
+    order_id = await shop.put_order(
+        customer_id=customer,
+        tenders=[
+            {"tender_id": "card", "kind": "card", "amount": 18000, "payment_id": payment},
+            {"tender_id": "pts", "kind": "points", "amount": 6000},
+            {"tender_id": "crd", "kind": "credits", "amount": 6000},
+        ],
+    )
+    merchant = {
+        "initiated_by": "merchant",
+        "channel": "admin",
+        "reason_code": "sold_out",
+        "accept": {"reason_code": "sold_out"},
+    }
+    steps = [
+        ([{"item_id": "i1", "quantity": 1}], 10000, {"card": 6000, "pts": 2000, "crd": 2000}),
+        ([{"item_id": "i2", "quantity": 1}], 7000, {"card": 4200, "pts": 1400, "crd": 1400}),
+        (None, 13000, {"card": 7800, "pts": 2600, "crd": 2600}),
+    ]
+    refunded = {"card": 0, "pts": 0, "crd": 0}
+    for n, (items, amount, lines) in enumerate(steps, start=1):
+        quote = await shop.http.post(
+            shop.cancellation_path(order_id, "/quote"), json={"items": items}
+        )
+        assert quote.status_code == 200, quote.text
+        assert quote.json()["refundable"] == amount
+        answer = await shop.http.post(
+            shop.cancellation_path(order_id), json=merchant | {"items": items}
+        )
+        assert answer.status_code == 201, answer.text
+        final = await shop.wait_for(
+            order_id,
+            lambda v, n=n: v["cancellation_id"].endswith(f"-{n}") and v["status"] == "canceled",
+        )
+        assert final["refundable"]["amount"] == amount
+        assert {r["tender_id"]: r["amount"] for r in final["refunds"]} == lines
+        for tender, value in lines.items():
+            refunded[tender] += value
+        ledger = (await shop.payment(payment))["ledger"]
+        assert sum(e["amount"] for e in ledger if e["type"] == "refund") == refunded["card"]
+        balances = (await shop.http.get(f"/v1/shops/{shop.shop_id}/customers/{customer}")).json()
+        assert balances == {"points": refunded["pts"], "credits": refunded["crd"]}
+        order = (await shop.http.get(shop.order_path(order_id))).json()
+        assert order["status"] == ("canceled" if n == 3 else "paid")
+    assert refunded == {"card": 18000, "pts": 6000, "crd": 6000}

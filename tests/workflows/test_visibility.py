@@ -4,8 +4,16 @@ import asyncio
 
 import pytest
 
+from domain.bank import BankAccount
 from domain.cancellation import CancellationStatus
-from domain.requests import AcceptRequest, StartRequest
+from domain.order import TenderKind
+from domain.requests import (
+    AcceptRequest,
+    ConfirmRefundRequest,
+    RepaymentRequest,
+    StartRequest,
+    UndoRequest,
+)
 from workflows.search_attributes import (
     CANCELLATION_STATUS,
     INITIATED_BY,
@@ -79,3 +87,40 @@ async def _current_details(handle) -> str:
     query, which is what the UI calls)."""
     metadata = await handle.query("__temporal_workflow_metadata")
     return str(metadata.current_details)
+
+
+async def test_each_search_attribute_finds_the_run_after_each_transition(h):
+    """A list query by every attribute returns the run at every step of its life."""
+    order_id = await h.order(tenders=[(TenderKind.BANK_TRANSFER, 30000)])
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    cid = view.cancellation_id
+    mine = f"ShopId = '{h.shop_id}'"
+
+    async def finds(*conditions: str) -> None:
+        query = " AND ".join([mine, *conditions])
+        assert await _ids(h, query, 1) == [cid], query
+
+    await finds(f"OrderId = '{order_id}'", "InitiatedBy = 'customer'")
+    await finds("CancellationStatus = 'requested'", "NeedsAttention = 'none'")
+
+    account = BankAccount(bank="KB", account_number="110-123-456789", holder="Ana")
+    await h.client.accept(
+        h.shop_id, order_id, AcceptRequest(reason_code="changed_mind", bank_account=account)
+    )
+    await finds("CancellationStatus = 'in_progress'", "NeedsAttention = 'awaiting_bank_deposit'")
+    await finds("RefundAmount = 0")
+
+    refund_id = (await h.view(cid)).refunds[0].refund_id
+    await h.client.confirm_refund(
+        h.shop_id, order_id, refund_id, ConfirmRefundRequest(reference="TX-1")
+    )
+    await h.wait_status(cid, CancellationStatus.CANCELED)
+    await finds("CancellationStatus = 'canceled'", "NeedsAttention = 'none'")
+    await finds("RefundAmount = 30000")
+
+    await h.client.undo(h.shop_id, order_id, UndoRequest(reason="kept"))
+    await finds("CancellationStatus = 'awaiting_repayment'")
+    await h.client.confirm_repayment(
+        h.shop_id, order_id, RepaymentRequest(reference="R-1", amount=30000)
+    )
+    await finds("CancellationStatus = 'undone'")
