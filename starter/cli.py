@@ -5,7 +5,8 @@ Commands::
     dev [ARGS…]                 the embedded dev stack (arguments go to starter.devstack)
     demo [ARGS…]                walk through the seed's scenarios (arguments go to starter.demo)
     request SHOP ORDER          a customer's request from My Account; with --merchant, the
-                                merchant's own cancellation, which starts accepted
+                                merchant's own cancellation, which starts accepted;
+                                --item ITEM_ID:QUANTITY (repeatable) cancels only those
     accept SHOP ORDER           the merchant accepts with a reason code and a refund method
     reject SHOP ORDER           the merchant refuses the request (--reason)
     withdraw SHOP ORDER         the customer takes the request back
@@ -14,6 +15,7 @@ Commands::
     status SHOP ORDER           the order's latest cancellation (or --cancellation ID)
     list SHOP                   the shop's cancellations, newest first (or --order ORDER)
     quote SHOP ORDER            the refund plan an acceptance would produce; changes nothing
+                                (--item ITEM_ID:QUANTITY: of cancelling only those)
     load-orders FILE.json       create or replace shops' settings, stock, balances and orders
 
 Output is for people by default. ``--json`` (before or after the command) prints exactly
@@ -70,7 +72,13 @@ from pydantic_core import ErrorDetails
 
 from activities.provider_client import PaymentProviderClient, ProviderError, ProviderUnavailable
 from domain.bank import BankAccount
-from domain.cancellation import CancellationStatus, CancellationView, ReasonCode, RefundLine
+from domain.cancellation import (
+    CanceledItem,
+    CancellationStatus,
+    CancellationView,
+    ReasonCode,
+    RefundLine,
+)
 from domain.errors import CancellationError, ErrorCode
 from domain.money import Amount, format_money
 from domain.order import Identifier, OrderDocument
@@ -411,8 +419,20 @@ def _decision_options(parser: argparse.ArgumentParser, *, reason_code_required: 
     parser.add_argument("--no-notify", action="store_true", help="don't notify the customer")
 
 
+def _item_option(parser: argparse.ArgumentParser, *, what: str) -> None:
+    parser.add_argument(
+        "--item",
+        dest="items",
+        action="append",
+        type=_canceled_item,
+        metavar="ITEM_ID:QUANTITY",
+        help=f"{what} only this quantity of this item (repeatable; default: all that remains)",
+    )
+
+
 def _configure_request(parser: argparse.ArgumentParser) -> None:
     _order_arguments(parser)
+    _item_option(parser, what="cancel")
     parser.add_argument(
         "--merchant",
         action="store_true",
@@ -511,6 +531,7 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
 
 def _configure_quote(parser: argparse.ArgumentParser) -> None:
     _order_arguments(parser)
+    _item_option(parser, what="quote cancelling")
     parser.add_argument(
         "--refund-method", choices=_values(RefundMethod), default=RefundMethod.ORIGINAL.value
     )
@@ -525,6 +546,18 @@ def _not_in_a_running_loop(args: argparse.Namespace) -> Job:
         ErrorCode.VALIDATION_ERROR,
         f"`{args.command}` runs its own event loop: start it through main()",
     )
+
+
+def _canceled_item(value: str) -> CanceledItem:
+    """``--item i1:2`` → ``CanceledItem(item_id="i1", quantity=2)``."""
+    item_id, sep, quantity = value.rpartition(":")
+    if not sep or not item_id or not quantity.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected ITEM_ID:QUANTITY, got {value!r}")
+    try:
+        return CanceledItem(item_id=item_id, quantity=int(quantity))
+    except ValidationError as err:
+        problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in _details(err))
+        raise argparse.ArgumentTypeError(f"{value!r}: {problems}") from None
 
 
 def _list_limit(value: str) -> int:
@@ -662,9 +695,10 @@ def _list_of_order(shop_id: str, order_id: str) -> Job:
 
 def _quote(args: argparse.Namespace) -> Job:
     method = RefundMethod(args.refund_method)
+    items: list[CanceledItem] | None = args.items
 
     async def job(ctx: Context) -> Result:
-        return await ctx.client.quote(args.shop, args.order, method)
+        return await ctx.client.quote(args.shop, args.order, method, items)
 
     return job
 
@@ -754,6 +788,7 @@ def _start_request(args: argparse.Namespace) -> StartRequest:
             channel="my_account",
             reason_code=args.reason_code,
             reason=args.reason,
+            items=args.items,
         )
     return _build(
         StartRequest,
@@ -761,6 +796,7 @@ def _start_request(args: argparse.Namespace) -> StartRequest:
         channel=args.channel or "admin",
         reason_code=args.reason_code,
         reason=args.reason,
+        items=args.items,
         accept=_accept_request(args),
     )
 
@@ -1121,6 +1157,8 @@ def _view_lines(view: CancellationView) -> list[str]:
         f"started by {view.initiated_by} via {view.channel};"
         f" reason: {view.reason_code or '-'}{_quoted(view.reason)}",
     ]
+    if view.items:
+        lines.append(f"items: {_items_text(view.items)}")
     if view.customer_note:
         lines.append(f"note to the customer: {view.customer_note}")
     if view.refundable is not None:
@@ -1138,6 +1176,11 @@ def _view_lines(view: CancellationView) -> list[str]:
         lines += ["refunds:", *_refund_table(view)]
     lines.append(f"allowed actions: {', '.join(view.allowed_actions) or 'none'}")
     return lines + _history_lines(view)
+
+
+def _items_text(items: Sequence[CanceledItem]) -> str:
+    """``i1×1, i2×2``: the quantities a partial cancellation covers."""
+    return ", ".join(f"{item.item_id}×{item.quantity}" for item in items)
 
 
 def _refund_table(view: CancellationView) -> list[str]:

@@ -35,6 +35,7 @@ from activities.provider_client import PaymentProviderClient, ProviderError
 from domain.bank import BankAccount
 from domain.cancellation import (
     OPEN_STATUSES,
+    CanceledItem,
     CancellationStatus,
     CancellationView,
     Channel,
@@ -358,9 +359,11 @@ class DemoWalk:
         *,
         shop_id: str = DEMO_SHOP_ID,
         channel: Channel = Channel.ADMIN,
+        items: list[CanceledItem] | None = None,
         **accept: Any,
     ) -> CancellationView:
-        """The merchant cancels: the start carries the acceptance (rule 5)."""
+        """The merchant cancels: the start carries the acceptance (rule 5); ``items`` cancels
+        only those quantities (rule 10), ``None`` all that remains of the order."""
         body = AcceptRequest(reason_code=reason_code, reason=_reason(reason_code), **accept)
         view, _ = await self.client.start_cancellation(
             shop_id,
@@ -370,11 +373,13 @@ class DemoWalk:
                 channel=channel,
                 reason_code=reason_code,
                 reason=body.reason,
+                items=items,
                 accept=body,
             ),
         )
+        scope = f"items {_items_text(items)}" if items else "all that remains"
         report.step(
-            f"Merchant cancels (initiated_by merchant, channel {channel.value}): "
+            f"Merchant cancels {scope} (initiated_by merchant, channel {channel.value}): "
             f"{_acceptance_text(body)} → {view.status.value}"
         )
         return view
@@ -852,7 +857,154 @@ class DemoWalk:
         )
         self.conclude(report, view, CancellationStatus.UNDONE, facts_hold=paid_again and restored)
 
+    async def partial_in_three_steps(self, report: Report) -> None:
+        """o. Card + points + credits, canceled in three steps: each step refunds its items'
+        share over the tenders, the shipping fee goes with the last, and only the last step
+        cancels the order."""
+        customer = f"demo-cust-{secrets.token_hex(3)}"
+        await self.store.put_balances(DEMO_SHOP_ID, customer, 0, 0)
+        report.step(f"Customer {customer} has 0 points and 0 credits left")
+        order_id = await self.place(
+            report,
+            "partial",
+            (("sku-mug", 2), ("sku-tee", 1)),
+            customer_id=customer,
+            paid_with=((TenderKind.POINTS, 6000), (TenderKind.CREDITS, 6000)),
+        )
+        order = await self.client.get_order(DEMO_SHOP_ID, order_id)
+        paid = {tender.tender_id: tender.amount for tender in order.tenders}
+        kinds = {tender.tender_id: tender.kind.value for tender in order.tenders}
+        card_payment = await self._payment_of(order_id)
+        card_tender = next(t.tender_id for t in order.tenders if t.kind is TenderKind.CARD)
+        stock_before = {sku: await self._stock(sku) for sku in ("sku-mug", "sku-tee")}
+        mug, tee = (CanceledItem(item_id=item.item_id, quantity=1) for item in order.items)
+        steps: tuple[tuple[list[CanceledItem] | None, ReasonCode, Channel, int, str], ...] = (
+            ([mug], ReasonCode.SOLD_OUT, Channel.ADMIN, CATALOG["sku-mug"], "paid"),
+            ([tee], ReasonCode.SHIPPING_DELAY, Channel.ADMIN, CATALOG["sku-tee"], "paid"),
+            # The last mug, and with it the shipping fee; now the order is canceled.
+            (None, ReasonCode.CUSTOMER_CONTACT, Channel.CONTACT,
+             CATALOG["sku-mug"] + SHIPPING_FEE, "canceled"),
+        )  # fmt: skip
+        refunded: dict[str, int] = {}
+        order_statuses: list[str] = []
+        every_step = True
+        view: CancellationView | None = None
+        for n, (items, reason_code, channel, amount, order_status) in enumerate(steps, start=1):
+            started = await self.merchant_cancels(
+                report, order_id, reason_code, channel=channel, items=items
+            )
+            view = await self._until_canceled(order_id, started.cancellation_id)
+            order = await self.client.get_order(DEMO_SHOP_ID, order_id)
+            order_statuses.append(order.status.value)
+            for line in view.refunds:
+                refunded[line.tender_id] = refunded.get(line.tender_id, 0) + line.amount
+            refundable = view.refundable.amount if view.refundable else 0
+            shipping = " (with the shipping fee)" if items is None else " (no shipping fee)"
+            every_step &= report.observe(
+                refundable == amount and _all_ok(view) and order.status.value == order_status,
+                f"Step {n} canceled: {_money(refundable)} refunded{shipping} — "
+                f"{_per_tender_text(view)}; order {order.status.value}, canceled so far "
+                f"{_quantities_text(order.canceled_quantities)}",
+            )
+        assert view is not None
+        whole = report.check(
+            refunded == paid,
+            "over the three steps every tender got back exactly what it paid: "
+            + ", ".join(f"{kinds[t]} {_money(amount)}" for t, amount in refunded.items()),
+        )
+        balances = await self.store.get_balances(DEMO_SHOP_ID, customer)
+        returned = report.check(
+            balances == (6000, 6000),
+            f"balances now {balances[0] if balances else '?'} points, "
+            f"{balances[1] if balances else '?'} credits (6,000 each back)",
+        )
+        card_refunds = [
+            int(entry["amount"])
+            for entry in (await self.provider.get_payment(card_payment))["ledger"]
+            if entry["type"] == "refund"
+        ]
+        card = report.check(
+            len(card_refunds) == len(steps) and sum(card_refunds) == paid[card_tender],
+            f"sandbox payment {card_payment}: refunds "
+            + " + ".join(_money(amount) for amount in card_refunds),
+        )
+        stock_after = {sku: await self._stock(sku) for sku in stock_before}
+        restocked = report.check(
+            stock_after["sku-mug"] - stock_before["sku-mug"] == 2
+            and stock_after["sku-tee"] - stock_before["sku-tee"] == 1,
+            "stock "
+            + ", ".join(f"{sku} {stock_before[sku]} → {stock_after[sku]}" for sku in stock_before)
+            + " (2 mugs and the tee restocked)",
+        )
+        self.conclude(
+            report,
+            view,
+            CancellationStatus.CANCELED,
+            got=" → ".join(order_statuses),
+            facts_hold=every_step and whole and returned and card and restocked,
+        )
+
+    async def partial_undone(self, report: Report) -> None:
+        """p. Undo of a partial cancellation restores exactly its items: the order stays
+        paid, the canceled quantities are back, the card refund is recaptured."""
+        order_id = await self.place(report, "partial-undo", (("sku-mug", 2), ("sku-tee", 1)))
+        payment_id = await self._payment_of(order_id)
+        before = await self._stock("sku-mug")
+        mug = CanceledItem(item_id="i1", quantity=1)
+        started = await self.merchant_cancels(report, order_id, ReasonCode.SOLD_OUT, items=[mug])
+        view = await self._until_canceled(order_id, started.cancellation_id)
+        order = await self.client.get_order(DEMO_SHOP_ID, order_id)
+        during = await self._stock("sku-mug")
+        partial = report.observe(
+            order.status is OrderStatus.PAID
+            and order.canceled_quantities == {"i1": 1}
+            and during - before == 1
+            and _all_ok(view),
+            f"canceled: {_per_tender_text(view)}; order {order.status.value}, canceled so far "
+            f"{_quantities_text(order.canceled_quantities)}; stock sku-mug {before} → {during}",
+        )
+        report.step("The mug turns up after all; the customer still wants it")
+        await self._undo(report, order_id)
+        view = await self.until_status(order_id, CancellationStatus.UNDONE)
+        order = await self.client.get_order(DEMO_SHOP_ID, order_id)
+        restored = report.check(
+            order.status is OrderStatus.PAID and not order.canceled_quantities,
+            f"order {order.status.value}, canceled quantities back: "
+            f"{_quantities_text(order.canceled_quantities)}",
+        )
+        after = await self._stock("sku-mug")
+        reserved = report.check(
+            after == before, f"stock sku-mug {before} → {during} → {after} (the one mug reserved)"
+        )
+        payment = await self.provider.get_payment(payment_id)
+        moves = [f"{entry['type']} {_money(int(entry['amount']))}" for entry in payment["ledger"]]
+        recaptured = report.check(
+            [entry["type"] for entry in payment["ledger"]][-2:] == ["refund", "recapture"]
+            and int(payment["ledger"][-1]["amount"]) == CATALOG["sku-mug"],
+            f"sandbox payment {payment_id}: {' → '.join(moves)}",
+        )
+        quote = await self.client.quote(DEMO_SHOP_ID, order_id, RefundMethod.ORIGINAL)
+        whole = report.check(
+            quote.refundable == order.total,
+            f"the whole order is cancelable again: quote {_quote_text(quote)}",
+        )
+        self.conclude(
+            report,
+            view,
+            CancellationStatus.UNDONE,
+            facts_hold=partial and restored and reserved and recaptured and whole,
+        )
+
     # ------------------------------------------------------------------ plumbing
+
+    async def _until_canceled(self, order_id: str, cancellation_id: str) -> CancellationView:
+        """Poll until this cancellation (the order's latest) is canceled."""
+        return await self.until(
+            order_id,
+            lambda v: (
+                v.cancellation_id == cancellation_id and v.status is CancellationStatus.CANCELED
+            ),
+        )
 
     async def _undo(
         self, report: Report, order_id: str, *, require_repayment: bool = False
@@ -1008,6 +1160,16 @@ SCENARIOS = (
         "n", "n-undo-bank-deposit-repaid",
         "Undo after a bank-deposit refund: the customer pays for the order again",
         "undone", DemoWalk.undo_after_bank_deposit,
+    ),
+    Scenario(
+        "o", "o-partial-in-three-steps",
+        "Card + points + credits canceled in three steps; the shipping fee goes last",
+        "paid → paid → canceled", DemoWalk.partial_in_three_steps,
+    ),
+    Scenario(
+        "p", "p-partial-undone",
+        "Undo of a partial cancellation restores exactly its items",
+        "undone", DemoWalk.partial_undone,
     ),
 )  # fmt: skip
 """Every situation of the store-admin guide, in its order."""
@@ -1213,6 +1375,22 @@ def _refund_text(line: RefundLine) -> str:
     if line.confirmation_reference:
         text += f" (reference {line.confirmation_reference})"
     return text
+
+
+def _items_text(items: list[CanceledItem]) -> str:
+    return ", ".join(f"{item.item_id}×{item.quantity}" for item in items)
+
+
+def _quantities_text(quantities: Mapping[str, int]) -> str:
+    return ", ".join(f"{item_id}×{quantity}" for item_id, quantity in quantities.items()) or "none"
+
+
+def _per_tender_text(view: CancellationView) -> str:
+    """``points 2,000 succeeded, credits 2,000 succeeded, card 6,000 succeeded``."""
+    return ", ".join(
+        f"{line.tender_kind.value} {_money(line.amount)} {line.status.value}"
+        for line in view.refunds
+    )
 
 
 def _quote_text(quote: Quote) -> str:

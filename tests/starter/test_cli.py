@@ -288,6 +288,84 @@ async def test_quote_shows_the_refund_per_tender_and_changes_nothing(run: Cli) -
     assert await run.system.store.cancellations_of_order(shop, order_id) == []
 
 
+# ---------------------------------------------------------------------------- partial
+
+
+async def test_merchant_cancels_some_items_then_quotes_and_cancels_the_rest(run: Cli) -> None:
+    """``--item`` cancels those quantities; the order stays paid until the rest goes with
+    the shipping fee, quoted first, and each step's refunds add up over the tenders."""
+    shop = run.shop_id
+    await run.system.store.put_balances(shop, "cust-1", 0, 0)
+    order_id = await run.order(tenders=[(TenderKind.CARD, 20000), (TenderKind.POINTS, 10000)])
+    merchant = ["request", shop, order_id, "--merchant", "--reason-code", "sold_out"]
+
+    started = (await run.ok(*merchant, "--item", "i1:1", "--item", "i2:1")).splitlines()
+    assert started[0] == "started a new cancellation"
+    assert "items: i1×1, i2×1" in started
+    first_id = started[1].split()[0]
+    first = await run.wait_for(
+        order_id, lambda v: v.cancellation_id == first_id and v.status == "canceled"
+    )
+    assert first.items is not None
+    assert [(i.item_id, i.quantity) for i in first.items] == [("i1", 1), ("i2", 1)]
+    assert first.refundable is not None and first.refundable.amount == 17000  # no shipping
+    assert sum(line.amount for line in first.refunds) == 17000
+    status = (await run.ok("status", shop, order_id)).splitlines()
+    assert status[0] == f"{first_id} canceled  order: paid"
+    assert "items: i1×1, i2×1" in status
+    order = await run.system.store.get_order(shop, order_id)
+    assert order.canceled_quantities == {"i1": 1, "i2": 1}
+
+    beyond = await run(*merchant, "--item", "i1:2")
+    assert beyond.code == cli.EXIT_USAGE
+    assert beyond.err.startswith("error: validation_error: item i1: 2 to cancel but only 1 left")
+
+    rest = await run.json("quote", shop, order_id)
+    assert rest["refundable"] == 13000  # the last mug and the shipping fee
+    left = {t: amount - sum(r.amount for r in first.refunds if r.tender_id == t)
+            for t, amount in (("t1", 20000), ("t2", 10000))}  # fmt: skip
+    assert {line["tender_id"]: line["amount"] for line in rest["lines"]} == left
+    assert await run.json("quote", shop, order_id, "--item", "i1:1") == rest
+    quoted = (await run.ok("quote", shop, order_id)).splitlines()
+    assert quoted[0] == "refundable: 13,000 KRW"
+
+    second = (await run.json(*merchant))["cancellation"]
+    assert second["cancellation_id"] != first_id
+    assert second["items"] is None
+    last = await run.wait_for(
+        order_id,
+        lambda v: v.cancellation_id == second["cancellation_id"] and v.status == "canceled",
+    )
+    assert last.order_status == "canceled"
+    assert {line.tender_id: line.amount for line in last.refunds} == left
+    status = (await run.ok("status", shop, order_id)).splitlines()
+    assert status[0] == f"{last.cancellation_id} canceled  order: canceled"
+    assert not any(line.startswith("items: ") for line in status)
+    earlier = await run.ok("status", shop, order_id, "--cancellation", first_id)
+    assert "items: i1×1, i2×1" in earlier.splitlines()
+    order = await run.system.store.get_order(shop, order_id)
+    assert order.canceled_quantities == {"i1": 2, "i2": 1}
+    assert await run.system.store.get_balances(shop, "cust-1") == (10000, 0)
+
+
+async def test_items_beyond_the_order_exit_2_naming_the_item_and_start_nothing(
+    run: Cli,
+) -> None:
+    shop, order_id = run.shop_id, await run.order()
+    too_many = await run("request", shop, order_id, "--item", "i1:3")
+    assert too_many.code == cli.EXIT_USAGE == 2
+    assert too_many.err.startswith("error: validation_error: item i1: 3 to cancel but only 2")
+    unknown = await run("--json", "quote", shop, order_id, "--item", "i9:1")
+    assert unknown.code == 2
+    assert unknown.json["error"]["code"] == "validation_error"
+    assert "item i9 is not part of order" in unknown.json["error"]["message"]
+    assert await run.system.store.cancellations_of_order(shop, order_id) == []
+
+    customer = await run.json("request", shop, order_id, "--item", "i2:1")
+    assert customer["cancellation"]["items"] == [{"item_id": "i2", "quantity": 1}]
+    assert "items: i2×1" in (await run.ok("status", shop, order_id)).splitlines()
+
+
 # ---------------------------------------------------------------------------- load-orders
 
 
@@ -458,6 +536,9 @@ async def test_invalid_bank_account_exits_2_without_echoing_the_number(run: Cli)
         (["accept", "s1", "o1", "--reason-code", "other", "--bank", "X"], "go together"),
         (["list", "s1", "--order", "o1", "--limit", "5"], "--order lists all"),
         (["list", "s1", "--limit", "0"], "must be between 1 and"),
+        (["request", "s1", "o1", "--item", "i1"], "argument --item: expected ITEM_ID:QUANTITY"),
+        (["quote", "s1", "o1", "--item", "i1:0"], "argument --item: 'i1:0': quantity: "),
+        (["request", "s1", "o1", "--merchant", "--item", ":2"], "argument --item: expected"),
     ],
     ids=[
         "missing-order",
@@ -467,6 +548,9 @@ async def test_invalid_bank_account_exits_2_without_echoing_the_number(run: Cli)
         "partial-bank-account",
         "order-with-paging",
         "limit-zero",
+        "item-without-quantity",
+        "item-quantity-zero",
+        "item-without-id",
     ],
 )
 async def test_bad_command_line_exits_2_before_connecting(
