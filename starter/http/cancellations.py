@@ -8,11 +8,12 @@ Temporal updates, with the ``Idempotency-Key`` as the update id.
 """
 
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from domain.cancellation import CancellationStatus, CancellationView, InitiatedBy
@@ -72,6 +73,38 @@ def by_id(shop_id: ShopId, cancellation_id: CancellationId) -> Target:
 
 def _view(view: CancellationView, status: int = 200) -> tuple[int, Any]:
     return status, view.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class _Action:
+    """One action request: answered once per idempotency key, then replayed."""
+
+    request: Request
+    target: Target
+    hook: Hook
+    caller: Principal
+    idempotency_key: str | None
+
+    def addressing(self, actor: str | None = None) -> dict[str, Any]:
+        """The client's keyword arguments naming the cancellation, the key and the actor."""
+        return {
+            "cancellation_id": self.target.cancellation_id,
+            "idempotency_key": self.idempotency_key,
+            "actor": actor or self.caller.actor,
+        }
+
+    async def run(
+        self, body: BaseModel | None, call: Callable[[], Awaitable[CancellationView]]
+    ) -> JSONResponse:
+        """Perform ``call`` unless this key was answered before (same body: same answer)."""
+
+        async def act() -> tuple[int, Any]:
+            return _view(await call())
+
+        fingerprint = body.model_dump(mode="json") if body is not None else {}
+        return await respond_once(
+            self.request, self.hook.admin_store, self.caller, self.idempotency_key, fingerprint, act
+        )
 
 
 # ---------------------------------------------------------------------- starting and lists
@@ -220,21 +253,12 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         caller: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def act() -> tuple[int, Any]:
-            return _view(
-                await hook.client.accept(
-                    target.shop_id,
-                    target.order_id,
-                    body,
-                    cancellation_id=target.cancellation_id,
-                    idempotency_key=idempotency_key,
-                    actor=caller.actor,
-                )
-            )
-
-        fingerprint = body.model_dump(mode="json")
-        return await respond_once(
-            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        action = _Action(request, target, hook, caller, idempotency_key)
+        return await action.run(
+            body,
+            lambda: hook.client.accept(
+                target.shop_id, target.order_id, body, **action.addressing()
+            ),
         )
 
     @router.post(
@@ -252,21 +276,12 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         caller: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def act() -> tuple[int, Any]:
-            return _view(
-                await hook.client.reject(
-                    target.shop_id,
-                    target.order_id,
-                    body,
-                    cancellation_id=target.cancellation_id,
-                    idempotency_key=idempotency_key,
-                    actor=caller.actor,
-                )
-            )
-
-        fingerprint = body.model_dump(mode="json")
-        return await respond_once(
-            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        action = _Action(request, target, hook, caller, idempotency_key)
+        return await action.run(
+            body,
+            lambda: hook.client.reject(
+                target.shop_id, target.order_id, body, **action.addressing()
+            ),
         )
 
     @router.post(
@@ -284,18 +299,13 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         # The backend service relays the customer's click, so the audit trail says customer.
-        async def act() -> tuple[int, Any]:
-            return _view(
-                await hook.client.withdraw(
-                    target.shop_id,
-                    target.order_id,
-                    cancellation_id=target.cancellation_id,
-                    idempotency_key=idempotency_key,
-                    actor="customer",
-                )
-            )
-
-        return await respond_once(request, hook.admin_store, caller, idempotency_key, {}, act)
+        action = _Action(request, target, hook, caller, idempotency_key)
+        return await action.run(
+            None,
+            lambda: hook.client.withdraw(
+                target.shop_id, target.order_id, **action.addressing(actor="customer")
+            ),
+        )
 
     @router.post(
         f"{prefix}/refunds/{{refund_id}}/confirm",
@@ -313,22 +323,12 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         caller: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def act() -> tuple[int, Any]:
-            return _view(
-                await hook.client.confirm_refund(
-                    target.shop_id,
-                    target.order_id,
-                    refund_id,
-                    body,
-                    cancellation_id=target.cancellation_id,
-                    idempotency_key=idempotency_key,
-                    actor=caller.actor,
-                )
-            )
-
-        fingerprint = body.model_dump(mode="json")
-        return await respond_once(
-            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        action = _Action(request, target, hook, caller, idempotency_key)
+        return await action.run(
+            body,
+            lambda: hook.client.confirm_refund(
+                target.shop_id, target.order_id, refund_id, body, **action.addressing()
+            ),
         )
 
     @router.post(
@@ -347,22 +347,12 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         caller: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def act() -> tuple[int, Any]:
-            return _view(
-                await hook.client.retry_refund(
-                    target.shop_id,
-                    target.order_id,
-                    refund_id,
-                    body,
-                    cancellation_id=target.cancellation_id,
-                    idempotency_key=idempotency_key,
-                    actor=caller.actor,
-                )
-            )
-
-        fingerprint = body.model_dump(mode="json")
-        return await respond_once(
-            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        action = _Action(request, target, hook, caller, idempotency_key)
+        return await action.run(
+            body,
+            lambda: hook.client.retry_refund(
+                target.shop_id, target.order_id, refund_id, body, **action.addressing()
+            ),
         )
 
     @router.post(
@@ -380,21 +370,10 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         caller: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def act() -> tuple[int, Any]:
-            return _view(
-                await hook.client.undo(
-                    target.shop_id,
-                    target.order_id,
-                    body,
-                    cancellation_id=target.cancellation_id,
-                    idempotency_key=idempotency_key,
-                    actor=caller.actor,
-                )
-            )
-
-        fingerprint = body.model_dump(mode="json")
-        return await respond_once(
-            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        action = _Action(request, target, hook, caller, idempotency_key)
+        return await action.run(
+            body,
+            lambda: hook.client.undo(target.shop_id, target.order_id, body, **action.addressing()),
         )
 
     @router.post(
@@ -412,21 +391,12 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         caller: PrincipalDep,
         idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        async def act() -> tuple[int, Any]:
-            return _view(
-                await hook.client.confirm_repayment(
-                    target.shop_id,
-                    target.order_id,
-                    body,
-                    cancellation_id=target.cancellation_id,
-                    idempotency_key=idempotency_key,
-                    actor=caller.actor,
-                )
-            )
-
-        fingerprint = body.model_dump(mode="json")
-        return await respond_once(
-            request, hook.admin_store, caller, idempotency_key, fingerprint, act
+        action = _Action(request, target, hook, caller, idempotency_key)
+        return await action.run(
+            body,
+            lambda: hook.client.confirm_repayment(
+                target.shop_id, target.order_id, body, **action.addressing()
+            ),
         )
 
 
