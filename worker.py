@@ -19,6 +19,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.database import StoreRepository, apply_migrations, create_pool
 from activities.provider import ProviderActivities
@@ -32,6 +33,13 @@ from workflows.order_cancellation import OrderCancellationWorkflow
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 log = logging.getLogger("worker")
+
+# The sandbox re-imports a workflow's module for every new run; ours keeps no module state
+# and imports only pure code, so passing it through saves ~15 ms of worker CPU per run
+# (docs/performance.md) while the sandbox still guards everything the module calls.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "domain")
+)
 
 
 @asynccontextmanager
@@ -76,6 +84,7 @@ def build_workers(
         client,
         task_queue=task_queue,
         workflows=[OrderCancellationWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
         activities=store_methods + ([] if provider_task_queue else provider_methods),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )

@@ -4,6 +4,8 @@ Commands::
 
     dev [ARGS…]                 the embedded dev stack (arguments go to starter.devstack)
     demo [ARGS…]                walk through the seed's scenarios (arguments go to starter.demo)
+    bench [ARGS…]               the benchmark (arguments go to starter.bench; docs/performance.md)
+    chaos [ARGS…]               the chaos run (arguments go to starter.chaos; docs/reliability.md)
     request SHOP ORDER          a customer's request from My Account; with --merchant, the
                                 merchant's own cancellation, which starts accepted;
                                 --item ITEM_ID:QUANTITY (repeatable) cancels only those
@@ -134,7 +136,12 @@ def exit_code(code: ErrorCode) -> int:
 
 
 # Commands that run their own event loop and parse their own arguments.
-PASS_THROUGH = {"dev": "starter.devstack", "demo": "starter.demo"}
+PASS_THROUGH = {
+    "dev": "starter.devstack",
+    "demo": "starter.demo",
+    "bench": "starter.bench",
+    "chaos": "starter.chaos",
+}
 
 # A view shows this many of its latest history entries; --json has them all.
 HISTORY_LINES = 5
@@ -372,6 +379,8 @@ _EXIT_HELP = f"""exit codes:
 _PASS_THROUGH_HELP = {
     "dev": "run the embedded dev stack until Ctrl-C (arguments go to it)",
     "demo": "walk through every scenario against a running stack (arguments go to it)",
+    "bench": "measure cancellations against a bare workflow of the same shape (arguments go to it)",
+    "chaos": "kill parts of a stack of its own while driving cancellations, then reconcile",
 }
 
 

