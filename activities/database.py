@@ -37,8 +37,9 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 # A pool per process; cancellations are short transactions, so a few connections suffice.
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10
-# A statement stuck longer than this is a database problem, not a slow query of ours.
-COMMAND_TIMEOUT_SECONDS = 15.0
+# A statement stuck longer than this is a database problem, not a slow query of ours; it
+# stays well inside the store activities' 10 s start-to-close timeout.
+COMMAND_TIMEOUT_SECONDS = 5.0
 
 
 async def create_pool(dsn: str) -> asyncpg.Pool:

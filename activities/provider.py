@@ -22,6 +22,7 @@ PROVIDER_REFUSED = "provider_refused"
 PROVIDER_UNAVAILABLE = "provider_unavailable"
 REFUND_PENDING = "refund_pending"
 RECAPTURE_REFUSED = "recapture_refused"
+PARTIAL_VOID_UNSUPPORTED = "partial_void_unsupported"
 
 # While a refund is pending, look again after this long (plus Temporal's backoff).
 SETTLEMENT_POLL_DELAY = timedelta(seconds=2)
@@ -122,6 +123,15 @@ class ProviderActivities:
         """
         try:
             payment = await self._client.get_payment(input.payment_id)
+            if payment["status"] == "authorized" and input.amount < payment["amount"]:
+                # A void releases the whole authorization: voiding for part of the order
+                # would let go of money the customer still owes for the items they keep.
+                raise ApplicationError(
+                    f"payment {input.payment_id} is only authorized; a partial cancellation"
+                    " can't void part of it: capture it first, or refund this part another way",
+                    type=PARTIAL_VOID_UNSUPPORTED,
+                    non_retryable=True,
+                )
             if payment["status"] in ("authorized", "voided"):
                 voided = await self._client.void(input.payment_id, input.idempotency_key)
                 return RefundPaymentResult(

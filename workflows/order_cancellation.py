@@ -75,8 +75,10 @@ with workflow.unsafe.imports_passed_through():
 # ----------------------------------------------------------------------------- policies
 
 # Store writes are short transactions; a database restart takes seconds, so retry
-# quickly at first and keep retrying: a change set applies at most once anyway.
-STORE_TIMEOUT = timedelta(seconds=30)
+# quickly at first and keep retrying: a change set applies at most once anyway. The short
+# timeout notices an attempt lost with a killed worker soon (the chaos run saw 35 s waits
+# with 30 s).
+STORE_TIMEOUT = timedelta(seconds=10)
 STORE_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,

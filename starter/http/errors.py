@@ -183,6 +183,8 @@ DATABASE_ERRORS: Final = (
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    # A pooled connection the server closed at shutdown, caught before asyncpg noticed.
+    asyncpg.InternalClientError,
 )
 """Exceptions that mean the store database does not answer (not that a query is wrong)."""
 

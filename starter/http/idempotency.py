@@ -118,18 +118,33 @@ async def respond_once(
     try:
         status, body = await act()
     except BaseException:
-        await _release(store, shop, key)
+        await _persist(lambda: store.release_key(shop, key), "release")
         raise
-    await store.complete_key(shop, key, status, body)
+    # The action took effect: keep its answer, or a retry would act again once the lease ran
+    # out. A database restart takes seconds, so try for a while before answering anyway.
+    await _persist(lambda: store.complete_key(shop, key, status, body), "record the answer of")
     return JSONResponse(body, status_code=status)
 
 
-async def _release(store: AdminStore, shop: str, key: str) -> None:
-    try:
-        # Shielded: a cancelled request must still free its key for the retry.
-        await asyncio.shield(store.release_key(shop, key))
-    except Exception as err:  # the action's own error matters more than this one
-        log.warning("could not release idempotency key claim: %s", type(err).__name__)
+BOOKKEEPING_PERSISTENCE: Final = 30.0
+"""How long releasing a claim or recording an answer is retried through a database outage."""
+
+
+async def _persist(write: Callable[[], Awaitable[None]], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOOKKEEPING_PERSISTENCE
+    delay = 0.2
+    while True:
+        try:
+            # Shielded: a cancelled request must still free (or record) its key.
+            await asyncio.shield(write())
+            return
+        except Exception as err:
+            if loop.time() > deadline:
+                log.warning("could not %s idempotency key claim: %s", what, type(err).__name__)
+                return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def _hash(value: Any) -> str:

@@ -95,3 +95,18 @@ async def test_undo_of_a_partial_cancellation_restores_exactly_those_items(h):
     assert (await h.store.get_order(h.shop_id, order_id)).canceled_quantities == {}
     assert await h.store.get_stock(h.shop_id, "sku-mug") == 0
     assert await h.order_status(order_id) is OrderStatus.PAID
+
+
+async def test_partial_cancellation_never_voids_a_whole_authorization(h):
+    """Voiding releases the whole authorization; a partial one fails for a person instead."""
+    order_id = await h.order(card_behavior={"capture": False})
+    start = _merchant(("i1", 1))
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, start)
+    failed = await h.wait_for(
+        view.cancellation_id, lambda v: v.refunds and v.refunds[0].status == "failed"
+    )
+    assert "partial_void_unsupported" in failed.refunds[0].failure
+    assert failed.needs_attention == "refund_failed"
+    order = await h.store.get_order(h.shop_id, order_id)
+    ledger = await h.ledger(order.tenders[0].payment_id)
+    assert [e["type"] for e in ledger] == ["authorize"]
