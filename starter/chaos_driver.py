@@ -1,0 +1,869 @@
+"""The chaos run's driver: cancellations of every shape, through the admin hook, come what may.
+
+Each order gets a *shape* (:data:`SHAPES`): how it was paid and what the customer and the
+merchant do with it, step by step, over HTTP, as a store admin and a backend service would.
+Before each step the driver writes down what the step implies (:class:`OrderRecord`): the
+final status of each cancellation, the order's status, every card movement, stock and
+balances. The reconciler compares that with what actually happened.
+
+Every request survives outages: connection errors, timeouts, 5xx answers and the hook's
+"still in progress" are retried with the same ``Idempotency-Key`` (so an action that took
+effect before its answer was lost is not taken twice), until :data:`CALL_DEADLINE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from starter.chaos_reconcile import ChaosRecord, OrderRecord
+
+SHOP_ID = "chaos-shop"
+CURRENCY = "EUR"
+SKUS = tuple(f"sku-{n}" for n in range(6))
+"""Few SKUs, shared by every order: concurrent restocks and reservations meet on them."""
+CUSTOMERS = tuple(f"customer-{n}" for n in range(8))
+"""Few customers, shared: concurrent returns and take-backs of balances meet on them."""
+INITIAL_STOCK = 100_000
+"""Enough that an undo never runs out of stock: out_of_stock is a refusal, not a fault."""
+BANK_ACCOUNT = {"bank": "Chaos Bank", "account_number": "110-123-456789", "holder": "C. Haos"}
+
+ATTEMPT_TIMEOUT = httpx.Timeout(45.0, connect=3.0)
+"""One HTTP attempt: a start waits up to 30 s for its run to open, an update for the worker."""
+CALL_DEADLINE_SECONDS = 200.0
+"""How long one request is retried: longer than the hook's 2-minute claim lease, after which a
+request whose process lost its answer (the claim was never released) can be taken over."""
+STEP_DEADLINE_SECONDS = 240.0
+"""How long the driver waits for a cancellation to reach the state its next step needs. A
+SIGKILLed worker's activities are retried only after their 30 s start-to-close timeout."""
+REFUSALS_RETRIED = 5
+"""How often an action refused as not allowed *yet* is sent again (see :meth:`OrderDriver.act`)."""
+POLL_FIRST_SECONDS = 0.3
+POLL_MAX_SECONDS = 2.0
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 3.0
+
+_RETRIED_STATUSES = frozenset({500, 502, 503, 504})
+_ACTION_NAMES = {"confirm": "confirm_refund", "retry": "retry_refund"}
+"""Route names whose action (``allowed_actions``) is named differently."""
+
+
+class DriverGaveUpError(Exception):
+    """A request never got a usable answer before its deadline."""
+
+
+class ScenarioAbortedError(Exception):
+    """A step got an answer that makes the rest of the shape pointless (recorded as a problem)."""
+
+
+# -- requests that survive outages ---------------------------------------------------------------
+
+
+@dataclass
+class ResilientHttp:
+    """An HTTP client that retries what an outage causes, and counts why it retried."""
+
+    http: httpx.AsyncClient
+    retries: Counter[str] = field(default_factory=Counter)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """The first answer that is not an outage.
+
+        Raises:
+            DriverGaveUpError: Only outages until :data:`CALL_DEADLINE_SECONDS`.
+        """
+        deadline = time.monotonic() + CALL_DEADLINE_SECONDS
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            reason: str | None
+            try:
+                answer = await self.http.request(method, url, json=json, headers=headers)
+            except httpx.TimeoutException:
+                reason = "timeout"
+            except httpx.TransportError:
+                reason = "connection refused or cut"
+            else:
+                reason = _outage(answer)
+                if reason is None:
+                    return answer
+            self.retries[reason] += 1
+            if time.monotonic() > deadline:
+                raise DriverGaveUpError(f"{method} {url}: {reason} until the deadline")
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 1.7, RETRY_MAX_SECONDS)
+
+
+def _outage(answer: httpx.Response) -> str | None:
+    """Why this answer means "try again later", or None when it is the answer."""
+    code = _error_code(answer)
+    if answer.status_code in _RETRIED_STATUSES:
+        return f"{answer.status_code} {code or 'error'}"
+    if answer.status_code == 409 and "still in progress" in _error_message(answer):
+        return "409 same key still in progress"
+    return None
+
+
+def _error_code(answer: httpx.Response) -> str | None:
+    try:
+        error = answer.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    return str(error.get("code")) if error.get("code") else None
+
+
+def _error_message(answer: httpx.Response) -> str:
+    try:
+        return str((answer.json().get("error") or {}).get("message", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+@dataclass
+class Endpoints:
+    """Where the driver sends requests, and as whom."""
+
+    hook_url: str
+    sandbox_url: str
+    token: str
+    shop_id: str = SHOP_ID
+
+
+# -- one order -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """An order line."""
+
+    item_id: str
+    sku: str
+    quantity: int
+    unit_price: int
+
+
+@dataclass
+class Tender:
+    """How (part of) the order was paid; card tenders get a sandbox payment."""
+
+    tender_id: str
+    kind: str
+    amount: int
+    capture: bool = True
+    behavior: dict[str, Any] = field(default_factory=dict)
+    payment_id: str | None = None
+
+
+class OrderDriver:
+    """Places one order and walks it through its shape, writing down what each step implies."""
+
+    def __init__(
+        self, endpoints: Endpoints, http: ResilientHttp, record: OrderRecord, rng: random.Random
+    ) -> None:
+        self._endpoints = endpoints
+        self._http = http
+        self.record = record
+        self.rng = rng
+        self.items: list[Item] = []
+        self.tenders: list[Tender] = []
+        self.shipping_fee = 0
+        self.status_before = "paid"
+        self._steps = 0
+
+    # ------------------------------------------------------------------ building the order
+
+    def basket(self, lines: int = 2) -> list[Item]:
+        """Random items from the shared SKUs."""
+        skus = self.rng.sample(SKUS, lines)
+        return [
+            Item(
+                item_id=f"i{n}",
+                sku=sku,
+                quantity=self.rng.randint(1, 3),
+                unit_price=self.rng.randrange(500, 20_000, 10),
+            )
+            for n, sku in enumerate(skus, start=1)
+        ]
+
+    def total(self) -> int:
+        """Items plus shipping."""
+        return sum(i.quantity * i.unit_price for i in self.items) + self.shipping_fee
+
+    def card(self, amount: int, *, capture: bool = True, **behavior: Any) -> Tender:
+        """A card tender with its sandbox behavior."""
+        return Tender(f"t{len(self.tenders) + 1}", "card", amount, capture, dict(behavior))
+
+    async def place(self, tenders: Callable[[int], list[Tender]], *, lines: int = 2) -> None:
+        """Create the card payments in the sandbox, then the order in the store.
+
+        ``tenders`` gets the order's total and splits it.
+        """
+        self.items = self.basket(lines)
+        self.shipping_fee = self.rng.choice([0, 0, 300, 500])
+        self.status_before = self.rng.choice(["paid", "paid", "preparing", "ready_to_ship"])
+        self.tenders = tenders(self.total())
+        for tender in self.tenders:
+            if tender.kind == "card":
+                tender.payment_id = await self._create_payment(tender)
+                self.record.payments.append(tender.payment_id)
+        body = {
+            "customer_id": self.record.customer_id,
+            "currency": CURRENCY,
+            "status": self.status_before,
+            "shipping_fee": self.shipping_fee,
+            "items": [asdict(i) for i in self.items],
+            "tenders": [
+                {"tender_id": t.tender_id, "kind": t.kind, "amount": t.amount}
+                | ({"payment_id": t.payment_id} if t.payment_id else {})
+                for t in self.tenders
+            ],
+        }
+        await self._expect("PUT", self._order_path(), body, step="place order", statuses=(200, 201))
+        # Nothing happened yet: a shape that stops here leaves the order as placed.
+        self.record.expected_order_status = self.status_before
+
+    async def _create_payment(self, tender: Tender) -> str:
+        body = {
+            "amount": tender.amount,
+            "currency": CURRENCY,
+            "capture": tender.capture,
+            "behavior": tender.behavior,
+        }
+        key = f"{self.record.order_id}:{tender.tender_id}:payment"
+        answer = await self._http.request(
+            "POST",
+            f"{self._endpoints.sandbox_url}/v1/payments",
+            json=body,
+            headers={"Idempotency-Key": key},
+        )
+        if answer.status_code != 201:
+            raise self.problem(f"create payment: {answer.status_code} {answer.text[:200]}")
+        payment_id: str = answer.json()["id"]
+        return payment_id
+
+    # ------------------------------------------------------------------ actions
+
+    async def start(
+        self,
+        *,
+        merchant: bool,
+        accept: dict[str, Any] | None = None,
+        items: list[dict[str, Any]] | None = None,
+        channel: str | None = None,
+    ) -> str:
+        """Start a cancellation: the customer's request, or the merchant's accepted one."""
+        body: dict[str, Any] = {
+            "initiated_by": "merchant" if merchant else "customer",
+            "channel": channel or ("admin" if merchant else "my_account"),
+            "reason_code": "changed_mind",
+            "reason": "chaos run",
+        }
+        if merchant:
+            body["accept"] = accept or {"reason_code": "sold_out", "reason": "chaos run"}
+            body["reason_code"] = body["accept"]["reason_code"]
+        if items is not None:
+            body["items"] = items
+        view = await self._expect(
+            "POST", self._order_path("/cancellation"), body, step="start", statuses=(200, 201)
+        )
+        cancellation_id: str = view["cancellation_id"]
+        return cancellation_id
+
+    async def act(
+        self,
+        cancellation_id: str,
+        action: str,
+        body: dict[str, Any] | None = None,
+        *,
+        statuses: tuple[int, ...] = (200,),
+        error_code: str | None = None,
+    ) -> dict[str, Any]:
+        """``POST …/cancellations/{id}/{action}``; anything but ``statuses`` is a problem.
+
+        The driver decides on the database's view, which runs ahead of the workflow while the
+        workflow's store activity is retried (the write committed, its answer was lost). An
+        action refused with ``invalid_transition`` then waits until the workflow itself allows
+        it and is sent again, with the same key (a refused update left nothing behind).
+        """
+        path = f"/v1/shops/{self._endpoints.shop_id}/cancellations/{cancellation_id}/{action}"
+        name = _ACTION_NAMES.get(action.rsplit("/", 1)[-1], action)
+        key = self._next_key(action)
+        for _ in range(REFUSALS_RETRIED):
+            answer = await self._send("POST", path, body or {}, key, step=action)
+            if (
+                answer.status_code == 409
+                and _error_code(answer) == "invalid_transition"
+                and 409 not in statuses
+            ):
+                self._http.retries["409 invalid_transition (workflow behind the database)"] += 1
+                await self.until(
+                    cancellation_id,
+                    f"{name} allowed",
+                    lambda view: name in view["allowed_actions"],
+                    live=True,
+                )
+                continue
+            break
+        return self._check(answer, step=action, statuses=statuses, error_code=error_code)
+
+    async def until(
+        self,
+        cancellation_id: str,
+        what: str,
+        ready: Callable[[dict[str, Any]], bool],
+        *,
+        live: bool = False,
+    ) -> dict[str, Any]:
+        """Poll the cancellation until ``ready``: the database's view (cheap, no Temporal
+        query), or with ``live`` the workflow's own (a query)."""
+        if live:
+            url = (
+                f"{self._endpoints.hook_url}/v1/shops/{self._endpoints.shop_id}"
+                f"/cancellations/{cancellation_id}"
+            )
+        else:
+            url = f"{self._endpoints.hook_url}{self._order_path('/cancellations')}"
+        deadline = time.monotonic() + STEP_DEADLINE_SECONDS
+        delay = POLL_FIRST_SECONDS
+        last = "nothing"
+        while True:
+            try:
+                answer = await self._http.request("GET", url, headers=self._auth())
+            except DriverGaveUpError as err:
+                raise self.problem(f"waiting for {what}: {err}") from None
+            if answer.status_code == 200:
+                payload = answer.json()
+                for view in [payload] if live else payload["items"]:
+                    if view["cancellation_id"] == cancellation_id:
+                        if ready(view):
+                            return dict(view)
+                        last = f"{view['status']}, needs_attention {view['needs_attention']}"
+            if time.monotonic() > deadline:
+                raise self.problem(
+                    f"{cancellation_id} did not reach {what} in {STEP_DEADLINE_SECONDS:.0f} s"
+                    f" (last seen: {last})"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, POLL_MAX_SECONDS)
+
+    async def until_status(self, cancellation_id: str, status: str) -> dict[str, Any]:
+        """Wait until the cancellation is ``status``."""
+        return await self.until(cancellation_id, status, lambda v: v["status"] == status)
+
+    # ------------------------------------------------------------------ what the steps imply
+
+    def expect(self, statuses: list[str], order_status: str) -> None:
+        """The cancellations' final statuses (oldest first) and the order's final status."""
+        self.record.expected_statuses = statuses
+        self.record.expected_order_status = order_status
+
+    def expect_paid_back(
+        self, *, method: str = "original", items: list[Item] | None = None
+    ) -> None:
+        """What accepting (and finishing) a cancellation of ``items`` (all: None) pays back.
+
+        Only single-tender orders are partly canceled, so a part's amount is plain arithmetic.
+        """
+        if items is not None:
+            (tender,) = self.tenders
+            amount = sum(i.quantity * i.unit_price for i in items)
+            self._pay_back(tender, amount, method)
+            return
+        for tender in self.tenders:
+            self._pay_back(tender, tender.amount, method)
+
+    def _pay_back(self, tender: Tender, amount: int, method: str) -> None:
+        match tender.kind:
+            case "points":
+                self.record.points_delta += amount
+            case "credits":
+                self.record.credits_delta += amount
+            case "card" | "bank_transfer" if method == "credits":
+                self.record.credits_delta += amount
+            case "card" if method == "original":
+                assert tender.payment_id is not None
+                movements = self.record.movements(tender.payment_id)
+                if tender.capture:
+                    movements.refund += amount
+                else:
+                    movements.void += amount
+
+    def expect_taken_back(self, *, items: list[Item] | None = None) -> None:
+        """An undo that completes: what the acceptance paid back comes back to the store."""
+        if items is not None:
+            (tender,) = self.tenders
+            self._take_back(tender, sum(i.quantity * i.unit_price for i in items))
+            return
+        for tender in self.tenders:
+            self._take_back(tender, tender.amount)
+
+    def _take_back(self, tender: Tender, amount: int) -> None:
+        match tender.kind:
+            case "points":
+                self.record.points_delta -= amount
+            case "credits":
+                self.record.credits_delta -= amount
+            case "card" if tender.behavior.get("recapture", "restorable") == "restorable":
+                assert tender.payment_id is not None
+                self.record.movements(tender.payment_id).recapture += amount
+
+    def expect_restock(self, items: list[Item] | None = None, sign: int = 1) -> None:
+        """Acceptance puts the items back in stock (an undo reserves them again: ``sign=-1``)."""
+        for item in self.items if items is None else items:
+            self.record.stock_deltas[item.sku] += sign * item.quantity
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _order_path(self, suffix: str = "") -> str:
+        return f"/v1/shops/{self._endpoints.shop_id}/orders/{self.record.order_id}{suffix}"
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._endpoints.token}"}
+
+    def _next_key(self, step: str) -> str:
+        self._steps += 1
+        self.record.asked.append(step)
+        return f"{self.record.order_id}:{self._steps}:{step.replace(' ', '-')}"
+
+    async def _send(
+        self, method: str, path: str, body: dict[str, Any], key: str, *, step: str
+    ) -> httpx.Response:
+        try:
+            return await self._http.request(
+                method,
+                f"{self._endpoints.hook_url}{path}",
+                json=body,
+                headers=self._auth() | {"Idempotency-Key": key},
+            )
+        except DriverGaveUpError as err:
+            raise self.problem(f"{step}: {err}") from None
+
+    def _check(
+        self,
+        answer: httpx.Response,
+        *,
+        step: str,
+        statuses: tuple[int, ...],
+        error_code: str | None = None,
+    ) -> dict[str, Any]:
+        code = _error_code(answer)
+        if answer.status_code not in statuses or (error_code is not None and code != error_code):
+            raise self.problem(
+                f"{step}: answered {answer.status_code} {code or ''} {_error_message(answer)}"
+            )
+        payload: dict[str, Any] = answer.json()
+        return payload
+
+    async def _expect(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        step: str,
+        statuses: tuple[int, ...],
+    ) -> dict[str, Any]:
+        answer = await self._send(method, path, body, self._next_key(step), step=step)
+        return self._check(answer, step=step, statuses=statuses)
+
+    def problem(self, text: str) -> ScenarioAbortedError:
+        """Write down that a step went wrong; raise what this returns to stop the shape."""
+        self.record.problems.append(text)
+        return ScenarioAbortedError(text)
+
+
+# -- the shapes ----------------------------------------------------------------------------------
+
+Shape = Callable[[OrderDriver], Awaitable[None]]
+
+
+def _line(view: dict[str, Any], kind: str) -> dict[str, Any]:
+    line: dict[str, Any] = next(r for r in view["refunds"] if r["tender_kind"] == kind)
+    return line
+
+
+def _failures(view: dict[str, Any]) -> int:
+    return sum(1 for h in view["history"] if h["event"] == "refund_failed")
+
+
+async def card_request_accepted(d: OrderDriver) -> None:
+    """A customer asks from My Account; the merchant accepts; the captured card is refunded."""
+    await d.place(lambda total: [d.card(total)])
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back()
+    d.expect_restock()
+    cid = await d.start(merchant=False)
+    await d.act(cid, "accept", {"reason_code": "changed_mind", "reason": "asked nicely"})
+    await d.until_status(cid, "canceled")
+
+
+async def card_authorized_voided(d: OrderDriver) -> None:
+    """The merchant cancels an order whose card was only authorized: the provider voids it."""
+    await d.place(lambda total: [d.card(total, capture=False)])
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back()
+    d.expect_restock()
+    cid = await d.start(merchant=True)
+    await d.until_status(cid, "canceled")
+
+
+async def card_refund_pending(d: OrderDriver) -> None:
+    """The customer phoned; the refund is pending at the provider and settles seconds later."""
+    settle = d.rng.choice([1.0, 2.0, 4.0])
+    await d.place(lambda total: [d.card(total, refund="pending", settle_after_seconds=settle)])
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back()
+    d.expect_restock()
+    accept = {"reason_code": "customer_contact", "reason": "phoned"}
+    cid = await d.start(merchant=True, accept=accept, channel="contact")
+    await d.until_status(cid, "canceled")
+
+
+async def bank_transfer_confirmed(d: OrderDriver) -> None:
+    """Paid by bank transfer: accepted with the customer's account, the merchant confirms."""
+    await d.place(lambda total: [Tender("t1", "bank_transfer", total)])
+    d.expect(["canceled"], "canceled")
+    d.expect_restock()
+    cid = await d.start(merchant=False)
+    accept = {"reason_code": "changed_mind", "bank_account": BANK_ACCOUNT}
+    await d.act(cid, "accept", accept)
+    view = await d.until(
+        cid,
+        "a deposit to confirm",
+        lambda v: any(r["status"] == "awaiting_confirmation" for r in v["refunds"]),
+    )
+    refund_id = _line(view, "bank_transfer")["refund_id"]
+    await d.act(cid, f"refunds/{refund_id}/confirm", {"reference": f"TX-{d.record.order_id}"})
+    await d.until_status(cid, "canceled")
+
+
+async def points_and_credits(d: OrderDriver) -> None:
+    """Paid with points and credits only: canceled at once, both balances returned."""
+
+    def split(total: int) -> list[Tender]:
+        points = total // 3
+        return [Tender("t1", "points", points), Tender("t2", "credits", total - points)]
+
+    await d.place(split)
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back()
+    d.expect_restock()
+    cid = await d.start(merchant=True)
+    await d.until_status(cid, "canceled")
+
+
+async def mixed_tenders(d: OrderDriver) -> None:
+    """Card, points and credits: each goes back to its source."""
+
+    def split(total: int) -> list[Tender]:
+        points, credits = total // 5, total // 4
+        return [
+            d.card(total - points - credits),
+            Tender("t2", "points", points),
+            Tender("t3", "credits", credits),
+        ]
+
+    await d.place(split)
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back()
+    d.expect_restock()
+    cid = await d.start(merchant=False)
+    await d.act(cid, "accept", {"reason_code": "shipping_delay"})
+    await d.until_status(cid, "canceled")
+
+
+async def declined_then_credits(d: OrderDriver) -> None:
+    """The card network declines: retried as it is (declined again), then paid as credits."""
+    await d.place(lambda total: [d.card(total, refund="decline")])
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back(method="credits")
+    d.expect_restock()
+    cid = await d.start(merchant=True)
+    view = await d.until(cid, "a failed refund", lambda v: _failures(v) >= 1)
+    refund_id = _line(view, "card")["refund_id"]
+    await d.act(cid, f"refunds/{refund_id}/retry", {})
+    await d.until(cid, "a second failed refund", lambda v: _failures(v) >= 2)
+    await d.act(cid, f"refunds/{refund_id}/retry", {"method": "credits"})
+    await d.until_status(cid, "canceled")
+
+
+async def card_as_credits(d: OrderDriver) -> None:
+    """The merchant refunds a card order as store credit."""
+    await d.place(lambda total: [d.card(total)])
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back(method="credits")
+    d.expect_restock()
+    cid = await d.start(merchant=False)
+    await d.act(cid, "accept", {"reason_code": "changed_mind", "refund_method": "credits"})
+    await d.until_status(cid, "canceled")
+
+
+async def defective_not_restocked(d: OrderDriver) -> None:
+    """Defective goods: canceled and refunded, nothing goes back in stock."""
+    await d.place(lambda total: [d.card(total)])
+    d.expect(["canceled"], "canceled")
+    d.expect_paid_back()
+    accept = {"reason_code": "defective", "reason": "broken", "restock": False}
+    cid = await d.start(merchant=True, accept=accept)
+    await d.until_status(cid, "canceled")
+
+
+async def rejected(d: OrderDriver) -> None:
+    """The merchant rejects the customer's request: nothing moves, the order is as it was."""
+    await d.place(lambda total: [d.card(total)])
+    d.expect(["rejected"], d.status_before)
+    cid = await d.start(merchant=False)
+    await d.act(cid, "reject", {"reason": "already packed", "customer_note": "sorry"})
+    await d.until_status(cid, "rejected")
+
+
+async def withdrawn(d: OrderDriver) -> None:
+    """The customer takes the request back."""
+    await d.place(lambda total: [d.card(total)])
+    d.expect(["withdrawn"], d.status_before)
+    cid = await d.start(merchant=False)
+    await d.act(cid, "withdraw")
+    await d.until_status(cid, "withdrawn")
+
+
+async def undo_recaptured(d: OrderDriver) -> None:
+    """Canceled and refunded, then undone: the provider recaptures the refund."""
+    await d.place(lambda total: [d.card(total)])
+    d.expect(["undone"], d.status_before)
+    d.expect_paid_back()
+    d.expect_taken_back()
+    cid = await d.start(merchant=True)
+    await d.until_status(cid, "canceled")
+    await d.act(cid, "undo", {"reason": "found another one"})
+    await d.until_status(cid, "undone")
+
+
+async def undo_void_recaptured(d: OrderDriver) -> None:
+    """An authorization voided, then undone: the provider authorizes it again."""
+    await d.place(lambda total: [d.card(total, capture=False)])
+    d.expect(["undone"], d.status_before)
+    d.expect_paid_back()
+    d.expect_taken_back()
+    cid = await d.start(merchant=True)
+    await d.until_status(cid, "canceled")
+    await d.act(cid, "undo", {"reason": "found another one"})
+    await d.until_status(cid, "undone")
+
+
+async def undo_with_repayment(d: OrderDriver) -> None:
+    """No recapture possible: the undo is refused, then done with the customer paying again."""
+    outcome = d.rng.choice(["not_possible", "reauth_required"])
+    await d.place(lambda total: [d.card(total, recapture=outcome)])
+    d.expect(["undone"], d.status_before)
+    d.expect_paid_back()
+    d.expect_taken_back()  # the card's refund stays: the customer pays again instead
+    cid = await d.start(merchant=True)
+    await d.until_status(cid, "canceled")
+    await d.act(
+        cid,
+        "undo",
+        {"reason": "customer wants it after all"},
+        statuses=(409,),
+        error_code="recapture_unavailable",
+    )
+    view = await d.act(cid, "undo", {"reason": "customer pays again", "require_repayment": True})
+    due = (view.get("repayment_due") or {}).get("amount")
+    if due != d.total():
+        raise d.problem(f"undo asks for a repayment of {due}, the card paid {d.total()}")
+    await d.act(cid, "repayment", {"reference": f"PAY-{d.record.order_id}", "amount": due})
+    await d.until_status(cid, "undone")
+
+
+async def undo_bank_repaid(d: OrderDriver) -> None:
+    """A confirmed bank deposit can't be taken back: undoing waits for the customer to pay."""
+    await d.place(lambda total: [Tender("t1", "bank_transfer", total)])
+    d.expect(["undone"], d.status_before)
+    accept = {"reason_code": "sold_out", "bank_account": BANK_ACCOUNT}
+    cid = await d.start(merchant=True, accept=accept)
+    view = await d.until(
+        cid,
+        "a deposit to confirm",
+        lambda v: any(r["status"] == "awaiting_confirmation" for r in v["refunds"]),
+    )
+    refund_id = _line(view, "bank_transfer")["refund_id"]
+    await d.act(cid, f"refunds/{refund_id}/confirm", {"reference": f"TX-{d.record.order_id}"})
+    await d.until_status(cid, "canceled")
+    view = await d.act(cid, "undo", {"reason": "back in stock", "require_repayment": True})
+    due = (view.get("repayment_due") or {}).get("amount")
+    if due != d.total():
+        raise d.problem(f"undo asks for a repayment of {due}, the deposit was {d.total()}")
+    await d.act(cid, "repayment", {"reference": f"DEP-{d.record.order_id}", "amount": due})
+    await d.until_status(cid, "undone")
+
+
+async def undo_points_taken_back(d: OrderDriver) -> None:
+    """Points and credits returned, then taken back by the undo."""
+    await d.place(
+        lambda total: [
+            Tender("t1", "points", total // 2),
+            Tender("t2", "credits", total - total // 2),
+        ]
+    )
+    d.expect(["undone"], d.status_before)
+    d.expect_paid_back()
+    d.expect_taken_back()
+    cid = await d.start(merchant=True)
+    await d.until_status(cid, "canceled")
+    await d.act(cid, "undo", {"reason": "mistake"})
+    await d.until_status(cid, "undone")
+
+
+async def undo_while_in_progress(d: OrderDriver) -> None:
+    """Undone before the bank deposit was made: the deposit is canceled, nothing is owed."""
+    await d.place(lambda total: [Tender("t1", "bank_transfer", total)])
+    d.expect(["undone"], d.status_before)
+    cid = await d.start(merchant=False)
+    await d.act(cid, "accept", {"reason_code": "changed_mind", "bank_account": BANK_ACCOUNT})
+    await d.until(
+        cid,
+        "a deposit to confirm",
+        lambda v: any(r["status"] == "awaiting_confirmation" for r in v["refunds"]),
+    )
+    await d.act(cid, "undo", {"reason": "customer changed their mind again"})
+    await d.until_status(cid, "undone")
+
+
+async def partial_then_rest(d: OrderDriver) -> None:
+    """One unit canceled first, the rest (with the shipping fee) later: two refunds."""
+    await d.place(lambda total: [d.card(total)])
+    first_item = d.items[0]
+    d.expect(["canceled", "canceled"], "canceled")
+    d.expect_paid_back()  # both parts together: the whole order
+    d.expect_restock()
+    cid = await d.start(merchant=True, items=[{"item_id": first_item.item_id, "quantity": 1}])
+    await d.until_status(cid, "canceled")
+    rest = await d.start(merchant=True)
+    await d.until_status(rest, "canceled")
+
+
+async def partial_undone(d: OrderDriver) -> None:
+    """One unit canceled, then the partial cancellation undone."""
+    await d.place(lambda total: [d.card(total)])
+    first_item = d.items[0]
+    part = [Item(first_item.item_id, first_item.sku, 1, first_item.unit_price)]
+    d.expect(["undone"], d.status_before)
+    d.expect_paid_back(items=part)
+    d.expect_taken_back(items=part)
+    cid = await d.start(merchant=True, items=[{"item_id": first_item.item_id, "quantity": 1}])
+    await d.until_status(cid, "canceled")
+    await d.act(cid, "undo", {"reason": "customer keeps it"})
+    await d.until_status(cid, "undone")
+
+
+SHAPES: dict[str, Shape] = {
+    "card_request_accepted": card_request_accepted,
+    "card_authorized_voided": card_authorized_voided,
+    "card_refund_pending": card_refund_pending,
+    "bank_transfer_confirmed": bank_transfer_confirmed,
+    "points_and_credits": points_and_credits,
+    "mixed_tenders": mixed_tenders,
+    "declined_then_credits": declined_then_credits,
+    "card_as_credits": card_as_credits,
+    "defective_not_restocked": defective_not_restocked,
+    "rejected": rejected,
+    "withdrawn": withdrawn,
+    "undo_recaptured": undo_recaptured,
+    "undo_void_recaptured": undo_void_recaptured,
+    "undo_with_repayment": undo_with_repayment,
+    "undo_bank_repaid": undo_bank_repaid,
+    "undo_points_taken_back": undo_points_taken_back,
+    "undo_while_in_progress": undo_while_in_progress,
+    "partial_then_rest": partial_then_rest,
+    "partial_undone": partial_undone,
+}
+"""Every shape a chaos run mixes; each appears once before any appears twice."""
+
+
+# -- the whole drive -----------------------------------------------------------------------------
+
+
+class Driver:
+    """Sets up the shop, then starts orders of every shape at a steady rate."""
+
+    def __init__(self, endpoints: Endpoints, record: ChaosRecord, rng: random.Random) -> None:
+        self.endpoints = endpoints
+        self.record = record
+        self.rng = rng
+        self.http = ResilientHttp(httpx.AsyncClient(timeout=ATTEMPT_TIMEOUT, trust_env=False))
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self.http.http.aclose()
+
+    async def set_up_shop(self) -> None:
+        """Stock for every SKU and starting balances for every customer."""
+        auth = {"Authorization": f"Bearer {self.endpoints.token}"}
+        base = f"{self.endpoints.hook_url}/v1/shops/{self.endpoints.shop_id}"
+        for sku in SKUS:
+            self.record.initial_stock[sku] = INITIAL_STOCK
+            await self._put(f"{base}/stock/{sku}", {"available": INITIAL_STOCK}, auth)
+        for customer in CUSTOMERS:
+            points, credits = self.rng.randrange(0, 50_000), self.rng.randrange(0, 50_000)
+            self.record.initial_balances[customer] = (points, credits)
+            await self._put(
+                f"{base}/customers/{customer}", {"points": points, "credits": credits}, auth
+            )
+
+    async def _put(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        answer = await self.http.request("PUT", url, json=body, headers=headers)
+        answer.raise_for_status()
+
+    async def drive(self, count: int, rate: float) -> None:
+        """Start ``count`` orders, ``rate`` per second; return once the last one started."""
+        names = list(SHAPES)
+        self.rng.shuffle(names)
+        began = time.monotonic()
+        for n in range(count):
+            await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
+            shape = names[n % len(names)]
+            record = OrderRecord(
+                order_id=f"o{n:04d}", shape=shape, customer_id=self.rng.choice(CUSTOMERS)
+            )
+            self.record.orders.append(record)
+            driver = OrderDriver(
+                self.endpoints, self.http, record, random.Random(self.rng.random())
+            )
+            self.tasks.append(asyncio.create_task(self._run(driver, SHAPES[shape])))
+
+    @staticmethod
+    async def _run(driver: OrderDriver, shape: Shape) -> None:
+        try:
+            await shape(driver)
+        except ScenarioAbortedError:
+            return  # already written down as a problem
+        except Exception as err:  # a bug of the driver's: it must show, not vanish in a task
+            driver.record.problems.append(f"the driver failed: {err!r}")
+            return
+        driver.record.settled = True
+
+    async def settle(self, within: float) -> int:
+        """Wait up to ``within`` seconds for every order to finish; return how many did not."""
+        if not self.tasks:
+            return 0
+        _, pending = await asyncio.wait(self.tasks, timeout=within)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for record in self.record.orders:
+            if not record.settled and not record.problems:
+                record.problems.append(f"did not finish its steps within {within:.0f} s")
+        return len(pending)

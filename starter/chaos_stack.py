@@ -1,0 +1,412 @@
+"""The chaos run's own stack, and the faults it suffers: kill, restart, misbehave.
+
+Everything runs as in the dev stack (:mod:`starter.devstack`), from the same pieces: the
+embedded PostgreSQL (:class:`~starter.embedded_postgres.EmbeddedPostgres`), Temporal's dev server
+(:class:`~starter.temporal_server.DevServer`), and :class:`~starter.devstack.ChildProcess` for
+``python -m provider_sandbox``, ``python worker.py`` and the admin hook ``python -m starter.http``.
+The differences are what a chaos run needs:
+
+- a throwaway state folder (a :class:`~starter.devstack.StateDir`) and free loopback ports, never
+  the dev stack's defaults, so a developer's own stack keeps running next to it;
+- the sandbox sends its signed webhooks to the hook, so pending refunds settle both ways;
+- PostgreSQL runs without fsync: the faults here kill processes, not the machine, and the
+  operating system keeps every write a killed server made;
+- Temporal keeps its state in memory: it is the one part that is never restarted.
+
+Faults (:class:`FaultKind`) run one at a time and each leaves the stack whole again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import httpx
+
+from activities.database import apply_migrations
+from starter import ports
+from starter.devstack import (
+    _STATE_MARKER_ENV,
+    NAMESPACE,
+    POSTGRES_STARTUP_TIMEOUT_SECONDS,
+    SANDBOX_STARTUP_TIMEOUT_SECONDS,
+    SANDBOX_STOP_TIMEOUT_SECONDS,
+    STORE_DATABASE,
+    WORKER_READY_LINE,
+    WORKER_STARTUP_TIMEOUT_SECONDS,
+    WORKER_STOP_TIMEOUT_SECONDS,
+    ChildProcess,
+    StateDir,
+)
+from starter.embedded_postgres import EmbeddedPostgres
+from starter.temporal_server import DevServer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+RESERVED_PORTS = frozenset({5433, 7233, 8000, 8001, 8233})
+"""The dev stack's default ports: a developer's running stack may hold them."""
+
+HOOK_STARTUP_TIMEOUT_SECONDS = 60.0
+HOOK_STOP_TIMEOUT_SECONDS = 10.0
+WEBHOOK_PATH = "/v1/provider/webhooks"
+
+# The project's variables: the children must talk to this stack only, whatever the shell says
+# (Temporal's own TEMPORAL_* variables are dropped as a prefix).
+_PROJECT_VARIABLES = frozenset(
+    {
+        "DATABASE_URL",
+        "PAYMENT_PROVIDER_URL",
+        "PAYMENT_PROVIDER_WEBHOOK_SECRET",
+        "PAYMENT_PROVIDER_WEBHOOK_URL",
+        "PAYMENT_PROVIDER_DB",
+        "ADMIN_HOOK_PORT",
+        "ADMIN_HOOK_TOKENS",
+        "PAYLOAD_ENCRYPTION_KEY",
+        "WORKER_METRICS_PORT",
+        "TASK_QUEUE",
+        "PROVIDER_TASK_QUEUE",
+        _STATE_MARKER_ENV,
+    }
+)
+
+
+class ChaosStackError(RuntimeError):
+    """A part of the chaos stack did not start (again); the message has its log's tail."""
+
+
+class FaultKind(StrEnum):
+    """The faults a chaos run injects."""
+
+    WORKER_KILL = "worker_kill"
+    """SIGKILL the worker (no graceful shutdown), then start a new one."""
+    SANDBOX_RESTART = "sandbox_restart"
+    """Stop the provider sandbox with SIGTERM or SIGKILL and start it on the same SQLite file."""
+    POSTGRES_RESTART = "postgres_restart"
+    """Stop PostgreSQL (fast shutdown: every session is cut) and start it on the same data."""
+    PROVIDER_FAULTS = "provider_faults"
+    """Turn on the sandbox's fault injection (503s, hangs, effect-then-503) for a few seconds."""
+
+
+@dataclass(frozen=True)
+class InjectedFault:
+    """One fault as it happened."""
+
+    kind: FaultKind
+    at: float
+    """Seconds since the run began."""
+    detail: str
+    seconds: float
+    """How long until the stack was whole again."""
+
+
+def chaos_port(taken: set[int]) -> int:
+    """A free loopback port that is none of the dev stack's defaults nor in ``taken``."""
+    while True:
+        port = ports.free_port()
+        if port not in RESERVED_PORTS and port not in taken:
+            taken.add(port)
+            return port
+
+
+@dataclass(frozen=True)
+class ChaosEndpoints:
+    """Where the parts of a chaos stack answer."""
+
+    temporal_address: str
+    database_url: str
+    sandbox_url: str
+    hook_url: str
+
+
+@dataclass
+class ChaosStack:
+    """PostgreSQL, Temporal, the sandbox, the worker and the admin hook, in ``root``.
+
+    Args:
+        root: An empty folder (or one this class made before); logs go to ``root/logs``.
+        shop_id: The shop whose bearer token the hook accepts.
+        token: That token.
+        webhook_secret: Signs the sandbox's webhooks; the hook checks them with it.
+        env: The environment the children start from (the project's variables are replaced).
+    """
+
+    root: Path
+    shop_id: str
+    token: str
+    webhook_secret: str
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def __post_init__(self) -> None:
+        self.state = StateDir(self.root)
+        taken: set[int] = set()
+        self._ports = {
+            name: chaos_port(taken) for name in ("temporal", "postgres", "sandbox", "hook")
+        }
+        host = ports.LOOPBACK
+        self.postgres = EmbeddedPostgres(
+            self.state.postgres, self._ports["postgres"], durable=False
+        )
+        self.postgres.log_path = self.state.logs / "postgres.log"
+        self.temporal = DevServer(
+            port=self._ports["temporal"],
+            namespace=NAMESPACE,
+            log_path=self.state.logs / "temporal.log",
+        )
+        hook_url = f"http://{host}:{self._ports['hook']}"
+        self.endpoints = ChaosEndpoints(
+            temporal_address=f"{host}:{self._ports['temporal']}",
+            database_url=self.postgres.dsn(STORE_DATABASE),
+            sandbox_url=f"http://{host}:{self._ports['sandbox']}",
+            hook_url=hook_url,
+        )
+        env = self._child_env()
+        python = sys.executable
+        self.sandbox = ChildProcess(
+            "sandbox",
+            [
+                python,
+                "-m",
+                "provider_sandbox",
+                "--host",
+                host,
+                "--port",
+                str(self._ports["sandbox"]),
+                "--db",
+                str(self.state.sandbox_db),
+                "--webhook-url",
+                hook_url + WEBHOOK_PATH,
+            ],
+            env,
+            self.state.logs / "sandbox.log",
+        )
+        self.worker = ChildProcess(
+            "worker", [python, str(REPO_ROOT / "worker.py")], env, self.state.logs / "worker.log"
+        )
+        self.hook = ChildProcess(
+            "hook", [python, "-m", "starter.http"], env, self.state.logs / "hook.log"
+        )
+        self._pids: dict[str, int] = {}
+        self._claimed = False
+
+    def _child_env(self) -> dict[str, str]:
+        env = {
+            name: value
+            for name, value in self.env.items()
+            if not name.startswith("TEMPORAL_") and name not in _PROJECT_VARIABLES
+        }
+        env.update(
+            {
+                "DATABASE_URL": self.endpoints.database_url,
+                "TEMPORAL_ADDRESS": self.endpoints.temporal_address,
+                "TEMPORAL_NAMESPACE": NAMESPACE,
+                "PAYMENT_PROVIDER_URL": self.endpoints.sandbox_url,
+                # The environment, not the command line: command lines are visible to everyone.
+                "PAYMENT_PROVIDER_WEBHOOK_SECRET": self.webhook_secret,
+                "ADMIN_HOOK_PORT": str(self._ports["hook"]),
+                "ADMIN_HOOK_TOKENS": f"{self.shop_id}:{self.token}",
+                # Lets `python -m starter dev --state-dir <root>` stop orphans of a killed run.
+                _STATE_MARKER_ENV: str(self.root),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    # ------------------------------------------------------------------ starting and stopping
+
+    async def start(self) -> None:
+        """Start every part and wait until each answers.
+
+        Raises:
+            ChaosStackError: A part did not start; the message ends with its log's tail.
+        """
+        self.state.claim(fresh=True)
+        self._claimed = True
+        await asyncio.gather(self._start_postgres(), self._start_temporal(), self._start_sandbox())
+        # The hook applies the migrations too; the worker and the hook must not race for them.
+        await apply_migrations(self.endpoints.database_url)
+        await asyncio.gather(self._start_worker(), self._start_hook())
+
+    def stop(self) -> None:
+        """Stop every part that runs, users first; safe to call twice."""
+        if not self._claimed:
+            return
+        self.hook.stop(HOOK_STOP_TIMEOUT_SECONDS)
+        self.worker.stop(WORKER_STOP_TIMEOUT_SECONDS)
+        self.sandbox.stop(SANDBOX_STOP_TIMEOUT_SECONDS)
+        self.temporal.stop()
+        self.postgres.stop()
+        for name in ("hook", "worker", "sandbox", "temporal", "postgres"):
+            self.state.forget_pid(name)
+        self.state.release()
+        self._claimed = False
+
+    async def _start_postgres(self) -> None:
+        await self._restart_postgres_process()
+        await self.postgres.create_database_async(STORE_DATABASE)
+
+    async def _restart_postgres_process(self) -> None:
+        try:
+            await asyncio.to_thread(self.postgres.start, POSTGRES_STARTUP_TIMEOUT_SECONDS)
+        except RuntimeError as error:  # EmbeddedPostgresError, with the log's tail
+            raise ChaosStackError(f"PostgreSQL did not start: {error}") from None
+        if self.postgres.pid is not None:
+            self.state.record_pid("postgres", self.postgres.pid)
+
+    async def _start_temporal(self) -> None:
+        try:
+            await self.temporal.start()
+        except (RuntimeError, TimeoutError) as error:
+            raise ChaosStackError(
+                f"Temporal did not start ({error or 'timed out'}); see {self.temporal.log_path}"
+            ) from None
+        if self.temporal.pid is not None:
+            self.state.record_pid("temporal", self.temporal.pid)
+
+    async def _start_sandbox(self) -> None:
+        await self._launch_until(
+            self.sandbox,
+            SANDBOX_STARTUP_TIMEOUT_SECONDS,
+            lambda: ports.wait_for_http_async(
+                f"{self.endpoints.sandbox_url}/healthz", alive=lambda: self.sandbox.is_running
+            ),
+        )
+
+    async def _start_worker(self) -> None:
+        async def ready() -> None:
+            while WORKER_READY_LINE not in self.worker.output_since_launch():
+                if not self.worker.is_running:
+                    raise RuntimeError("the worker exited")
+                await asyncio.sleep(0.1)
+
+        await self._launch_until(self.worker, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
+
+    async def _start_hook(self) -> None:
+        await self._launch_until(
+            self.hook,
+            HOOK_STARTUP_TIMEOUT_SECONDS,
+            lambda: ports.wait_for_http_async(
+                f"{self.endpoints.hook_url}/healthz", alive=lambda: self.hook.is_running
+            ),
+        )
+
+    async def _launch_until(
+        self, child: ChildProcess, within: float, ready: Callable[[], Awaitable[None]]
+    ) -> None:
+        pid = child.launch()
+        self._pids[child.name] = pid
+        self.state.record_pid(child.name, pid)
+        try:
+            async with asyncio.timeout(within):
+                await ready()
+        except (RuntimeError, TimeoutError):
+            raise ChaosStackError(
+                f"the {child.name} did not get ready ({_exit_text(child)}); "
+                f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
+            ) from None
+
+    # ------------------------------------------------------------------ faults
+
+    async def kill_worker(self, down_seconds: float) -> str:
+        """SIGKILL the worker: running activities are lost until their timeouts; restart it."""
+        await self._kill(self.worker, signal.SIGKILL)
+        await asyncio.sleep(down_seconds)
+        await self._start_worker()
+        return f"SIGKILL, down {down_seconds:.1f} s"
+
+    async def restart_sandbox(self, stop_signal: signal.Signals, down_seconds: float) -> str:
+        """Stop the sandbox with ``stop_signal`` and start it again on the same database."""
+        if stop_signal is signal.SIGTERM:
+            await asyncio.to_thread(self.sandbox.stop, SANDBOX_STOP_TIMEOUT_SECONDS)
+        else:
+            await self._kill(self.sandbox, stop_signal)
+        await asyncio.sleep(down_seconds)
+        await self._start_sandbox()
+        return f"{stop_signal.name}, down {down_seconds:.1f} s"
+
+    async def restart_postgres(self, down_seconds: float) -> str:
+        """Fast shutdown (every session cut, open transactions rolled back), then start again
+        on the same data folder and port: every pool must reconnect by itself."""
+        await asyncio.to_thread(self.postgres.stop)
+        await asyncio.sleep(down_seconds)
+        await self._restart_postgres_process()
+        return f"fast shutdown, down {down_seconds:.1f} s"
+
+    async def provider_faults(self, config: dict[str, float], seconds: float) -> str:
+        """Turn on the sandbox's fault injection for ``seconds``, then off again."""
+        await self.put_provider_faults(config)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await self.put_provider_faults({})
+        rates = ", ".join(f"{name} {value:g}" for name, value in config.items())
+        return f"{rates} for {seconds:.1f} s"
+
+    async def put_provider_faults(self, config: dict[str, float]) -> None:
+        """``PUT /v1/faults`` until the sandbox takes it (it is never faulted itself)."""
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await http.put(f"{self.endpoints.sandbox_url}/v1/faults", json=config)
+                    if answer.is_success:
+                        return
+                await asyncio.sleep(0.2)
+
+    async def _kill(self, child: ChildProcess, stop_signal: signal.Signals) -> None:
+        pid = self._pids.get(child.name)
+        if pid is not None and child.is_running:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, stop_signal)
+        # Reaps it (a SIGTERM to a process that is dying of SIGKILL changes nothing).
+        await asyncio.to_thread(child.stop, 10.0)
+
+
+async def inject(
+    stack: ChaosStack, kind: FaultKind, rng: random.Random, began: float
+) -> InjectedFault:
+    """Inject one fault of ``kind`` with random parameters; return once the stack is whole."""
+    at = time.monotonic() - began
+    match kind:
+        case FaultKind.WORKER_KILL:
+            detail = await stack.kill_worker(rng.uniform(0.0, 2.0))
+        case FaultKind.SANDBOX_RESTART:
+            stop_signal = rng.choice([signal.SIGTERM, signal.SIGKILL])
+            detail = await stack.restart_sandbox(stop_signal, rng.uniform(0.0, 1.5))
+        case FaultKind.POSTGRES_RESTART:
+            detail = await stack.restart_postgres(rng.uniform(0.2, 2.0))
+        case FaultKind.PROVIDER_FAULTS:
+            config = {
+                "error_rate": round(rng.uniform(0.1, 0.4), 2),
+                "hang_rate": round(rng.uniform(0.0, 0.15), 2),
+                "error_after_effect_rate": round(rng.uniform(0.2, 0.5), 2),
+                # Past the provider client's 10 s timeout, or just short of it.
+                "hang_seconds": rng.choice([3.0, 12.0]),
+            }
+            detail = await stack.provider_faults(config, rng.uniform(2.0, 5.0))
+    return InjectedFault(kind, at, detail, time.monotonic() - began - at)
+
+
+def _exit_text(child: ChildProcess) -> str:
+    code = child.exit_code
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exited with status {code}"
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "  (no log)"
+    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "  (empty log)"

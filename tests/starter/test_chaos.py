@@ -1,0 +1,145 @@
+"""The chaos run: a short one under every kind of fault reconciles, and the reconciler can fail.
+
+One short run (20 cancellations, 2 faults of each kind) on its own stack serves the module: the
+first test checks its report, the second plants a double refund and a lost refund in that
+stack's sandbox and database and checks the reconciler finds exactly those.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from starter.chaos import (
+    ChaosOptions,
+    ChaosReport,
+    ChaosSession,
+    chaos_session,
+    parse_options,
+    plan_faults,
+)
+from starter.chaos_reconcile import ViolationKind, reconcile
+from starter.chaos_stack import FaultKind
+
+SHORT = ChaosOptions(cancellations=20, faults_per_kind=2, seed=20261126)
+# The run takes well under a minute on a quiet machine; a loaded CI box may need twice that.
+SHORT_RUN_BUDGET_SECONDS = 120.0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def short_run() -> AsyncIterator[tuple[ChaosSession, ChaosReport, float]]:
+    """The short chaos run, with its stack kept up for the tests that look at it."""
+    # Not pytest's tmp_path: PostgreSQL runs as another user and must enter every parent folder.
+    root = Path(tempfile.mkdtemp(prefix="test-chaos-"))
+    began = time.monotonic()
+    try:
+        async with chaos_session(SHORT, root) as session:
+            report = await session.run()
+            yield session, report, time.monotonic() - began
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.timeout(300)
+async def test_short_chaos_run_ends_every_cancellation_right(short_run):
+    """Worker kills, sandbox and PostgreSQL restarts and provider faults leave no violation."""
+    _, report, seconds = short_run
+    assert report.violations == 0, report.table()
+    assert len(report.record.orders) == SHORT.cancellations
+    assert {kind: report.as_json()["faults"][kind.value] for kind in FaultKind} == dict.fromkeys(
+        FaultKind, SHORT.faults_per_kind
+    )
+    assert report.reconciliation.checked["ledger movements"] > 0
+    assert seconds < SHORT_RUN_BUDGET_SECONDS, report.table()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.timeout(300)
+async def test_reconciler_catches_a_planted_double_refund_and_lost_refund(short_run):
+    """A refund made twice for one line, and a refund line that moved no money, are found."""
+    session, _, _ = short_run
+    world = session.world
+    assert not (await reconcile(session.record, world)).violations
+
+    undone = next(o for o in session.record.orders if o.shape == "undo_recaptured")
+    (recaptured_payment,) = undone.payments
+    canceled = next(o for o in session.record.orders if o.shape == "card_request_accepted")
+    conn = await asyncpg.connect(world.database_url)
+    try:
+        line = await conn.fetchrow(
+            "SELECT r.refund_id, r.amount FROM refund_lines r JOIN cancellations c"
+            " USING (cancellation_id) WHERE c.order_id=$1",
+            undone.order_id,
+        )
+        assert line is not None
+        target = await conn.fetchrow(
+            "SELECT c.cancellation_id, r.tender_id FROM cancellations c"
+            " JOIN refund_lines r USING (cancellation_id) WHERE c.order_id=$1",
+            canceled.order_id,
+        )
+        assert target is not None
+        cancellation_id, tender_id = target["cancellation_id"], target["tender_id"]
+        # The double refund: the undone line's money goes out again, under a new key.
+        async with httpx.AsyncClient(base_url=world.sandbox_url, trust_env=False) as sandbox:
+            answer = await sandbox.post(
+                f"/v1/payments/{recaptured_payment}/refunds",
+                json={"amount": line["amount"]},
+                headers={"Idempotency-Key": f"{line['refund_id']}/try-2"},
+            )
+            assert answer.status_code == 201, answer.text
+        # The lost refund: the database says the provider refunded a line it never saw.
+        lost_refund_id = f"{cancellation_id}-r9"
+        await conn.execute(
+            "INSERT INTO refund_lines (refund_id, cancellation_id, tender_id, tender_kind,"
+            " method, channel, amount, status, provider_reference)"
+            " VALUES ($1, $2, $3, 'card', 'original', 'provider', 700, 'succeeded', 're_planted')",
+            lost_refund_id,
+            cancellation_id,
+            tender_id,
+        )
+    finally:
+        await conn.close()
+
+    found = await reconcile(session.record, world)
+
+    kinds = {(v.kind, v.subject.split(" ")[0]) for v in found.violations}
+    assert (ViolationKind.DOUBLE_EXECUTION, line["refund_id"]) in kinds, found.violations
+    assert (ViolationKind.EXPECTATION_MISMATCH, recaptured_payment) in kinds, found.violations
+    assert (ViolationKind.LOST_REFUND, lost_refund_id) in kinds, found.violations
+    assert {v.kind for v in found.violations} <= {
+        ViolationKind.DOUBLE_EXECUTION,
+        ViolationKind.UNRECORDED_MOVEMENT,
+        ViolationKind.EXPECTATION_MISMATCH,
+        ViolationKind.LOST_REFUND,
+        ViolationKind.INCOMPLETE_REFUND,
+    }, found.violations
+
+
+def test_fault_plan_spreads_each_kind_over_the_window():
+    """Every kind gets its share of faults, one per slot, all inside the window."""
+    plan = plan_faults(3, 60.0, random.Random(7))
+    assert sorted(kind.value for _, kind in plan) == sorted(
+        kind.value for kind in FaultKind for _ in range(3)
+    )
+    times = [at for at, _ in plan]
+    assert times == sorted(times)
+    assert times[0] > 0 and times[-1] < 60.0
+
+
+def test_command_line_takes_a_rate_per_second():
+    options = parse_options(["--cancellations", "300", "--faults-per-kind", "30", "--rate", "1/s"])
+    assert (options.cancellations, options.faults_per_kind, options.rate) == (300, 30, 1.0)
+    with pytest.raises(SystemExit):
+        parse_options(["--rate", "fast"])
