@@ -38,6 +38,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,7 +364,9 @@ async def make_orders(
         for position, (tender_kind, amount) in enumerate(tenders, start=1):
             payment_id = None
             if tender_kind is TenderKind.CARD:
-                payment = await provider.create_payment(amount, CURRENCY, capture=True)
+                payment = await provider.create_payment(
+                    amount, CURRENCY, capture=True, idempotency_key=f"bench-{uuid.uuid4().hex}"
+                )
                 payment_id = str(payment["id"])
             doc_tenders.append(
                 Tender(
