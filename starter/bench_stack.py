@@ -40,8 +40,6 @@ from starter.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-RESERVED_PORTS = frozenset({5433, 7233, 8000, 8001, 8233})
-"""The dev stack's default ports: a developer's running stack may hold them, never use them."""
 
 NAMESPACE = "default"
 BENCH_TASK_QUEUE = "bench-order-cancellations"
@@ -85,14 +83,6 @@ _PROJECT_VARIABLES = frozenset(
 )
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def bench_port() -> int:
-    """A free loopback port that is none of the dev stack's defaults."""
-    while True:
-        port = ports.free_port()
-        if port not in RESERVED_PORTS:
-            return port
 
 
 # -- /proc -----------------------------------------------------------------------------------
@@ -264,8 +254,10 @@ class BenchStack:
             for value in LIFTED_QUEUE_LIMITS:
                 self.server_args += ["--dynamic-config-value", value]
         self.log = log
-        self.postgres = EmbeddedPostgres(work_dir / "postgres", bench_port(), durable=durable_db)
-        self.sandbox_port = bench_port()
+        self.postgres = EmbeddedPostgres(
+            work_dir / "postgres", ports.free_port_off_dev_stack(), durable=durable_db
+        )
+        self.sandbox_port = ports.free_port_off_dev_stack()
         self.sandbox_url = f"http://{ports.LOOPBACK}:{self.sandbox_port}"
         self._sandbox_pid: int | None = None
         self.sandbox = ChildProcess(
@@ -330,16 +322,16 @@ class BenchStack:
         # The worker applies the migrations itself, but our pool needs them before it starts.
         await apply_migrations(database_url)
         server = DevServer(
-            port=bench_port(),
+            port=ports.free_port_off_dev_stack(),
             ui_port=None,
             db_filename=None,
             namespace=NAMESPACE,
             log_path=self.work_dir / f"temporal-{label}.log",
             extra_args=[
                 "--http-port",
-                str(bench_port()),
+                str(ports.free_port_off_dev_stack()),
                 "--metrics-port",
-                str(bench_port()),
+                str(ports.free_port_off_dev_stack()),
                 *self.server_args,
             ],
         )
@@ -350,7 +342,7 @@ class BenchStack:
             "PAYMENT_PROVIDER_URL": self.sandbox_url,
             "TASK_QUEUE": SKELETON_TASK_QUEUE if skeleton else BENCH_TASK_QUEUE,
         }
-        hook_port = bench_port()
+        hook_port = ports.free_port_off_dev_stack()
         hook_token = f"bench-token-{os.urandom(8).hex()}"
         shop_id = f"bench-{self._batches:02d}"
         if hook:

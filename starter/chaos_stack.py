@@ -52,8 +52,6 @@ from starter.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-RESERVED_PORTS = frozenset({5433, 7233, 8000, 8001, 8233})
-"""The dev stack's default ports: a developer's running stack may hold them."""
 
 HOOK_STARTUP_TIMEOUT_SECONDS = 60.0
 HOOK_STOP_TIMEOUT_SECONDS = 10.0
@@ -108,15 +106,6 @@ class InjectedFault:
     """How long until the stack was whole again."""
 
 
-def chaos_port(taken: set[int]) -> int:
-    """A free loopback port that is none of the dev stack's defaults nor in ``taken``."""
-    while True:
-        port = ports.free_port()
-        if port not in RESERVED_PORTS and port not in taken:
-            taken.add(port)
-            return port
-
-
 @dataclass(frozen=True)
 class ChaosEndpoints:
     """Where the parts of a chaos stack answer."""
@@ -149,7 +138,8 @@ class ChaosStack:
         self.state = StateDir(self.root)
         taken: set[int] = set()
         self._ports = {
-            name: chaos_port(taken) for name in ("temporal", "postgres", "sandbox", "hook")
+            name: ports.free_port_off_dev_stack(taken)
+            for name in ("temporal", "postgres", "sandbox", "hook")
         }
         host = ports.LOOPBACK
         self.postgres = EmbeddedPostgres(

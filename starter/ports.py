@@ -38,6 +38,21 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
+DEV_STACK_PORTS = frozenset({5433, 7233, 8000, 8001, 8233})
+"""The dev stack's default ports: a developer's running stack may hold them."""
+
+
+def free_port_off_dev_stack(taken: set[int] | None = None) -> int:
+    """A free loopback port that is none of the dev stack's defaults, nor in ``taken``
+    (which gets the port added), for tools that run their own stack beside a developer's."""
+    while True:
+        port = free_port()
+        if port not in DEV_STACK_PORTS and (taken is None or port not in taken):
+            if taken is not None:
+                taken.add(port)
+            return port
+
+
 def port_is_open(host: str, port: int, *, timeout: float = 0.5) -> bool:
     """Return whether a TCP connection to ``host:port`` succeeds now."""
     try:
