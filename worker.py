@@ -26,7 +26,7 @@ from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
 from starter.client import connect_temporal
-from starter.config import Settings
+from starter.config import DEFAULT_MAX_CACHED_WORKFLOWS, Settings
 from workflows.order_cancellation import OrderCancellationWorkflow
 
 # In-flight activities get this long to finish after SIGTERM before they are cancelled.
@@ -69,6 +69,7 @@ def build_workers(
     *,
     task_queue: str,
     provider_task_queue: str | None = None,
+    max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS,
 ) -> list[Worker]:
     """One worker for workflows and store activities; provider calls on their own queue
     when one is named."""
@@ -85,6 +86,7 @@ def build_workers(
         task_queue=task_queue,
         workflows=[OrderCancellationWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
+        max_cached_workflows=max_cached_workflows,
         activities=store_methods + ([] if provider_task_queue else provider_methods),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
@@ -115,6 +117,7 @@ async def main(settings: Settings | None = None) -> None:
             activity_objects,
             task_queue=settings.task_queue,
             provider_task_queue=settings.provider_task_queue,
+            max_cached_workflows=settings.max_cached_workflows,
         )
         runs = [asyncio.create_task(w.run()) for w in workers]
         log.info(

@@ -15,6 +15,8 @@ DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
 DEFAULT_PROVIDER_URL = "http://127.0.0.1:8001"
 DEFAULT_ADMIN_HOOK_PORT = 8000
 DEFAULT_UI_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
+# Enough for the runs in flight on one worker; see docs/performance.md ("idle footprint").
+DEFAULT_MAX_CACHED_WORKFLOWS = 100
 
 
 class Settings(BaseModel):
@@ -37,6 +39,9 @@ class Settings(BaseModel):
     """Web UI origins allowed to call the codec endpoints from a browser."""
     metrics_port: int | None = None
     """Where the worker serves Prometheus metrics (``/metrics`` on 127.0.0.1)."""
+    max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS
+    """Runs the worker keeps in memory; an evicted run replays its short history on its
+    next task. Near what is in flight keeps memory flat however many runs wait."""
     task_queue: str = TASK_QUEUE
     provider_task_queue: str | None = None
     """A separate queue for provider calls; ``None`` keeps them on ``task_queue``."""
@@ -76,6 +81,9 @@ class Settings(BaseModel):
             metrics_port=int(env["WORKER_METRICS_PORT"])
             if env.get("WORKER_METRICS_PORT")
             else None,
+            max_cached_workflows=_positive_int(
+                env, "WORKER_MAX_CACHED_WORKFLOWS", DEFAULT_MAX_CACHED_WORKFLOWS
+            ),
             task_queue=env.get("TASK_QUEUE") or TASK_QUEUE,
             provider_task_queue=env.get("PROVIDER_TASK_QUEUE") or None,
         )
@@ -88,6 +96,19 @@ class Settings(BaseModel):
                 " or point DATABASE_URL at your PostgreSQL"
             )
         return self.database_url
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SystemExit(f"{name} must be a positive whole number, not {raw!r}")
+    return value
 
 
 def parse_tokens(value: str) -> dict[str, str]:
