@@ -15,9 +15,11 @@ from typing import Any
 import asyncpg
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -103,8 +105,10 @@ class CancellationClient:
         task_queue: str = TASK_QUEUE,
         provider_task_queue: str | None = None,
         pool: asyncpg.Pool | None = None,
+        open_wait: float = OPEN_WAIT_SECONDS,
     ) -> None:
         self.temporal = temporal
+        self._open_wait = open_wait
         self.store = store
         self._task_queue = task_queue
         self._provider_task_queue = provider_task_queue
@@ -175,36 +179,64 @@ class CancellationClient:
             actor=actor or _default_actor(request, order),
             provider_task_queue=self._provider_task_queue,
         )
-        created = True
+        options: dict[str, Any] = {
+            "id": cancellation_id,
+            "task_queue": self._task_queue,
+            # FAIL tells us a run is open already (answer 200 with it); like
+            # USE_EXISTING it never starts a second run for the same id.
+            "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
+            "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            "search_attributes": start_search_attributes(_initial_view(start)),
+            "static_summary": _static_summary(start, order),
+            "static_details": _static_details(start),
+        }
+        handle = self.temporal.get_workflow_handle_for(
+            OrderCancellationWorkflow.run, cancellation_id
+        )
+        accepted = accept is not None
         try:
-            handle = await self.temporal.start_workflow(
-                OrderCancellationWorkflow.run,
-                start,
-                id=cancellation_id,
-                task_queue=self._task_queue,
-                # FAIL tells us a run is open already (answer 200 with it); like
-                # USE_EXISTING it never starts a second run for the same id.
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                search_attributes=start_search_attributes(_initial_view(start)),
-                static_summary=_static_summary(start, order),
-                static_details=_static_details(start),
-            )
+            # One call starts the run and waits for its `opened` update: no polling.
+            async with asyncio.timeout(self._open_wait):
+                view: CancellationView = await self.temporal.execute_update_with_start_workflow(
+                    "opened",
+                    result_type=CancellationView,
+                    start_workflow_operation=WithStartWorkflowOperation(
+                        OrderCancellationWorkflow.run, start, **options
+                    ),
+                )
+            return view, True
         except WorkflowAlreadyStartedError:
-            handle = self.temporal.get_workflow_handle_for(
-                OrderCancellationWorkflow.run, cancellation_id
-            )
-            created = False
+            return await self._wait_opened(handle, accepted=accepted), False
+        except WorkflowUpdateFailedError as err:
+            if not _is_unknown_update(err):
+                raise _update_refusal(err) from None
+            # A worker from before the `opened` update: the run started, watch it open.
+            return await self._wait_opened(handle, accepted=accepted), True
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # No worker took the run up in time: it opens when one does.
+            try:
+                await handle.describe()
+            except RPCError as err:
+                raise _rpc_error(err) from None
+            return _initial_view(start), True
+        except RPCError as err:
+            if err.status is not RPCStatusCode.UNIMPLEMENTED:
+                raise _rpc_error(err) from None
+        # A server without update-with-start (the time-skipping test server): start, poll.
+        try:
+            await self.temporal.start_workflow(OrderCancellationWorkflow.run, start, **options)
+        except WorkflowAlreadyStartedError:
+            return await self._wait_opened(handle, accepted=accepted), False
         except RPCError as err:
             raise _rpc_error(err) from None
-        return await self._wait_opened(handle, accepted=accept is not None), created
+        return await self._wait_opened(handle, accepted=accepted), True
 
     async def _wait_opened(
         self, handle: WorkflowHandle[Any, CancellationView], *, accepted: bool
     ) -> CancellationView:
         """Answer once the run has opened (and applied a starting acceptance)."""
         delay = 0.02
-        deadline = asyncio.get_running_loop().time() + OPEN_WAIT_SECONDS
+        deadline = asyncio.get_running_loop().time() + self._open_wait
         while True:
             try:
                 view = await handle.query(OrderCancellationWorkflow.status)
@@ -581,6 +613,13 @@ def _closed_if_done(view: CancellationView) -> CancellationView:
     if terminal or expired:
         return view.model_copy(update={"closed": True, "allowed_actions": []})
     return view
+
+
+def _is_unknown_update(err: WorkflowUpdateFailedError) -> bool:
+    """The run's worker predates the update (a rolling deploy)."""
+    return isinstance(err.cause, ApplicationError) and "expected but not found" in str(
+        err.cause.message
+    )
 
 
 def _update_refusal(err: WorkflowUpdateFailedError) -> CancellationError:

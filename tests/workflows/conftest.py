@@ -167,13 +167,14 @@ class Harness:
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def _record_histories(test_name: str, client: Client, task_queue: str) -> None:
-    """Save the histories of a test's runs for the replay suite (RECORD_HISTORIES=1)."""
-    HISTORIES.mkdir(exist_ok=True)
+async def _record_histories(folder: str, test_name: str, client: Client, task_queue: str) -> None:
+    """Save the histories of a test's runs for the replay suite (RECORD_HISTORIES=<folder>)."""
+    target = HISTORIES / folder
+    target.mkdir(parents=True, exist_ok=True)
     runs = [w async for w in client.list_workflows(f"TaskQueue = '{task_queue}'")]
     for n, run in enumerate(sorted(runs, key=lambda r: r.start_time), start=1):
         history = await client.get_workflow_handle(run.id, run_id=run.run_id).fetch_history()
-        path = HISTORIES / f"{test_name}--{n}.json"
+        path = target / f"{test_name}--{n}.json"
         path.write_text(history.to_json())
 
 
@@ -204,10 +205,11 @@ async def make_harness(
         return Harness(env=env, client=client, provider=provider, store=store, pool=pool)
 
     yield build
-    if os.environ.get("RECORD_HISTORIES"):
+    folder = os.environ.get("RECORD_HISTORIES")
+    if folder:
         name = re.sub(r"[^A-Za-z0-9_-]+", "_", request.node.name)
         for client, task_queue in queues:
-            await _record_histories(name, client, task_queue)
+            await _record_histories(folder, name, client, task_queue)
     for worker in reversed(stack):
         await worker.__aexit__(None, None, None)
 

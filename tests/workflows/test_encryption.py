@@ -45,11 +45,42 @@ def _payload_texts(history_json: dict[str, Any]) -> list[bytes]:
     return found
 
 
+# Markers carry the SDK's own bookkeeping in clear: a patch its name; a local activity
+# these keys, next to its encrypted result.
+LOCAL_ACTIVITY_MARKER_KEYS = {
+    "seq",
+    "attempt",
+    "activity_id",
+    "activity_type",
+    "complete_time",
+    "backoff",
+    "original_schedule_time",
+    "activation_index",
+}
+
+
 def _payloads(history_json: dict[str, Any]) -> list[Payload]:
     payloads: list[Payload] = []
 
     def walk(value):
         if isinstance(value, dict):
+            marker = value.get("markerRecordedEventAttributes")
+            if marker and marker.get("markerName") == "core_patch":
+                # A version marker: the patch's name in clear, nothing else.
+                (payload,) = marker["details"]["patch-data"]["payloads"]
+                assert set(json.loads(base64.b64decode(payload["data"]))) == {"id", "deprecated"}
+                return
+            if marker and marker.get("markerName") == "core_local_activity":
+                for payload in marker["details"]["data"]["payloads"]:
+                    meta = json.loads(base64.b64decode(payload["data"]))
+                    assert set(meta) <= LOCAL_ACTIVITY_MARKER_KEYS, meta
+                value = {
+                    **value,
+                    "markerRecordedEventAttributes": {
+                        **marker,
+                        "details": {k: v for k, v in marker["details"].items() if k != "data"},
+                    },
+                }
             if "data" in value and "metadata" in value:
                 payloads.append(
                     Payload(
@@ -97,7 +128,8 @@ async def test_history_holds_no_personal_data_in_clear(make_harness, dev_env):
         assert secret not in clear, secret
     # Search attributes stay readable (operators filter by them); every other payload is sealed.
     payloads = [p for p in _payloads(raw) if "type" not in p.metadata]
-    assert payloads and all(p.metadata["encoding"] == b"binary/encrypted" for p in payloads)
+    clear_payloads = [p for p in payloads if p.metadata["encoding"] != b"binary/encrypted"]
+    assert payloads and not clear_payloads
     assert {p.metadata["encryption-key-id"] for p in payloads} == {b"k2"}
 
     decoded = await EncryptionCodec.from_setting(KEY).decode(payloads)

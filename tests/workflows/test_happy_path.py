@@ -102,3 +102,38 @@ async def test_merchant_cancellation_starts_accepted(h):
     assert final.initiated_by == "merchant"
     assert final.reason_code is ReasonCode.SOLD_OUT
     assert await h.order_status(order_id) is OrderStatus.CANCELED
+
+
+async def test_happy_path_history_is_lean(h):
+    """The start rides on one update-with-start call; store writes are local-activity
+    markers, so the only activity task is the provider refund."""
+    order_id = await h.order()
+    view, created = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER_REQUEST)
+    assert created and view.order_status is OrderStatus.CANCELLATION_REQUESTED
+    await h.client.accept(h.shop_id, order_id, AcceptRequest(reason_code="sold_out"))
+    await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+
+    history = await h.handle(view.cancellation_id).fetch_history()
+    kinds = [e.WhichOneof("attributes") for e in history.events]
+    updates = [
+        e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+        for e in history.events
+        if e.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+    assert updates == ["opened", "accept"]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == ["refund_payment"]
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    ]
+    # The patch marker, then the store writes: open, accept, canceled.
+    assert markers == ["core_patch"] + ["core_local_activity"] * 3
+    # Three workflow tasks: start and open, accept, refund done → canceled.
+    assert kinds.count("workflow_task_completed_event_attributes") == 3
+    assert len(kinds) == 27

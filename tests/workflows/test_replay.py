@@ -1,8 +1,11 @@
 """Replay the committed histories against today's workflow code (determinism guard).
 
 Histories are recorded from the scenario tests on the dev server with
-``RECORD_HISTORIES=1 scripts/test tests/workflows``. A change to workflow code that
-would break running cancellations fails here; guard it with ``workflow.patched``.
+``RECORD_HISTORIES=<folder> scripts/test tests/workflows``, one folder per generation of
+the workflow code (``activity-store-writes``: store writes as activity tasks, before the
+``store-writes-local`` patch; ``local-store-writes``: after it). Every generation keeps
+replaying: runs started under it may still be open. A change to workflow code that would
+break running cancellations fails here; guard it with ``workflow.patched``.
 """
 
 from pathlib import Path
@@ -14,12 +17,14 @@ from temporalio.worker import Replayer
 
 from workflows.order_cancellation import OrderCancellationWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+ROOT = Path(__file__).parent / "histories"
+HISTORIES = sorted(ROOT.glob("*/*.json"))
+GENERATIONS = ("activity-store-writes", "local-store-writes")
 
 
 def test_histories_are_committed():
-    """The replay suite has histories of every kind of run to replay."""
-    names = {path.name for path in HISTORIES}
+    """The replay suite has histories of every kind of run to replay, in every generation."""
+    names = {f"{path.parent.name}/{path.name}" for path in HISTORIES}
     for scenario in (
         "test_customer_request_accepted_is_refunded_and_canceled",
         "test_reject_restores_the_order_and_tells_the_customer",
@@ -30,14 +35,18 @@ def test_histories_are_committed():
         "test_points_and_credits_only_order_is_canceled_at_once",
         "test_merchant_cancellation_starts_accepted",
     ):
-        assert any(name.startswith(scenario) for name in names), scenario
+        for generation in GENERATIONS:
+            assert any(name.startswith(f"{generation}/{scenario}") for name in names), (
+                generation,
+                scenario,
+            )
 
 
 @pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.parametrize(
     "history",
     [WorkflowHistory.from_json(p.stem, p.read_text()) for p in HISTORIES],
-    ids=[p.stem for p in HISTORIES],
+    ids=[f"{p.parent.name}/{p.stem}" for p in HISTORIES],
 )
 async def test_history_replays(history: WorkflowHistory):
     replayer = Replayer(
