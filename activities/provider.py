@@ -108,6 +108,11 @@ class ProviderRefundSettled(BaseModel):
     status: str = "succeeded"
 
 
+# The provider's answers to a refund of a payment that was only authorized (or whose
+# authorization a first attempt already voided): the money goes back by a void instead.
+NOT_REFUNDABLE_YET = frozenset({"payment_not_captured", "payment_voided"})
+
+
 class ProviderActivities:
     """Refunds and voids through the payment provider, each with an idempotency key."""
 
@@ -122,26 +127,15 @@ class ProviderActivities:
         before we heard back) return the first result instead of refunding twice.
         """
         try:
-            payment = await self._client.get_payment(input.payment_id)
-            if payment["status"] == "authorized" and input.amount < payment["amount"]:
-                # A void releases the whole authorization: voiding for part of the order
-                # would let go of money the customer still owes for the items they keep.
-                raise ApplicationError(
-                    f"payment {input.payment_id} is only authorized; a partial cancellation"
-                    " can't void part of it: capture it first, or refund this part another way",
-                    type=PARTIAL_VOID_UNSUPPORTED,
-                    non_retryable=True,
+            try:
+                # Most payments are captured: refund straight away, one round trip.
+                refund = await self._client.refund(
+                    input.payment_id, input.amount, input.idempotency_key
                 )
-            if payment["status"] in ("authorized", "voided"):
-                voided = await self._client.void(input.payment_id, input.idempotency_key)
-                return RefundPaymentResult(
-                    operation=ProviderOperation.VOID,
-                    provider_reference=f"void:{voided['id']}",
-                    settled=True,
-                )
-            refund = await self._client.refund(
-                input.payment_id, input.amount, input.idempotency_key
-            )
+            except ProviderRefused as err:
+                if err.code not in NOT_REFUNDABLE_YET:
+                    raise
+                return await self._void(input)
         except RefundDeclined as err:
             raise ApplicationError(str(err), type=REFUND_DECLINED, non_retryable=True) from None
         except ProviderRefused as err:
@@ -155,6 +149,25 @@ class ProviderActivities:
             operation=ProviderOperation.REFUND,
             provider_reference=refund["id"],
             settled=refund["status"] == "succeeded",
+        )
+
+    async def _void(self, input: RefundPaymentInput) -> RefundPaymentResult:
+        """Release an authorization the provider would not refund (never captured)."""
+        payment = await self._client.get_payment(input.payment_id)
+        if payment["status"] == "authorized" and input.amount < payment["amount"]:
+            # A void releases the whole authorization: voiding for part of the order
+            # would let go of money the customer still owes for the items they keep.
+            raise ApplicationError(
+                f"payment {input.payment_id} is only authorized; a partial cancellation"
+                " can't void part of it: capture it first, or refund this part another way",
+                type=PARTIAL_VOID_UNSUPPORTED,
+                non_retryable=True,
+            )
+        voided = await self._client.void(input.payment_id, input.idempotency_key)
+        return RefundPaymentResult(
+            operation=ProviderOperation.VOID,
+            provider_reference=f"void:{voided['id']}",
+            settled=True,
         )
 
     @activity.defn

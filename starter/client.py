@@ -8,6 +8,7 @@ the spec's codes. The CLI and the HTTP hook are thin layers over this class.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -148,9 +149,9 @@ class CancellationClient:
         """
         check_start_input(request.initiated_by, request.channel, request.accept is not None)
         order = await self.store.get_order(shop_id, order_id)
-        history = await self.store.cancellations_of_order(shop_id, order_id)
-        if history and history[0].status in OPEN_STATUSES:
-            return await self._current_view(history[0]), False
+        latest = await self.store.latest_cancellation(shop_id, order_id)
+        if latest is not None and latest.status in OPEN_STATUSES:
+            return await self._current_view(latest), False
         settings = await self.store.get_settings(shop_id)
         check_can_start(order, settings, request.initiated_by, request.channel)
         scope_of(order, request.items)  # quantities beyond what remains: validation_error
@@ -163,7 +164,7 @@ class CancellationClient:
                     "this refund goes out by bank deposit: bank_account is required",
                 )
             accept = await self._accept_input(shop_id, request.accept, actor or "merchant")
-        seq = (history[0].seq + 1) if history else 1
+        seq = (latest.seq + 1) if latest else 1
         cancellation_id = cancellation_workflow_id(shop_id, order_id, seq)
         start = StartCancellationInput(
             cancellation_id=cancellation_id,
@@ -194,18 +195,18 @@ class CancellationClient:
             OrderCancellationWorkflow.run, cancellation_id
         )
         accepted = accept is not None
+        operation = WithStartWorkflowOperation(OrderCancellationWorkflow.run, start, **options)
         try:
             # One call starts the run and waits for its `opened` update: no polling.
             async with asyncio.timeout(self._open_wait):
                 view: CancellationView = await self.temporal.execute_update_with_start_workflow(
-                    "opened",
-                    result_type=CancellationView,
-                    start_workflow_operation=WithStartWorkflowOperation(
-                        OrderCancellationWorkflow.run, start, **options
-                    ),
+                    "opened", result_type=CancellationView, start_workflow_operation=operation
                 )
             return view, True
         except WorkflowAlreadyStartedError:
+            # The operation holds the same error for its handle; take it, it is answered.
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await operation.workflow_handle()
             return await self._wait_opened(handle, accepted=accepted), False
         except WorkflowUpdateFailedError as err:
             if not _is_unknown_update(err):
@@ -470,13 +471,12 @@ class CancellationClient:
                 )
             return row
         assert order_id is not None, "name an order or a cancellation"
-        await self.store.get_order(shop_id, order_id)
-        rows = await self.store.cancellations_of_order(shop_id, order_id)
-        if not rows:
+        row = await self.store.latest_cancellation(shop_id, order_id)
+        if row is None:
             raise CancellationError(
                 ErrorCode.CANCELLATION_NOT_FOUND, f"order {order_id} has no cancellation"
             )
-        return rows[0]
+        return row
 
     async def _current_view(self, row: CancellationRow) -> CancellationView:
         """The live view while the run is open; the stored one after it closed."""

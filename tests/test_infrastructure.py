@@ -89,6 +89,39 @@ class TestPostgres:
         finally:
             await connection.close()
 
+    async def test_lookups_by_cancellation_are_indexed(self, fresh_database_url: str) -> None:
+        """Every opening sums what the order's earlier cancellations refunded: with many
+        refund lines in the store that must be an index lookup, not a scan of them all."""
+        connection = await asyncpg.connect(fresh_database_url)
+        try:
+            await connection.execute(
+                "INSERT INTO shops (shop_id) VALUES ('s');"
+                "INSERT INTO orders (shop_id, order_id, customer_id, currency, status,"
+                " shipping_fee) SELECT 's', 'o' || n, 'c', 'KRW', 'paid', 0"
+                " FROM generate_series(1, 2000) n;"
+                "INSERT INTO cancellations (cancellation_id, shop_id, order_id, seq, status,"
+                " initiated_by, channel, currency, view, created_at, updated_at)"
+                " SELECT 'c' || n, 's', 'o' || n, 1, 'canceled', 'customer', 'my_account',"
+                " 'KRW', '{}', now(), now() FROM generate_series(1, 2000) n;"
+                "INSERT INTO refund_lines (refund_id, cancellation_id, tender_id, tender_kind,"
+                " method, channel, amount, status) SELECT 'r' || n, 'c' || n, 't1', 'card',"
+                " 'original', 'provider', 100, 'succeeded' FROM generate_series(1, 2000) n;"
+                "ANALYZE"
+            )
+            plan = "\n".join(
+                r[0]
+                for r in await connection.fetch(
+                    "EXPLAIN SELECT r.tender_id, sum(r.amount) FROM refund_lines r"
+                    " JOIN cancellations c USING (cancellation_id)"
+                    " WHERE c.shop_id='s' AND c.order_id='o7' AND c.cancellation_id <> 'x'"
+                    " AND c.status = 'canceled' AND r.status = 'succeeded' GROUP BY r.tender_id"
+                )
+            )
+            assert "Seq Scan on refund_lines" not in plan, plan
+            assert "refund_lines_by_cancellation" in plan, plan
+        finally:
+            await connection.close()
+
     async def test_fresh_database_url_is_a_separate_migrated_database(
         self, database_url: str, fresh_database_url: str
     ) -> None:
