@@ -7,7 +7,7 @@ same repository for reads (quotes, lists, orders), so each query exists once.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -123,6 +123,12 @@ class StoreRepository:
         self._pool = pool
 
     # ------------------------------------------------------------------ orders
+
+    async def order_context(self, shop_id: str, order_id: str) -> OrderContext:
+        """The order, its shop's settings and its latest cancellation, in one statement;
+        or ``order_not_found``."""
+        async with self._pool.acquire() as conn:
+            return await _load_order_context(conn, shop_id, order_id, lock=False)
 
     async def get_order(self, shop_id: str, order_id: str) -> Order:
         """The order with its items and tenders, or ``order_not_found``."""
@@ -383,8 +389,8 @@ class StoreRepository:
         Idempotent: a retry finds its own row and answers as the first attempt did.
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            order = await _load_order(conn, start.shop_id, start.order_id, lock=True)
-            settings = await _load_settings(conn, start.shop_id)
+            context = await _load_order_context(conn, start.shop_id, start.order_id, lock=True)
+            order, settings = context.order, context.settings
             rows = await conn.fetch(
                 "SELECT cancellation_id, created_at FROM cancellations WHERE shop_id=$1"
                 " AND order_id=$2 AND (cancellation_id=$3 OR status = ANY($4::text[]))",
@@ -588,7 +594,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, separators=(",", ":"))
 
 
-def _cancellation_row(row: asyncpg.Record) -> CancellationRow:
+def _cancellation_row(row: Mapping[str, Any] | asyncpg.Record) -> CancellationRow:
     return CancellationRow(
         cancellation_id=row["cancellation_id"],
         seq=row["seq"],
@@ -598,24 +604,88 @@ def _cancellation_row(row: asyncpg.Record) -> CancellationRow:
     )
 
 
-async def _load_order(conn: Conn, shop_id: str, order_id: str, *, lock: bool) -> Order:
-    """The order with its items and tenders, in one statement (locked when ``lock``)."""
+_ORDER_SELECT = """SELECT o.customer_id, o.currency, o.status, o.status_before_cancellation,
+     o.shipping_fee,
+     (SELECT coalesce(json_agg(json_build_object('item_id', i.item_id, 'sku', i.sku,
+               'quantity', i.quantity, 'unit_price', i.unit_price,
+               'canceled_quantity', i.canceled_quantity) ORDER BY i.position), '[]')
+        FROM order_items i WHERE i.shop_id=o.shop_id AND i.order_id=o.order_id) AS items,
+     (SELECT coalesce(json_agg(json_build_object('tender_id', t.tender_id,
+               'kind', t.kind, 'amount', t.amount, 'payment_id', t.payment_id)
+               ORDER BY t.position), '[]')
+        FROM tenders t WHERE t.shop_id=o.shop_id AND t.order_id=o.order_id) AS tenders"""
+
+# The shop's settings and the order's latest cancellation, beside the order.
+_CONTEXT_SELECT = """,
+     s.shop_id AS settings_shop, s.customer_cancellation_requests, s.request_reminder_after,
+     s.undo_window, s.repayment_window,
+     c.cancellation_id, c.seq, c.status AS cancellation_status, c.view, c.created_at
+   FROM orders o
+   LEFT JOIN shops s ON s.shop_id = o.shop_id
+   LEFT JOIN LATERAL (
+     SELECT cancellation_id, seq, status, view, created_at FROM cancellations
+     WHERE shop_id=o.shop_id AND order_id=o.order_id ORDER BY seq DESC LIMIT 1
+   ) c ON true"""
+
+_SETTINGS_COLUMNS = (
+    "customer_cancellation_requests",
+    "request_reminder_after",
+    "undo_window",
+    "repayment_window",
+)
+
+
+@dataclass(frozen=True)
+class OrderContext:
+    """What a start checks, read in one statement."""
+
+    order: Order
+    settings: ShopSettings
+    latest: CancellationRow | None
+    """The order's latest cancellation."""
+
+
+async def _load_order_context(
+    conn: Conn, shop_id: str, order_id: str, *, lock: bool
+) -> OrderContext:
+    """The order, its shop's settings and its latest cancellation (order locked when
+    ``lock``)."""
     row = await conn.fetchrow(
-        """SELECT o.customer_id, o.currency, o.status, o.status_before_cancellation,
-             o.shipping_fee,
-             (SELECT coalesce(json_agg(json_build_object('item_id', i.item_id, 'sku', i.sku,
-                       'quantity', i.quantity, 'unit_price', i.unit_price,
-                       'canceled_quantity', i.canceled_quantity) ORDER BY i.position), '[]')
-                FROM order_items i WHERE i.shop_id=o.shop_id AND i.order_id=o.order_id) AS items,
-             (SELECT coalesce(json_agg(json_build_object('tender_id', t.tender_id,
-                       'kind', t.kind, 'amount', t.amount, 'payment_id', t.payment_id)
-                       ORDER BY t.position), '[]')
-                FROM tenders t WHERE t.shop_id=o.shop_id AND t.order_id=o.order_id) AS tenders
-           FROM orders o WHERE o.shop_id=$1 AND o.order_id=$2"""
+        _ORDER_SELECT
+        + _CONTEXT_SELECT
+        + " WHERE o.shop_id=$1 AND o.order_id=$2"
         + (" FOR UPDATE OF o" if lock else ""),
         shop_id,
         order_id,
     )
+    order = _order_from_row(row, shop_id, order_id)
+    assert row is not None
+    settings = (
+        ShopSettings(**{k: row[k] for k in _SETTINGS_COLUMNS})
+        if row["settings_shop"] is not None
+        else ShopSettings()
+    )
+    latest = (
+        None
+        if row["cancellation_id"] is None
+        else _cancellation_row({**dict(row), "status": row["cancellation_status"]})
+    )
+    return OrderContext(order=order, settings=settings, latest=latest)
+
+
+async def _load_order(conn: Conn, shop_id: str, order_id: str, *, lock: bool) -> Order:
+    """The order with its items and tenders, in one statement (locked when ``lock``)."""
+    row = await conn.fetchrow(
+        _ORDER_SELECT
+        + " FROM orders o WHERE o.shop_id=$1 AND o.order_id=$2"
+        + (" FOR UPDATE OF o" if lock else ""),
+        shop_id,
+        order_id,
+    )
+    return _order_from_row(row, shop_id, order_id)
+
+
+def _order_from_row(row: asyncpg.Record | None, shop_id: str, order_id: str) -> Order:
     if row is None:
         raise CancellationError(
             ErrorCode.ORDER_NOT_FOUND, f"shop {shop_id} has no order {order_id}"
@@ -654,25 +724,26 @@ async def _record_request(
 ) -> None:
     """The audit event of the request, and the merchant's notice of a customer request."""
     first = view.history[0] if view.history else None
+    # One statement: the event, and (for a customer's request) the merchant's notice.
     await conn.execute(
-        "INSERT INTO cancellation_events (event_key, cancellation_id, shop_id, at, event, actor,"
-        " detail) VALUES ($1, $2, $3, $4, 'requested', $5, $6) ON CONFLICT DO NOTHING",
+        """WITH event AS (
+             INSERT INTO cancellation_events (event_key, cancellation_id, shop_id, at, event,
+               actor, detail)
+             VALUES ($1, $2, $3, $4, 'requested', $5, $6) ON CONFLICT DO NOTHING)
+           INSERT INTO outbox (message_key, shop_id, cancellation_id, recipient, template,
+             payload)
+           SELECT $7, $3, $2, 'merchant', 'new_request', $8::jsonb WHERE $9
+           ON CONFLICT DO NOTHING""",
         f"{start.cancellation_id}:0001:requested",
         start.cancellation_id,
         start.shop_id,
         at,
         start.actor,
         _json(first.detail if first else {}),
+        f"{start.cancellation_id}:0001:requested:0",
+        _json({"order_id": start.order_id, "reason_code": start.reason_code}),
+        start.initiated_by is InitiatedBy.CUSTOMER,
     )
-    if start.initiated_by is InitiatedBy.CUSTOMER:
-        await conn.execute(
-            "INSERT INTO outbox (message_key, shop_id, cancellation_id, recipient, template,"
-            " payload) VALUES ($1, $2, $3, 'merchant', 'new_request', $4) ON CONFLICT DO NOTHING",
-            f"{start.cancellation_id}:0001:requested:0",
-            start.shop_id,
-            start.cancellation_id,
-            _json({"order_id": start.order_id, "reason_code": start.reason_code}),
-        )
 
 
 async def _load_settings(conn: Conn, shop_id: str) -> ShopSettings:

@@ -148,12 +148,11 @@ class CancellationClient:
         Rule 3: while a cancellation of the order is open, starting again returns it.
         """
         check_start_input(request.initiated_by, request.channel, request.accept is not None)
-        order = await self.store.get_order(shop_id, order_id)
-        latest = await self.store.latest_cancellation(shop_id, order_id)
+        context = await self.store.order_context(shop_id, order_id)
+        order, latest = context.order, context.latest
         if latest is not None and latest.status in OPEN_STATUSES:
             return await self._current_view(latest), False
-        settings = await self.store.get_settings(shop_id)
-        check_can_start(order, settings, request.initiated_by, request.channel)
+        check_can_start(order, context.settings, request.initiated_by, request.channel)
         scope_of(order, request.items)  # quantities beyond what remains: validation_error
         accept = None
         if request.accept is not None:

@@ -66,13 +66,14 @@ async def test_a_refusal_at_start_comes_back_from_the_same_call(h, monkeypatch):
     """The order ships after the client's own check and before the run opens: the run
     refuses, and the `opened` update brings that refusal back to the start's caller."""
     order_id = await h.order()
-    read_settings = h.store.get_settings
+    read_context = h.store.order_context
 
-    async def ships_meanwhile(shop_id: str) -> Any:
+    async def ships_meanwhile(shop_id: str, order_id: str) -> Any:
+        context = await read_context(shop_id, order_id)
         await h.store.set_fulfillment_status(shop_id, order_id, OrderStatus.IN_TRANSIT)
-        return await read_settings(shop_id)
+        return context
 
-    monkeypatch.setattr(h.store, "get_settings", ships_meanwhile)
+    monkeypatch.setattr(h.store, "order_context", ships_meanwhile)
     with pytest.raises(CancellationError) as refused:
         await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER_REQUEST)
     assert refused.value.code is ErrorCode.ORDER_SHIPPED
