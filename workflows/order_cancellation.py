@@ -89,6 +89,16 @@ STORE_RETRY = RetryPolicy(
 # Runs begun after this patch write to the store with local activities; older runs keep
 # their activity tasks (replayed by tests/workflows/test_replay.py).
 STORE_WRITES_LOCAL = "store-writes-local"
+# A local activity's retries stay in the worker while the backoff is under the threshold,
+# and wait on a workflow timer past it. Unlike an activity's, those write history (6 events
+# a timer): with waits of up to 2 min a day-long database outage adds about 4,300 events to
+# a waiting run, far inside Temporal's limit (docs/design.md, "Timeouts and retries").
+STORE_LOCAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+)
+STORE_LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 # A provider call waits at most 10 s for an answer (the client's timeout); the same
 # idempotency key on every attempt means a retry can never pay twice.
 PROVIDER_TIMEOUT = timedelta(seconds=30)
@@ -1212,7 +1222,8 @@ class OrderCancellationWorkflow:
                 activity,
                 arg,
                 start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_RETRY,
+                retry_policy=STORE_LOCAL_RETRY,
+                local_retry_threshold=STORE_LOCAL_RETRY_THRESHOLD,
                 summary=summary,
             )
         return await workflow.execute_activity_method(
