@@ -389,11 +389,10 @@ async def observe_retries(client: Client, cancellation_ids: Iterable[str]) -> Re
                         seen.activity_attempts[name] += started.attempt - 1
                         seen.retried_waits.setdefault(name, []).append(at - since)
                 case EventType.EVENT_TYPE_MARKER_RECORDED:
+                    # A local activity's marker gives its attempts, not when they ran.
                     local = _local_activity(event.marker_recorded_event_attributes)
                     if local is not None and local[1] > 1:
-                        name, attempt, waited = local
-                        seen.activity_attempts[name] += attempt - 1
-                        seen.retried_waits.setdefault(name, []).append(waited)
+                        seen.activity_attempts[local[0]] += local[1] - 1
                 case EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
                     timed_out = event.activity_task_timed_out_event_attributes
                     name, _ = scheduled.get(timed_out.scheduled_event_id, ("?", at))
@@ -411,22 +410,16 @@ async def observe_retries(client: Client, cancellation_ids: Iterable[str]) -> Re
     return seen
 
 
-def _local_activity(marker: MarkerRecordedEventAttributes) -> tuple[str, int, float] | None:
-    """A local activity's name (marked ``local``), final attempt and seconds from its
-    first schedule to its completion, from the SDK's marker; ``None`` for other markers."""
+def _local_activity(marker: MarkerRecordedEventAttributes) -> tuple[str, int] | None:
+    """A local activity's name (marked ``local``) and final attempt, from the SDK's marker;
+    ``None`` for other markers."""
     if marker.marker_name != "core_local_activity" or "data" not in marker.details:
         return None
     try:
         data = json.loads(marker.details["data"].payloads[0].data)
-        waited = _seconds(data["complete_time"]) - _seconds(data["original_schedule_time"])
-        return f"{data['activity_type']} (local)", int(data["attempt"]), max(waited, 0.0)
+        return f"{data['activity_type']} (local)", int(data["attempt"])
     except (IndexError, KeyError, TypeError, ValueError):
         return None
-
-
-def _seconds(stamp: dict[str, int] | None) -> float:
-    stamp = stamp or {}
-    return stamp.get("seconds", 0) + stamp.get("nanos", 0) / 1e9
 
 
 # -- the command line ----------------------------------------------------------------------------
