@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -113,6 +119,45 @@ class ProviderRefundSettled(BaseModel):
 NOT_REFUNDABLE_YET = frozenset({"payment_not_captured", "payment_voided"})
 
 
+# While a provider call is slow, say so every second: a worker that died mid-call is
+# noticed after the workflow's heartbeat timeout (5 s), not the 30 s start-to-close. Calls
+# that answer within a second (nearly all) send no heartbeat at all.
+HEARTBEAT_EVERY_SECONDS = 1.0
+
+_Self = TypeVar("_Self")
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+@asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+            activity.heartbeat()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _with_heartbeats(
+    call: Callable[[_Self, _In], Awaitable[_Out]],
+) -> Callable[[_Self, _In], Awaitable[_Out]]:
+    """Heartbeat while the provider call runs (see ``HEARTBEAT_EVERY_SECONDS``)."""
+
+    @functools.wraps(call)
+    async def heartbeating(self: _Self, input: _In) -> _Out:
+        async with _heartbeating():
+            return await call(self, input)
+
+    return heartbeating
+
+
 class ProviderActivities:
     """Refunds and voids through the payment provider, each with an idempotency key."""
 
@@ -120,6 +165,7 @@ class ProviderActivities:
         self._client = client
 
     @activity.defn
+    @_with_heartbeats
     async def refund_payment(self, input: RefundPaymentInput) -> RefundPaymentResult:
         """Refund a captured card payment, or void one that was only authorized.
 
@@ -171,6 +217,7 @@ class ProviderActivities:
         )
 
     @activity.defn
+    @_with_heartbeats
     async def check_recapture(self, input: RecaptureCheckInput) -> RecaptureCheckResult:
         """Ask whether a refunded or voided payment can be taken again (changes nothing)."""
         try:
@@ -186,6 +233,7 @@ class ProviderActivities:
         )
 
     @activity.defn
+    @_with_heartbeats
     async def recapture_payment(self, input: RecapturePaymentInput) -> RecapturePaymentResult:
         """Take back money that was refunded or voided, once (idempotency key)."""
         try:
@@ -199,6 +247,7 @@ class ProviderActivities:
         return RecapturePaymentResult(payment_id=payment["id"], amount=input.amount)
 
     @activity.defn
+    @_with_heartbeats
     async def await_refund_settlement(self, input: AwaitSettlementInput) -> RefundPaymentResult:
         """Succeeds once the pending refund settled; retried by Temporal until then.
 
