@@ -32,6 +32,7 @@ from domain.bank import BankAccount, BankAccountRef
 from domain.cancellation import (
     OPEN_STATUSES,
     AcceptInput,
+    Action,
     CanceledItem,
     CancellationStatus,
     CancellationView,
@@ -510,7 +511,18 @@ class CancellationClient:
             )
             return view
         except WorkflowUpdateFailedError as err:
-            raise _update_refusal(err) from None
+            refusal = _update_refusal(err)
+            if refusal.code is ErrorCode.INVALID_TRANSITION and _action(name) in (
+                row.view.allowed_actions
+            ):
+                # The store committed a step the run has not taken up yet (its worker died
+                # between the two): the list allowed what the run refused, for a few seconds.
+                raise CancellationError(
+                    ErrorCode.INVALID_TRANSITION,
+                    f"{refusal.message}; the cancellation is still finishing its last step,"
+                    " try again in a few seconds",
+                ) from None
+            raise refusal from None
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 view = _closed_if_done(row.view)
@@ -612,6 +624,16 @@ def _closed_if_done(view: CancellationView) -> CancellationView:
     if terminal or expired:
         return view.model_copy(update={"closed": True, "allowed_actions": []})
     return view
+
+
+def _action(update_name: str) -> Action | None:
+    """The action an update performs (``confirm_repayment`` is ``repayment``)."""
+    if update_name == "confirm_repayment":
+        return Action.REPAYMENT
+    try:
+        return Action(update_name)
+    except ValueError:
+        return None
 
 
 def _is_unknown_update(err: WorkflowUpdateFailedError) -> bool:

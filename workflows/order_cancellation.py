@@ -99,6 +99,10 @@ STORE_LOCAL_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=2),
 )
 STORE_LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
+# With this patch the same "retry as is" sent again once the line has failed again is a new
+# attempt; before it, every repeat of that body answered with the view. Decided when such a
+# retry first arrives, so only runs that meet one carry the marker.
+RETRY_AFTER_FAILING_AGAIN = "retry-refund-after-failing-again"
 # A provider call waits at most 10 s for an answer (the client's timeout); the same
 # idempotency key on every attempt means a retry can never pay twice.
 PROVIDER_TIMEOUT = timedelta(seconds=30)
@@ -1076,12 +1080,24 @@ class OrderCancellationWorkflow:
             return
         self._commands.append(_Command(action, payload))
 
-    def _is_repeat(self, action: Action, payload: Any) -> bool:
-        return (action, _body(payload)) in self._run.applied
+    def _is_repeat(self, action: Action, payload: Any, *, validating: bool = False) -> bool:
+        """An action that took effect with the same body: answered with the view, again.
 
-    def _check(self, action: Action, payload: Any) -> None:
+        A retry of a refund line that has failed again since is a new attempt, though its
+        body is the same ("retry as is" twice). A validator can't consult the patch: it lets
+        such a retry through, and the handler decides.
+        """
+        if (action, _body(payload)) not in self._run.applied:
+            return False
+        if action is Action.RETRY_REFUND:
+            line = next((x for x in self._view.refunds if x.refund_id == payload.refund_id), None)
+            if line is not None and line.status is RefundStatus.FAILED:
+                return not validating and not workflow.patched(RETRY_AFTER_FAILING_AGAIN)
+        return True
+
+    def _check(self, action: Action, payload: Any, *, validating: bool = False) -> None:
         """Whether ``action`` is allowed now; raises the refusal (validators use it too)."""
-        if self._is_repeat(action, payload):
+        if self._is_repeat(action, payload, validating=validating):
             return
         if not self._opened:
             raise _refuse(
@@ -1293,7 +1309,7 @@ class OrderCancellationWorkflow:
 
     @undo_update.validator
     def _validate_undo(self, undo: UndoInput) -> None:
-        self._check(Action.UNDO, undo)
+        self._check(Action.UNDO, undo, validating=True)
 
     @workflow.signal(name="undo")
     def undo_signal(self, undo: UndoInput) -> None:
@@ -1307,7 +1323,7 @@ class OrderCancellationWorkflow:
 
     @confirm_repayment_update.validator
     def _validate_confirm_repayment(self, repayment: ConfirmRepaymentInput) -> None:
-        self._check(Action.REPAYMENT, repayment)
+        self._check(Action.REPAYMENT, repayment, validating=True)
 
     @workflow.signal(name="confirm_repayment")
     def confirm_repayment_signal(self, repayment: ConfirmRepaymentInput) -> None:
@@ -1327,7 +1343,7 @@ class OrderCancellationWorkflow:
 
     @accept_update.validator
     def _validate_accept(self, accept: AcceptInput) -> None:
-        self._check(Action.ACCEPT, accept)
+        self._check(Action.ACCEPT, accept, validating=True)
 
     @workflow.signal(name="accept")
     def accept_signal(self, accept: AcceptInput) -> None:
@@ -1341,7 +1357,7 @@ class OrderCancellationWorkflow:
 
     @reject_update.validator
     def _validate_reject(self, reject: RejectInput) -> None:
-        self._check(Action.REJECT, reject)
+        self._check(Action.REJECT, reject, validating=True)
 
     @workflow.signal(name="reject")
     def reject_signal(self, reject: RejectInput) -> None:
@@ -1355,7 +1371,7 @@ class OrderCancellationWorkflow:
 
     @withdraw_update.validator
     def _validate_withdraw(self, withdraw: WithdrawInput) -> None:
-        self._check(Action.WITHDRAW, withdraw)
+        self._check(Action.WITHDRAW, withdraw, validating=True)
 
     @workflow.signal(name="withdraw")
     def withdraw_signal(self, withdraw: WithdrawInput) -> None:
@@ -1369,7 +1385,7 @@ class OrderCancellationWorkflow:
 
     @confirm_refund_update.validator
     def _validate_confirm_refund(self, confirm: ConfirmRefundInput) -> None:
-        self._check(Action.CONFIRM_REFUND, confirm)
+        self._check(Action.CONFIRM_REFUND, confirm, validating=True)
 
     @workflow.signal(name="confirm_refund")
     def confirm_refund_signal(self, confirm: ConfirmRefundInput) -> None:
@@ -1383,7 +1399,7 @@ class OrderCancellationWorkflow:
 
     @retry_refund_update.validator
     def _validate_retry_refund(self, retry: RetryRefundInput) -> None:
-        self._check(Action.RETRY_REFUND, retry)
+        self._check(Action.RETRY_REFUND, retry, validating=True)
 
     @workflow.signal(name="retry_refund")
     def retry_refund_signal(self, retry: RetryRefundInput) -> None:

@@ -4,10 +4,17 @@ import uuid
 
 import pytest
 
-from domain.cancellation import CancellationStatus
+from domain.cancellation import Action, CancellationStatus
 from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderStatus
-from domain.requests import AcceptRequest, ConfirmRefundRequest, RejectRequest, StartRequest
+from domain.requests import (
+    AcceptRequest,
+    ConfirmRefundRequest,
+    RejectRequest,
+    RepaymentRequest,
+    StartRequest,
+    UndoRequest,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -147,3 +154,25 @@ async def test_signals_carry_the_same_actions(h):
     final = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
     accepted = next(e for e in final.history if e.event == "accepted")
     assert accepted.actor == "merchant:ops"
+
+
+async def test_a_refusal_says_when_the_store_is_a_step_ahead_of_the_run(h):
+    """Reliability finding 3: the store committed a step the run has not taken up yet (its
+    worker died in between), so the list offers an action the run refuses for a few
+    seconds. The refusal says so; nothing changes."""
+    order_id = await h.order()
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    stored = (await h.store.get_cancellation(h.shop_id, view.cancellation_id)).view
+    ahead = stored.model_copy(update={"allowed_actions": [Action.UNDO]})
+    await h.store.save_view(ahead)  # what the store shows after a step the run lost
+    with pytest.raises(CancellationError) as info:
+        await h.client.undo(h.shop_id, order_id, UndoRequest(reason="customer changed mind"))
+    assert info.value.code is ErrorCode.INVALID_TRANSITION
+    assert "still finishing its last step" in info.value.message
+    with pytest.raises(CancellationError) as plain:  # refused, and not offered by the store
+        await h.client.confirm_repayment(
+            h.shop_id, order_id, RepaymentRequest(reference="TX-9", amount=100)
+        )
+    assert plain.value.code is ErrorCode.INVALID_TRANSITION
+    assert "still finishing" not in plain.value.message
+    assert (await h.client.get_cancellation(h.shop_id, order_id)).status == "requested"

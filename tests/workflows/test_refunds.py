@@ -205,6 +205,23 @@ async def test_declined_refund_retried_as_is_fails_again_then_goes_by_bank(h):
     assert final.refunds[0].method == "bank_deposit"
 
 
+async def test_retry_as_is_after_failing_again_is_a_new_attempt(h):
+    """Reliability finding 5: the same "retry as is" a second time, once the line failed
+    again, makes a third attempt (it used to answer as a repeat and do nothing)."""
+    order_id, cid = await _accepted(h, card_behavior={"refund": "decline"})
+    failed = await h.wait_for(cid, lambda v: v.refunds and v.refunds[0].status == "failed")
+    refund_id = failed.refunds[0].refund_id
+    for attempt in (2, 3):
+        await h.client.retry_refund(h.shop_id, order_id, refund_id, RetryRefundRequest())
+        await h.wait_for(
+            cid, lambda v, n=attempt: v.refunds[0].status == "failed" and v.refunds[0].attempts == n
+        )
+    events = [e["event"] for e in await h.store.events(cid)]
+    assert events.count("refund_retried") == 2
+    assert events.count("refund_failed") == 3
+    assert await h.refunds_in_ledger(order_id) == []  # declined: nothing ever moved
+
+
 async def test_pending_refund_is_processing_until_it_settles(h):
     order_id, cid = await _accepted(
         h, card_behavior={"refund": "pending", "settle_after_seconds": 1}

@@ -4,10 +4,13 @@ Histories are recorded from the scenario tests on the dev server with
 ``RECORD_HISTORIES=<folder> scripts/test tests/workflows``, one folder per generation of
 the workflow code (``activity-store-writes``: store writes as activity tasks, before the
 ``store-writes-local`` patch; ``local-store-writes``: after it). Every generation keeps
-replaying: runs started under it may still be open. A change to workflow code that would
+replaying: runs started under it may still be open. A patch that only some runs meet (such
+as ``retry-refund-after-failing-again``) adds the histories of its scenarios to the current
+generation's folder. A change to workflow code that would
 break running cancellations fails here; guard it with ``workflow.patched``.
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.order_cancellation import OrderCancellationWorkflow
+from workflows.order_cancellation import (
+    RETRY_AFTER_FAILING_AGAIN,
+    STORE_WRITES_LOCAL,
+    OrderCancellationWorkflow,
+)
 
 ROOT = Path(__file__).parent / "histories"
 HISTORIES = sorted(ROOT.glob("*/*.json"))
@@ -40,6 +47,18 @@ def test_histories_are_committed():
                 generation,
                 scenario,
             )
+
+
+def test_every_patch_has_a_history_that_takes_it():
+    """Each ``workflow.patched`` branch of today's code is replayed from a recorded run."""
+    taken = set()
+    for path in HISTORIES:
+        for event in WorkflowHistory.from_json(path.stem, path.read_text()).events:
+            marker = event.marker_recorded_event_attributes
+            if marker.marker_name == "core_patch":
+                (payload,) = marker.details["patch-data"].payloads
+                taken.add(json.loads(payload.data)["id"])
+    assert {STORE_WRITES_LOCAL, RETRY_AFTER_FAILING_AGAIN} <= taken, taken
 
 
 @pytest.mark.asyncio(loop_scope="session")
