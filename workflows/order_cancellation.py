@@ -103,6 +103,10 @@ STORE_LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
 # attempt; before it, every repeat of that body answered with the view. Decided when such a
 # retry first arrives, so only runs that meet one carry the marker.
 RETRY_AFTER_FAILING_AGAIN = "retry-refund-after-failing-again"
+# With this patch a command queued twice before the first copy took effect (two identical
+# signals, or updates without an idempotency key, in one workflow task) is carried out once;
+# before it, the second copy was performed again (a retried refund could pay twice).
+SKIP_QUEUED_REPEATS = "skip-queued-repeats"
 # A provider call waits at most 10 s for an answer (the client's timeout); the same
 # idempotency key on every attempt means a retry can never pay twice.
 PROVIDER_TIMEOUT = timedelta(seconds=30)
@@ -214,6 +218,7 @@ class OrderCancellationWorkflow:
         except ApplicationError as refusal:
             # The `opened` update answers the starter with the same refusal first.
             self._refusal = refusal
+            self._refuse_queued(f"the cancellation was refused: {refusal.message}")
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
         self._ready = True
@@ -235,6 +240,7 @@ class OrderCancellationWorkflow:
         self._view.closed = True
         self._view.allowed_actions = []
         workflow.set_current_details(f"Closed: {self._view.status.value}.")
+        self._refuse_queued(f"the cancellation is closed ({self._view.status.value})")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
 
@@ -1026,6 +1032,11 @@ class OrderCancellationWorkflow:
             await workflow.wait_condition(lambda: not self._in_flight())
         try:
             async with self._lock:
+                if self._is_repeat(command.action, command.payload) and workflow.patched(
+                    SKIP_QUEUED_REPEATS
+                ):
+                    # A copy queued before the first took effect: answered like the first.
+                    return
                 self._check(command.action, command.payload)
                 await self._perform(command.action, command.payload)
                 self._run.applied.append((command.action, _body(command.payload)))
@@ -1036,6 +1047,13 @@ class OrderCancellationWorkflow:
             )
         finally:
             command.done = True
+
+    def _refuse_queued(self, message: str) -> None:
+        """Answer the commands no one will carry out any more (the run ends)."""
+        for command in self._commands:
+            command.error = _refuse(ErrorCode.INVALID_TRANSITION, message)
+            command.done = True
+        self._commands.clear()
 
     async def _perform(self, action: Action, payload: Any) -> None:
         match action:
