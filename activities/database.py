@@ -650,11 +650,10 @@ async def _load_order_context(
 ) -> OrderContext:
     """The order, its shop's settings and its latest cancellation (order locked when
     ``lock``)."""
+    if lock:
+        await _lock_order(conn, shop_id, order_id)
     row = await conn.fetchrow(
-        _ORDER_SELECT
-        + _CONTEXT_SELECT
-        + " WHERE o.shop_id=$1 AND o.order_id=$2"
-        + (" FOR UPDATE OF o" if lock else ""),
+        _ORDER_SELECT + _CONTEXT_SELECT + " WHERE o.shop_id=$1 AND o.order_id=$2",
         shop_id,
         order_id,
     )
@@ -674,15 +673,23 @@ async def _load_order_context(
 
 
 async def _load_order(conn: Conn, shop_id: str, order_id: str, *, lock: bool) -> Order:
-    """The order with its items and tenders, in one statement (locked when ``lock``)."""
+    """The order with its items and tenders, in one statement (locked first when ``lock``)."""
+    if lock:
+        await _lock_order(conn, shop_id, order_id)
     row = await conn.fetchrow(
-        _ORDER_SELECT
-        + " FROM orders o WHERE o.shop_id=$1 AND o.order_id=$2"
-        + (" FOR UPDATE OF o" if lock else ""),
+        _ORDER_SELECT + " FROM orders o WHERE o.shop_id=$1 AND o.order_id=$2",
         shop_id,
         order_id,
     )
     return _order_from_row(row, shop_id, order_id)
+
+
+async def _lock_order(conn: Conn, shop_id: str, order_id: str) -> None:
+    """Take the order's row lock before reading it with its items: a read that waits for
+    the lock inside one statement would see the items as they were before the wait."""
+    await conn.execute(
+        "SELECT 1 FROM orders WHERE shop_id=$1 AND order_id=$2 FOR UPDATE", shop_id, order_id
+    )
 
 
 def _order_from_row(row: asyncpg.Record | None, shop_id: str, order_id: str) -> Order:

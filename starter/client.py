@@ -218,12 +218,16 @@ class CancellationClient:
             try:
                 await handle.describe()
             except RPCError as err:
+                if err.status is RPCStatusCode.NOT_FOUND:  # the start never reached Temporal
+                    raise CancellationError(
+                        ErrorCode.TEMPORAL_UNAVAILABLE, "Temporal did not start the cancellation"
+                    ) from None
                 raise _rpc_error(err) from None
             return _initial_view(start), True
         except RPCError as err:
-            if err.status is not RPCStatusCode.UNIMPLEMENTED:
+            if err.status not in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.PERMISSION_DENIED):
                 raise _rpc_error(err) from None
-        # A server without update-with-start (the time-skipping test server): start, poll.
+        # A server without update-with-start (older, or with it turned off): start, poll.
         try:
             await self.temporal.start_workflow(OrderCancellationWorkflow.run, start, **options)
         except WorkflowAlreadyStartedError:
