@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
@@ -129,20 +128,10 @@ _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
 
-@asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
-            activity.heartbeat()
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+async def _beat() -> None:
+    while True:
+        await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+        activity.heartbeat()
 
 
 def _with_heartbeats(
@@ -152,8 +141,13 @@ def _with_heartbeats(
 
     @functools.wraps(call)
     async def heartbeating(self: _Self, input: _In) -> _Out:
-        async with _heartbeating():
+        beats = asyncio.create_task(_beat())
+        try:
             return await call(self, input)
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
 
     return heartbeating
 
