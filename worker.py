@@ -48,7 +48,10 @@ async def activity_dependencies(settings: Settings) -> AsyncIterator[list[Any]]:
     pool = await create_pool(settings.require_database())
     provider = PaymentProviderClient(settings.provider_url)
     try:
-        yield [StoreActivities(StoreRepository(pool)), ProviderActivities(provider)]
+        yield [
+            StoreActivities(StoreRepository(pool)),
+            ProviderActivities(provider, settings.provider_accounts),
+        ]
     finally:
         await provider.aclose()
         await pool.close()

@@ -57,6 +57,7 @@ class SettlingCancellation:
 
     shop_id: str
     cancellation_id: str
+    run_id: str | None = None
 
 
 class AdminStore:
@@ -195,10 +196,10 @@ class AdminStore:
         """The latest cancellation of each order paid by card ``payment_id``, where it is
         in progress (or undoing), so a refund of that payment may be in flight."""
         rows = await self._pool.fetch(
-            """SELECT c.shop_id, c.cancellation_id
+            """SELECT c.shop_id, c.cancellation_id, c.run_id
                FROM tenders t
                JOIN LATERAL (
-                   SELECT shop_id, cancellation_id, status FROM cancellations
+                   SELECT shop_id, cancellation_id, status, run_id FROM cancellations
                    WHERE shop_id = t.shop_id AND order_id = t.order_id
                    ORDER BY seq DESC LIMIT 1
                ) c ON true
@@ -206,4 +207,4 @@ class AdminStore:
             payment_id,
             [s.value for s in SETTLING_STATUSES],
         )
-        return [SettlingCancellation(r["shop_id"], r["cancellation_id"]) for r in rows]
+        return [SettlingCancellation(r["shop_id"], r["cancellation_id"], r["run_id"]) for r in rows]

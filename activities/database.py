@@ -26,7 +26,15 @@ from domain.cancellation import (
 )
 from domain.changes import BalanceChange, ChangeSet, StockChange
 from domain.errors import CancellationError, ErrorCode
-from domain.order import SHIPPED_STATUSES, Order, OrderDocument, OrderItem, OrderStatus, Tender
+from domain.order import (
+    SHIPPED_STATUSES,
+    Order,
+    OrderDocument,
+    OrderItem,
+    OrderStatus,
+    Tender,
+    TenderKind,
+)
 from domain.rules import check_can_start
 from domain.scope import scope_of
 from domain.shop import ShopSettings
@@ -114,6 +122,9 @@ class CancellationRow:
     status: CancellationStatus
     view: CancellationView
     created_at: datetime
+    run_id: str | None = None
+    """The run the cancellation id names (``None`` for rows from before release 2 that
+    no run has touched since)."""
 
 
 class StoreRepository:
@@ -138,8 +149,11 @@ class StoreRepository:
     async def put_order(self, shop_id: str, order_id: str, doc: OrderDocument) -> bool:
         """Create or replace an order; ``True`` when it was new.
 
-        An order with an open cancellation can't be replaced: the cancellation works
-        from its tenders.
+        Once an order has a cancellation, its cancellations work from its currency, items
+        and tenders: those can't be replaced (``order_locked``), and neither can its status
+        while a cancellation is open or after it was canceled. Points and credits must be
+        in the customer's balance currency (``validation_error``); the first order that
+        pays with them sets it.
         """
         async with self._pool.acquire() as conn, conn.transaction():
             existing = await conn.fetchrow(
@@ -148,25 +162,23 @@ class StoreRepository:
                 order_id,
             )
             if existing is not None:
-                open_row = await conn.fetchval(
-                    "SELECT cancellation_id FROM cancellations"
-                    " WHERE shop_id=$1 AND order_id=$2 AND status = ANY($3::text[])",
-                    shop_id,
-                    order_id,
-                    [s.value for s in OPEN_STATUSES],
-                )
-                if open_row is not None or existing["status"] == OrderStatus.CANCELED:
-                    raise CancellationError(
-                        ErrorCode.INVALID_TRANSITION,
-                        f"order {order_id} has a cancellation ({open_row or 'canceled'});"
-                        " it can't be replaced now",
+                locked = await self._locked_order_change(conn, shop_id, order_id, doc)
+                if locked is not None:
+                    await conn.execute(
+                        "UPDATE orders SET status=$3, updated_at=now()"
+                        " WHERE shop_id=$1 AND order_id=$2",
+                        shop_id,
+                        order_id,
+                        doc.status.value,
                     )
+                    return False
                 await conn.execute(
                     "DELETE FROM order_items WHERE shop_id=$1 AND order_id=$2", shop_id, order_id
                 )
                 await conn.execute(
                     "DELETE FROM tenders WHERE shop_id=$1 AND order_id=$2", shop_id, order_id
                 )
+            await _claim_balance_currency(conn, shop_id, doc)
             await conn.execute(
                 """INSERT INTO orders
                      (shop_id, order_id, customer_id, currency, status, shipping_fee)
@@ -198,15 +210,57 @@ class StoreRepository:
                 ],
             )
             await conn.execute(
-                "INSERT INTO customers (shop_id, customer_id) VALUES ($1, $2)"
-                " ON CONFLICT DO NOTHING",
-                shop_id,
-                doc.customer_id,
-            )
-            await conn.execute(
                 "INSERT INTO shops (shop_id) VALUES ($1) ON CONFLICT DO NOTHING", shop_id
             )
             return existing is None
+
+    @staticmethod
+    async def _locked_order_change(
+        conn: Conn, shop_id: str, order_id: str, doc: OrderDocument
+    ) -> Order | None:
+        """The stored order when it has a cancellation (only its status may then change,
+        and only while no cancellation holds it); ``None`` when it may be replaced.
+
+        Raises:
+            CancellationError: ``order_locked``.
+        """
+        row = await conn.fetchrow(
+            "SELECT count(*) AS n, count(*) FILTER (WHERE status = ANY($3::text[])) AS open"
+            " FROM cancellations WHERE shop_id=$1 AND order_id=$2",
+            shop_id,
+            order_id,
+            [s.value for s in OPEN_STATUSES],
+        )
+        assert row is not None
+        if not row["n"]:
+            return None
+        order = await _load_order(conn, shop_id, order_id, lock=False)
+        same = (
+            order.customer_id == doc.customer_id
+            and order.currency == doc.currency
+            and order.shipping_fee == doc.shipping_fee
+            and order.items == doc.items
+            and order.tenders == doc.tenders
+        )
+        if not same:
+            raise CancellationError(
+                ErrorCode.ORDER_LOCKED,
+                f"order {order_id} has a cancellation: its customer, currency, items and"
+                " tenders can't be replaced any more (only its status, once no cancellation"
+                " holds it)",
+            )
+        held = row["open"] or order.status in (
+            OrderStatus.CANCELED,
+            OrderStatus.CANCELLATION_REQUESTED,
+            OrderStatus.CANCELLATION_IN_PROGRESS,
+        )
+        if held and doc.status is not order.status:
+            raise CancellationError(
+                ErrorCode.ORDER_LOCKED,
+                f"order {order_id} is held by a cancellation ({order.status.value});"
+                " its status can't be replaced now",
+            )
+        return order
 
     async def set_fulfillment_status(
         self, shop_id: str, order_id: str, status: OrderStatus
@@ -214,7 +268,14 @@ class StoreRepository:
         """Backend services report fulfillment progress (preparing … delivered)."""
         async with self._pool.acquire() as conn, conn.transaction():
             order = await _load_order(conn, shop_id, order_id, lock=True)
-            if order.status in (OrderStatus.CANCELED, OrderStatus.AWAITING_PAYMENT):
+            if order.status in (
+                OrderStatus.CANCELED,
+                OrderStatus.CANCELLATION_IN_PROGRESS,
+                OrderStatus.AWAITING_PAYMENT,
+            ):
+                # An accepted cancellation is refunding (or has refunded) the order and
+                # restocked its items: shipping them now would give the goods away. A
+                # request that only waits may still ship; acceptance then says so (rule 1).
                 raise CancellationError(
                     ErrorCode.INVALID_TRANSITION,
                     f"order {order_id} is {order.status.value}; it can't be fulfilled",
@@ -289,17 +350,50 @@ class StoreRepository:
         )
         return None if row is None else (int(row["points"]), int(row["credits"]))
 
-    async def put_balances(self, shop_id: str, customer_id: str, points: int, credits: int) -> None:
-        """Set a customer's balances."""
-        await self._pool.execute(
-            "INSERT INTO customers (shop_id, customer_id, points, credits) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT (shop_id, customer_id) DO UPDATE SET points=$3, credits=$4,"
-            " updated_at=now()",
+    async def put_balances(
+        self,
+        shop_id: str,
+        customer_id: str,
+        points: int,
+        credits: int,
+        currency: str | None = None,
+    ) -> str | None:
+        """Set a customer's balances (and their currency, once); answers the currency.
+
+        Raises:
+            CancellationError: ``validation_error`` when ``currency`` differs from the
+                currency the balances already have.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "INSERT INTO customers (shop_id, customer_id, points, credits, currency)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (shop_id, customer_id) DO UPDATE SET points=$3, credits=$4,"
+                " currency=coalesce(customers.currency, $5), updated_at=now()"
+                " RETURNING currency",
+                shop_id,
+                customer_id,
+                points,
+                credits,
+                currency,
+            )
+            assert row is not None
+            held = row["currency"]
+            if currency is not None and held != currency:
+                raise CancellationError(
+                    ErrorCode.VALIDATION_ERROR,
+                    f"customer {customer_id}'s points and credits are in {held}, not {currency}",
+                )
+            return None if held is None else str(held)
+
+    async def balance_currency(self, shop_id: str, customer_id: str) -> str | None:
+        """The currency of a customer's points and credits, once known."""
+        value = await self._pool.fetchval(
+            "SELECT currency FROM customers WHERE shop_id=$1 AND customer_id=$2",
             shop_id,
             customer_id,
-            points,
-            credits,
         )
+        return None if value is None else str(value)
 
     async def store_bank_account(self, shop_id: str, account: BankAccount) -> BankAccountRef:
         """Keep a bank account in the store database; workflows carry only the reference."""
@@ -319,7 +413,7 @@ class StoreRepository:
     async def cancellations_of_order(self, shop_id: str, order_id: str) -> list[CancellationRow]:
         """An order's cancellations, latest first."""
         rows = await self._pool.fetch(
-            "SELECT cancellation_id, seq, status, view, created_at FROM cancellations"
+            "SELECT cancellation_id, seq, status, view, created_at, run_id FROM cancellations"
             " WHERE shop_id=$1 AND order_id=$2 ORDER BY seq DESC",
             shop_id,
             order_id,
@@ -333,7 +427,7 @@ class StoreRepository:
             CancellationError: ``order_not_found``.
         """
         row = await self._pool.fetchrow(
-            """SELECT c.cancellation_id, c.seq, c.status, c.view, c.created_at
+            """SELECT c.cancellation_id, c.seq, c.status, c.view, c.created_at, c.run_id
                FROM orders o LEFT JOIN LATERAL (
                  SELECT * FROM cancellations
                  WHERE shop_id=o.shop_id AND order_id=o.order_id ORDER BY seq DESC LIMIT 1
@@ -351,7 +445,7 @@ class StoreRepository:
     async def get_cancellation(self, shop_id: str, cancellation_id: str) -> CancellationRow | None:
         """One cancellation of the shop, or ``None``."""
         row = await self._pool.fetchrow(
-            "SELECT cancellation_id, seq, status, view, created_at FROM cancellations"
+            "SELECT cancellation_id, seq, status, view, created_at, run_id FROM cancellations"
             " WHERE shop_id=$1 AND cancellation_id=$2",
             shop_id,
             cancellation_id,
@@ -368,7 +462,7 @@ class StoreRepository:
     ) -> list[CancellationRow]:
         """A shop's cancellations, newest first, after the keyset cursor ``before``."""
         rows = await self._pool.fetch(
-            """SELECT cancellation_id, seq, status, view, created_at FROM cancellations
+            """SELECT cancellation_id, seq, status, view, created_at, run_id FROM cancellations
                WHERE shop_id=$1
                  AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
                  AND ($3::timestamptz IS NULL OR (created_at, cancellation_id) < ($3, $4))
@@ -382,7 +476,12 @@ class StoreRepository:
         return [_cancellation_row(r) for r in rows]
 
     async def open_cancellation(
-        self, start: StartCancellationInput, seq: int, view: CancellationView, at: datetime
+        self,
+        start: StartCancellationInput,
+        seq: int,
+        view: CancellationView,
+        at: datetime,
+        run_id: str | None = None,
     ) -> OpenedCancellation:
         """Record a new cancellation and hold the order for it (rules 1 to 3).
 
@@ -450,6 +549,15 @@ class StoreRepository:
                 created_at = at
             else:
                 created_at = mine["created_at"]
+            if run_id is not None:
+                # The run that opened the row owns it: reads and actions pin this run.
+                await conn.execute(
+                    "UPDATE cancellations SET run_id=$3 WHERE cancellation_id=$1"
+                    " AND shop_id=$2 AND run_id IS NULL",
+                    start.cancellation_id,
+                    start.shop_id,
+                    run_id,
+                )
             refunded = await conn.fetch(
                 """SELECT r.tender_id, sum(r.amount) AS amount FROM refund_lines r
                    JOIN cancellations c USING (cancellation_id)
@@ -601,6 +709,7 @@ def _cancellation_row(row: Mapping[str, Any] | asyncpg.Record) -> CancellationRo
         status=CancellationStatus(row["status"]),
         view=CancellationView.model_validate_json(row["view"]),
         created_at=row["created_at"],
+        run_id=row["run_id"],
     )
 
 
@@ -619,11 +728,12 @@ _ORDER_SELECT = """SELECT o.customer_id, o.currency, o.status, o.status_before_c
 _CONTEXT_SELECT = """,
      s.shop_id AS settings_shop, s.customer_cancellation_requests, s.request_reminder_after,
      s.undo_window, s.repayment_window,
-     c.cancellation_id, c.seq, c.status AS cancellation_status, c.view, c.created_at
+     c.cancellation_id, c.seq, c.status AS cancellation_status, c.view, c.created_at,
+     c.run_id
    FROM orders o
    LEFT JOIN shops s ON s.shop_id = o.shop_id
    LEFT JOIN LATERAL (
-     SELECT cancellation_id, seq, status, view, created_at FROM cancellations
+     SELECT cancellation_id, seq, status, view, created_at, run_id FROM cancellations
      WHERE shop_id=o.shop_id AND order_id=o.order_id ORDER BY seq DESC LIMIT 1
    ) c ON true"""
 
@@ -751,6 +861,27 @@ async def _record_request(
         _json({"order_id": start.order_id, "reason_code": start.reason_code}),
         start.initiated_by is InitiatedBy.CUSTOMER,
     )
+
+
+async def _claim_balance_currency(conn: Conn, shop_id: str, doc: OrderDocument) -> None:
+    """Make sure the customer exists; an order paying points or credits fixes (or must
+    match) the currency of the customer's balances."""
+    uses_balances = any(t.kind in (TenderKind.POINTS, TenderKind.CREDITS) for t in doc.tenders)
+    held = await conn.fetchval(
+        "INSERT INTO customers (shop_id, customer_id, currency) VALUES ($1, $2, $3)"
+        " ON CONFLICT (shop_id, customer_id) DO UPDATE"
+        " SET currency=coalesce(customers.currency, EXCLUDED.currency)"
+        " RETURNING currency",
+        shop_id,
+        doc.customer_id,
+        doc.currency if uses_balances else None,
+    )
+    if uses_balances and held != doc.currency:
+        raise CancellationError(
+            ErrorCode.VALIDATION_ERROR,
+            f"customer {doc.customer_id}'s points and credits are in {held};"
+            f" this order is in {doc.currency}",
+        )
 
 
 async def _load_settings(conn: Conn, shop_id: str) -> ShopSettings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
@@ -22,6 +22,11 @@ from activities.provider_client import (
 )
 
 # Failure types the workflow reacts to (ApplicationError.type).
+PROVIDER_ERROR = "provider_error"
+"""Something no other type names went wrong around a provider call (an answer we can't
+read, a bug): the attempt fails for good and the line needs a person, never an endless
+retry that might pay twice."""
+PAYMENT_MISMATCH = "payment_mismatch"
 REFUND_DECLINED = "refund_declined"
 PROVIDER_REFUSED = "provider_refused"
 PROVIDER_UNAVAILABLE = "provider_unavailable"
@@ -43,6 +48,10 @@ class ProviderOperation(StrEnum):
 class RefundPaymentInput(BaseModel):
     """Give a card payment's money back (refund, or void when only authorized)."""
 
+    shop_id: str | None = None
+    """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
+    scheduled before release 2, which used the provider's default account."""
+
     refund_id: str
     payment_id: str
     amount: int
@@ -60,6 +69,10 @@ class RefundPaymentResult(BaseModel):
 
 class AwaitSettlementInput(BaseModel):
     """Wait until a pending provider refund settles."""
+
+    shop_id: str | None = None
+    """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
+    scheduled before release 2, which used the provider's default account."""
 
     refund_id: str
     provider_reference: str
@@ -79,6 +92,10 @@ class RecaptureOutcome(StrEnum):
 class RecaptureCheckInput(BaseModel):
     """Ask the provider about one payment."""
 
+    shop_id: str | None = None
+    """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
+    scheduled before release 2, which used the provider's default account."""
+
     payment_id: str
 
 
@@ -92,6 +109,10 @@ class RecaptureCheckResult(BaseModel):
 
 class RecapturePaymentInput(BaseModel):
     """Take back an amount that was refunded or voided."""
+
+    shop_id: str | None = None
+    """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
+    scheduled before release 2, which used the provider's default account."""
 
     payment_id: str
     amount: int
@@ -144,6 +165,16 @@ def _with_heartbeats(
         beats = asyncio.create_task(_beat())
         try:
             return await call(self, input)
+        except ApplicationError:
+            raise
+        except Exception as err:
+            # Only the failures above are understood; anything else would retry forever.
+            activity.logger.exception("provider call failed unexpectedly")
+            raise ApplicationError(
+                f"unexpected {type(err).__name__} around the provider call",
+                type=PROVIDER_ERROR,
+                non_retryable=True,
+            ) from None
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -153,10 +184,21 @@ def _with_heartbeats(
 
 
 class ProviderActivities:
-    """Refunds and voids through the payment provider, each with an idempotency key."""
+    """Refunds and voids through the payment provider, each with an idempotency key.
 
-    def __init__(self, client: PaymentProviderClient) -> None:
+    Every call names the shop's own account at the provider (``accounts``: shop id →
+    account id, from ``PROVIDER_ACCOUNTS``); a shop without one uses the provider's
+    default account, as the dev stack's shops do.
+    """
+
+    def __init__(
+        self, client: PaymentProviderClient, accounts: Mapping[str, str] | None = None
+    ) -> None:
         self._client = client
+        self._accounts = dict(accounts or {})
+
+    def _account(self, shop_id: str | None) -> str | None:
+        return None if shop_id is None else self._accounts.get(shop_id)
 
     @activity.defn
     @_with_heartbeats
@@ -170,7 +212,10 @@ class ProviderActivities:
             try:
                 # Most payments are captured: refund straight away, one round trip.
                 refund = await self._client.refund(
-                    input.payment_id, input.amount, input.idempotency_key
+                    input.payment_id,
+                    input.amount,
+                    input.idempotency_key,
+                    account=self._account(input.shop_id),
                 )
             except ProviderRefused as err:
                 if err.code not in NOT_REFUNDABLE_YET:
@@ -185,6 +230,15 @@ class ProviderActivities:
         activity.logger.info(
             "provider refund %s for %s: %s", refund["id"], input.refund_id, refund["status"]
         )
+        if refund.get("currency", input.currency) != input.currency:
+            # Stored orders are checked against their payment's currency; this can only be
+            # a payment changed behind our back. The money moved: a person must look.
+            raise ApplicationError(
+                f"refund {refund['id']} is in {refund.get('currency')}, the order in"
+                f" {input.currency}",
+                type=PAYMENT_MISMATCH,
+                non_retryable=True,
+            )
         return RefundPaymentResult(
             operation=ProviderOperation.REFUND,
             provider_reference=refund["id"],
@@ -193,7 +247,8 @@ class ProviderActivities:
 
     async def _void(self, input: RefundPaymentInput) -> RefundPaymentResult:
         """Release an authorization the provider would not refund (never captured)."""
-        payment = await self._client.get_payment(input.payment_id)
+        account = self._account(input.shop_id)
+        payment = await self._client.get_payment(input.payment_id, account=account)
         if payment["status"] == "authorized" and input.amount < payment["amount"]:
             # A void releases the whole authorization: voiding for part of the order
             # would let go of money the customer still owes for the items they keep.
@@ -203,7 +258,7 @@ class ProviderActivities:
                 type=PARTIAL_VOID_UNSUPPORTED,
                 non_retryable=True,
             )
-        voided = await self._client.void(input.payment_id, input.idempotency_key)
+        voided = await self._client.void(input.payment_id, input.idempotency_key, account=account)
         return RefundPaymentResult(
             operation=ProviderOperation.VOID,
             provider_reference=f"void:{voided['id']}",
@@ -215,7 +270,9 @@ class ProviderActivities:
     async def check_recapture(self, input: RecaptureCheckInput) -> RecaptureCheckResult:
         """Ask whether a refunded or voided payment can be taken again (changes nothing)."""
         try:
-            answer = await self._client.recapture_check(input.payment_id)
+            answer = await self._client.recapture_check(
+                input.payment_id, account=self._account(input.shop_id)
+            )
         except ProviderRefused as err:
             raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
         except ProviderUnavailable as err:
@@ -232,7 +289,10 @@ class ProviderActivities:
         """Take back money that was refunded or voided, once (idempotency key)."""
         try:
             payment = await self._client.recapture(
-                input.payment_id, input.amount, input.idempotency_key
+                input.payment_id,
+                input.amount,
+                input.idempotency_key,
+                account=self._account(input.shop_id),
             )
         except ProviderRefused as err:
             raise ApplicationError(str(err), type=RECAPTURE_REFUSED, non_retryable=True) from None
@@ -249,7 +309,9 @@ class ProviderActivities:
         final outcome is recorded, however many times the provider was asked.
         """
         try:
-            refund = await self._client.get_refund(input.provider_reference)
+            refund = await self._client.get_refund(
+                input.provider_reference, account=self._account(input.shop_id)
+            )
         except ProviderRefused as err:
             raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
         except ProviderUnavailable as err:

@@ -11,8 +11,13 @@ Exception tree::
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+
+ACCOUNT_HEADER = "Provider-Account"
+"""Names the shop's account at the provider (Stripe's ``Stripe-Account``); without it the
+provider's default account answers, which only the dev stack uses."""
 
 # The sandbox can hang on purpose; a refund that takes longer than this is retried by
 # Temporal with the same idempotency key, so giving up early never pays twice.
@@ -40,8 +45,19 @@ class RefundDeclined(ProviderRefused):
     """The refund was declined for good (e.g. the card account is closed)."""
 
 
+def segment(value: str) -> str:
+    """``value`` as one URL path segment: ``/``, ``?``, ``#``, ``..`` and control
+    characters can't change which resource a call reaches."""
+    encoded = quote(value, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded
+
+
 class PaymentProviderClient:
-    """Calls the provider's REST API; every POST carries an idempotency key."""
+    """Calls the provider's REST API; every POST carries an idempotency key.
+
+    Every call names the shop's account at the provider (``account``, sent as
+    :data:`ACCOUNT_HEADER`); a payment of another account is not found there.
+    """
 
     def __init__(self, base_url: str, *, http: httpx.AsyncClient | None = None) -> None:
         self._http = http or httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT)
@@ -50,9 +66,9 @@ class PaymentProviderClient:
         """Close the underlying connection pool."""
         await self._http.aclose()
 
-    async def get_payment(self, payment_id: str) -> dict[str, Any]:
+    async def get_payment(self, payment_id: str, *, account: str | None = None) -> dict[str, Any]:
         """The payment with its status, amounts and ledger."""
-        return await self._request("GET", f"/v1/payments/{payment_id}")
+        return await self._request("GET", f"/v1/payments/{segment(payment_id)}", account=account)
 
     async def create_payment(
         self,
@@ -62,35 +78,56 @@ class PaymentProviderClient:
         capture: bool = True,
         behavior: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        account: str | None = None,
     ) -> dict[str, Any]:
         """Create a card payment (used by demos and tests; the storefront does this live)."""
         body = {"amount": amount, "currency": currency, "capture": capture}
         if behavior:
             body["behavior"] = behavior
-        return await self._request("POST", "/v1/payments", body, idempotency_key)
+        return await self._request("POST", "/v1/payments", body, idempotency_key, account=account)
 
-    async def refund(self, payment_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
+    async def refund(
+        self, payment_id: str, amount: int, idempotency_key: str, *, account: str | None = None
+    ) -> dict[str, Any]:
         """Refund (part of) a captured payment; the answer is the refund object."""
         return await self._request(
-            "POST", f"/v1/payments/{payment_id}/refunds", {"amount": amount}, idempotency_key
+            "POST",
+            f"/v1/payments/{segment(payment_id)}/refunds",
+            {"amount": amount},
+            idempotency_key,
+            account=account,
         )
 
-    async def get_refund(self, refund_id: str) -> dict[str, Any]:
+    async def get_refund(self, refund_id: str, *, account: str | None = None) -> dict[str, Any]:
         """A refund's current state (pending ones settle later)."""
-        return await self._request("GET", f"/v1/refunds/{refund_id}")
+        return await self._request("GET", f"/v1/refunds/{segment(refund_id)}", account=account)
 
-    async def void(self, payment_id: str, idempotency_key: str) -> dict[str, Any]:
+    async def void(
+        self, payment_id: str, idempotency_key: str, *, account: str | None = None
+    ) -> dict[str, Any]:
         """Void an authorized, uncaptured payment; the answer is the payment."""
-        return await self._request("POST", f"/v1/payments/{payment_id}/void", {}, idempotency_key)
+        return await self._request(
+            "POST", f"/v1/payments/{segment(payment_id)}/void", {}, idempotency_key, account=account
+        )
 
-    async def recapture_check(self, payment_id: str) -> dict[str, Any]:
+    async def recapture_check(
+        self, payment_id: str, *, account: str | None = None
+    ) -> dict[str, Any]:
         """Whether a refunded or voided payment can be taken again: ``{outcome, until}``."""
-        return await self._request("GET", f"/v1/payments/{payment_id}/recapture")
+        return await self._request(
+            "GET", f"/v1/payments/{segment(payment_id)}/recapture", account=account
+        )
 
-    async def recapture(self, payment_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
+    async def recapture(
+        self, payment_id: str, amount: int, idempotency_key: str, *, account: str | None = None
+    ) -> dict[str, Any]:
         """Take back money that was refunded or voided."""
         return await self._request(
-            "POST", f"/v1/payments/{payment_id}/recapture", {"amount": amount}, idempotency_key
+            "POST",
+            f"/v1/payments/{segment(payment_id)}/recapture",
+            {"amount": amount},
+            idempotency_key,
+            account=account,
         )
 
     async def _request(
@@ -99,10 +136,20 @@ class PaymentProviderClient:
         path: str,
         body: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        *,
+        account: str | None = None,
     ) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        if account is not None:
+            headers[ACCOUNT_HEADER] = account
         try:
             response = await self._http.request(method, path, json=body, headers=headers)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.LocalProtocolError) as err:
+            # Our own request can't be sent as it is: asking again can't help.
+            raise ProviderRefused(
+                f"{method} {path}: the request can't be sent ({type(err).__name__})",
+                code="invalid_request",
+            ) from err
         except httpx.HTTPError as err:
             raise ProviderUnavailable(
                 f"{method} {path}: {type(err).__name__}", code="provider_unavailable"

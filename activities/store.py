@@ -55,7 +55,11 @@ class StoreActivities:
         """Check the order may be canceled now and record the cancellation (rules 1–3)."""
         async with _business_errors():
             opened = await self._store.open_cancellation(
-                input.start, input.start.seq, input.view, input.at
+                input.start,
+                input.start.seq,
+                input.view,
+                input.at,
+                run_id=activity.info().workflow_run_id or None,
             )
         return OpenCancellationResult(
             order=opened.order,

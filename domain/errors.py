@@ -46,6 +46,10 @@ class ErrorCode(StrEnum):
     """The store database does not answer."""
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """The payment provider does not answer."""
+    PAYMENT_MISMATCH = "payment_mismatch"
+    """A card tender names a payment that is not the shop's, in another currency, or short."""
+    ORDER_LOCKED = "order_locked"
+    """The order has a cancellation: its currency, items and tenders can't be replaced."""
 
 
 class CancellationError(Exception):

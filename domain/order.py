@@ -10,7 +10,17 @@ from domain.money import Amount, Currency
 Identifier = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 ]
-"""Shop, order, item, tender and customer ids: short, printable, safe in a workflow id."""
+"""Shop, order, item, tender and customer ids: short, printable, safe in a workflow id.
+
+They never hold ``~``, the separator of the ids this product builds from them
+(``domain.contract.ID_SEPARATOR``), nor ``/``, ``?``, ``#``, ``%``, spaces or control
+characters, so they can't change the meaning of a path or an id they are put in."""
+
+PaymentId = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+]
+"""A provider's payment id (a card tender's ``payment_id``): the sandbox's ``pay_…``,
+Stripe's ``pi_…``. The same alphabet as :data:`Identifier`, up to 128 characters."""
 
 
 class OrderStatus(StrEnum):
@@ -86,7 +96,7 @@ class Tender(BaseModel):
     tender_id: Identifier
     kind: TenderKind
     amount: Amount
-    payment_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    payment_id: PaymentId | None = None
 
     @model_validator(mode="after")
     def _card_has_payment(self) -> Self:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,13 +42,18 @@ from provider_sandbox.models import (
     VoidRequest,
     parse_body,
 )
-from provider_sandbox.operations import JSONObject, Outcome, PaymentProvider
+from provider_sandbox.operations import DEFAULT_ACCOUNT, JSONObject, Outcome, PaymentProvider
 from provider_sandbox.storage import Store, StoredResponse
 from provider_sandbox.webhooks import DELIVERY_TIMEOUT, WebhookSender
 
 logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+ACCOUNT_HEADER = "Provider-Account"
+"""Names the merchant account a request acts in (Stripe Connect's `Stripe-Account`). Every
+payment belongs to the account that created it; another account gets `404` for it, and
+idempotency keys are kept per account. Without the header: the default account."""
+_ACCOUNT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REPLAYED_HEADER = "Idempotent-Replayed"
 """Set to `true` on answers replayed from an idempotency record, to help debugging."""
 
@@ -112,10 +118,11 @@ class SandboxApi:
 
     async def create_payment(self, request: Request) -> Response:
         """`POST /v1/payments`: never faulted, because tests create payments to set up a scene."""
+        account = _account(request)
         mutation = _Mutation(
-            scope="payments",
+            scope=_scoped(account, "payments"),
             model=CreatePaymentRequest,
-            apply=self._provider.create_payment,
+            apply=functools.partial(self._provider.create_payment, account=account),
             key_required=False,
             faulted=False,
         )
@@ -140,17 +147,20 @@ class SandboxApi:
     async def get_payment(self, request: Request) -> Response:
         """`GET /v1/payments/{payment_id}`."""
         payment_id = request.path_params["payment_id"]
-        return self._read(lambda now: self._provider.get_payment(payment_id))
+        account = _account(request)
+        return self._read(lambda now: self._provider.get_payment(payment_id, account))
 
     async def check_recapture(self, request: Request) -> Response:
         """`GET /v1/payments/{payment_id}/recapture`."""
         payment_id = request.path_params["payment_id"]
-        return self._read(lambda now: self._provider.get_recapture_check(payment_id, now))
+        account = _account(request)
+        return self._read(lambda now: self._provider.get_recapture_check(payment_id, now, account))
 
     async def get_refund(self, request: Request) -> Response:
         """`GET /v1/refunds/{refund_id}`."""
         refund_id = request.path_params["refund_id"]
-        return self._read(lambda now: self._provider.get_refund(refund_id))
+        account = _account(request)
+        return self._read(lambda now: self._provider.get_refund(refund_id, account))
 
     async def get_faults(self, request: Request) -> Response:
         """`GET /v1/faults`."""
@@ -178,14 +188,15 @@ class SandboxApi:
         request: Request,
         action: str,
         model: type[ModelT],
-        apply: Callable[[str, ModelT, str | None, datetime], Outcome],
+        apply: Callable[..., Outcome],
     ) -> Response:
         """Run a POST on one payment; its idempotency keys are scoped to that payment."""
         payment_id = request.path_params["payment_id"]
+        account = _account(request)
         mutation = _Mutation(
-            scope=f"payments/{payment_id}/{action}",
+            scope=_scoped(account, f"payments/{payment_id}/{action}"),
             model=model,
-            apply=functools.partial(apply, payment_id),
+            apply=functools.partial(apply, payment_id, account=account),
         )
         return await self._mutate(request, mutation)
 
@@ -313,6 +324,21 @@ def _decide(
         if not error.is_outcome:
             raise
         return Outcome(error.status_code, error.body)
+
+
+def _scoped(account: str, scope: str) -> str:
+    """Idempotency keys are kept per account (the default account's as they always were)."""
+    return scope if account == DEFAULT_ACCOUNT else f"accounts/{account}/{scope}"
+
+
+def _account(request: Request) -> str:
+    account = request.headers.get(ACCOUNT_HEADER)
+    if account is None:
+        return DEFAULT_ACCOUNT
+    if not _ACCOUNT.match(account):
+        message = f"{ACCOUNT_HEADER} must be an account id of letters, digits, '_', '.', '-'"
+        raise ApiError(400, ErrorCode.VALIDATION_ERROR, message)
+    return account
 
 
 def _idempotency_key(request: Request, *, required: bool) -> str | None:

@@ -47,6 +47,10 @@ class Outcome:
     body: JSONObject
 
 
+DEFAULT_ACCOUNT = "default"
+"""The account of requests that name none (the `Provider-Account` header is missing)."""
+
+
 def new_id(prefix: str) -> str:
     """A fresh random id such as `pay_3f2a…`."""
     return f"{prefix}_{secrets.token_hex(12)}"
@@ -67,20 +71,23 @@ class PaymentProvider:
 
     # Reads
 
-    def get_payment(self, payment_id: str) -> JSONObject:
+    def get_payment(self, payment_id: str, account: str = DEFAULT_ACCOUNT) -> JSONObject:
         """The payment with its totals and ledger."""
-        return self._payment_json(self._payment(payment_id))
+        return self._payment_json(self._payment(payment_id, account))
 
-    def get_refund(self, refund_id: str) -> JSONObject:
+    def get_refund(self, refund_id: str, account: str = DEFAULT_ACCOUNT) -> JSONObject:
         """A refund as it stands now."""
         refund = self._store.get_refund(refund_id)
-        if refund is None:
+        payment = None if refund is None else self._store.get_payment(refund.payment_id)
+        if refund is None or payment is None or payment.account != account:
             raise ApiError(404, ErrorCode.REFUND_NOT_FOUND, f"no refund {refund_id}")
         return refund_json(refund)
 
-    def get_recapture_check(self, payment_id: str, now: datetime) -> JSONObject:
+    def get_recapture_check(
+        self, payment_id: str, now: datetime, account: str = DEFAULT_ACCOUNT
+    ) -> JSONObject:
         """Whether refunded or voided money could be taken back now; changes nothing."""
-        payment = self._payment(payment_id)
+        payment = self._payment(payment_id, account)
         check = check_recapture(payment.behavior, self._balance(payment_id), now)
         until = None if check.until is None else to_iso(check.until)
         return {"outcome": check.outcome.value, "until": until}
@@ -88,7 +95,11 @@ class PaymentProvider:
     # Mutations
 
     def create_payment(
-        self, request: CreatePaymentRequest, key: str | None, now: datetime
+        self,
+        request: CreatePaymentRequest,
+        key: str | None,
+        now: datetime,
+        account: str = DEFAULT_ACCOUNT,
     ) -> Outcome:
         """Authorize a card payment, and capture it unless asked not to."""
         payment = PaymentRecord(
@@ -97,6 +108,7 @@ class PaymentProvider:
             currency=request.currency,
             behavior=request.behavior,
             created_at=now,
+            account=account,
         )
         self._store.insert_payment(payment)
         self._record(payment.id, EntryType.AUTHORIZE, request.amount, key, now)
@@ -105,10 +117,15 @@ class PaymentProvider:
         return Outcome(201, self._payment_json(payment))
 
     def refund_payment(
-        self, payment_id: str, request: RefundRequest, key: str | None, now: datetime
+        self,
+        payment_id: str,
+        request: RefundRequest,
+        key: str | None,
+        now: datetime,
+        account: str = DEFAULT_ACCOUNT,
     ) -> Outcome:
         """Return captured money to the customer, as the payment's refund behavior says."""
-        payment = self._payment(payment_id)
+        payment = self._payment(payment_id, account)
         balance = self._balance(payment_id)
         self._check_refundable(balance, self._store.pending_refund_total(payment_id), request)
         refund = self._new_refund(payment, request.amount, key, now)
@@ -122,13 +139,18 @@ class PaymentProvider:
         return Outcome(201, refund_json(refund))
 
     def void_payment(
-        self, payment_id: str, request: VoidRequest, key: str | None, now: datetime
+        self,
+        payment_id: str,
+        request: VoidRequest,
+        key: str | None,
+        now: datetime,
+        account: str = DEFAULT_ACCOUNT,
     ) -> Outcome:
         """Release an uncaptured authorization in full.
 
         `request` is empty; it is taken so that every mutation has the same signature.
         """
-        payment = self._payment(payment_id)
+        payment = self._payment(payment_id, account)
         balance = self._balance(payment_id)
         if balance.captured:
             message = "the payment is captured; refund it instead"
@@ -139,10 +161,15 @@ class PaymentProvider:
         return Outcome(200, self._payment_json(payment))
 
     def recapture_payment(
-        self, payment_id: str, request: RecaptureRequest, key: str | None, now: datetime
+        self,
+        payment_id: str,
+        request: RecaptureRequest,
+        key: str | None,
+        now: datetime,
+        account: str = DEFAULT_ACCOUNT,
     ) -> Outcome:
         """Take refunded or voided money from the customer again, while the check allows it."""
-        payment = self._payment(payment_id)
+        payment = self._payment(payment_id, account)
         balance = self._balance(payment_id)
         check = check_recapture(payment.behavior, balance, now)
         if check.outcome != RecaptureOutcome.RESTORABLE:
@@ -180,9 +207,10 @@ class PaymentProvider:
 
     # Helpers
 
-    def _payment(self, payment_id: str) -> PaymentRecord:
+    def _payment(self, payment_id: str, account: str) -> PaymentRecord:
         payment = self._store.get_payment(payment_id)
-        if payment is None:
+        if payment is None or payment.account != account:
+            # Another account's payment is as unknown as one that doesn't exist.
             raise ApiError(404, ErrorCode.PAYMENT_NOT_FOUND, f"no payment {payment_id}")
         return payment
 
@@ -233,7 +261,14 @@ class PaymentProvider:
         refund = self._store.get_refund(refund_id)
         assert refund is not None, "settled refunds are never deleted"
         event_id = new_id("evt")
-        event = {"id": event_id, "type": REFUND_SUCCEEDED_EVENT, "refund": refund_json(refund)}
+        payment = self._store.get_payment(refund.payment_id)
+        account = None if payment is None or payment.account == DEFAULT_ACCOUNT else payment.account
+        event = {
+            "id": event_id,
+            "type": REFUND_SUCCEEDED_EVENT,
+            "account": account,
+            "refund": refund_json(refund),
+        }
         # The payload is frozen as bytes now, so every retry sends (and signs) the same body.
         self._store.insert_event(event_id, json.dumps(event).encode(), now)
 

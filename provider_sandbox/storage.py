@@ -90,6 +90,8 @@ class PaymentRecord:
     currency: str
     behavior: Behavior
     created_at: datetime
+    account: str = "default"
+    """The merchant account the payment belongs to; other accounts can't see it."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,12 @@ class Store:
         # Another process on the same file (a stale sandbox) waits instead of failing.
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(payments)")}
+        if "account" not in columns:
+            # A database from before accounts: its payments belong to the default account.
+            self._db.execute(
+                "ALTER TABLE payments ADD COLUMN account TEXT NOT NULL DEFAULT 'default'"
+            )
 
     def close(self) -> None:
         """Close the database."""
@@ -174,14 +182,15 @@ class Store:
     def insert_payment(self, payment: PaymentRecord) -> None:
         """Store a new payment."""
         self._db.execute(
-            "INSERT INTO payments (id, amount, currency, behavior, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO payments (id, amount, currency, behavior, created_at, account)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             (
                 payment.id,
                 payment.amount,
                 payment.currency,
                 payment.behavior.model_dump_json(),
                 to_iso(payment.created_at),
+                payment.account,
             ),
         )
 
@@ -196,6 +205,7 @@ class Store:
             currency=row["currency"],
             behavior=Behavior.model_validate_json(row["behavior"]),
             created_at=from_iso(row["created_at"]),
+            account=row["account"],
         )
 
     def append_ledger(self, payment_id: str, entry: LedgerEntry) -> None:

@@ -62,7 +62,7 @@ import importlib
 import json
 import shlex
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +126,8 @@ EXIT_CODES: dict[ErrorCode, int] = {
     ErrorCode.TEMPORAL_UNAVAILABLE: EXIT_UNAVAILABLE,
     ErrorCode.DATABASE_UNAVAILABLE: EXIT_UNAVAILABLE,
     ErrorCode.PROVIDER_UNAVAILABLE: EXIT_UNAVAILABLE,
+    ErrorCode.PAYMENT_MISMATCH: EXIT_USAGE,
+    ErrorCode.ORDER_LOCKED: EXIT_CONFLICT,
 }
 """The exit status of each refusal; codes not listed (``unauthorized``, …) exit 1."""
 
@@ -1008,7 +1010,9 @@ async def load_orders(
     Payments come first: they are idempotent and don't touch the store, so a provider
     that does not answer leaves the store as it was.
     """
-    payment_ids = await _create_payments(settings.provider_url, orders_file, payments)
+    payment_ids = await _create_payments(
+        settings.provider_url, settings.provider_accounts, orders_file, payments
+    )
     shops = {
         shop_id: await _write_shop(client, shop_id, shop, payment_ids)
         for shop_id, shop in orders_file.shops.items()
@@ -1017,14 +1021,17 @@ async def load_orders(
 
 
 async def _create_payments(
-    provider_url: str, orders_file: OrdersFile, payments: dict[TenderRef, PaymentSpec]
+    provider_url: str,
+    accounts: Mapping[str, str],
+    orders_file: OrdersFile,
+    payments: dict[TenderRef, PaymentSpec],
 ) -> dict[TenderRef, str]:
     if not payments:
         return {}
     provider = PaymentProviderClient(provider_url)
     try:
         return {
-            ref: await _create_payment(provider, orders_file, ref, spec)
+            ref: await _create_payment(provider, orders_file, ref, spec, accounts.get(ref[0]))
             for ref, spec in payments.items()
         }
     finally:
@@ -1032,7 +1039,11 @@ async def _create_payments(
 
 
 async def _create_payment(
-    provider: PaymentProviderClient, orders_file: OrdersFile, ref: TenderRef, spec: PaymentSpec
+    provider: PaymentProviderClient,
+    orders_file: OrdersFile,
+    ref: TenderRef,
+    spec: PaymentSpec,
+    account: str | None,
 ) -> str:
     shop_id, order_id, index = ref
     order = orders_file.shops[shop_id].orders[order_id]
@@ -1044,7 +1055,8 @@ async def _create_payment(
             order.currency,
             capture=spec.capture,
             behavior=spec.behavior.model_dump(exclude_none=True) or None,
-            idempotency_key=f"load-{shop_id}-{order_id}-{tender.tender_id}",
+            idempotency_key=f"load~{shop_id}~{order_id}~{tender.tender_id}",
+            account=account,
         )
     except ProviderUnavailable as err:
         raise CancellationError(ErrorCode.PROVIDER_UNAVAILABLE, f"{where}: {err}") from None

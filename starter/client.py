@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,12 @@ from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.database import CancellationRow, StoreRepository, create_pool
+from activities.provider_client import (
+    PaymentProviderClient,
+    ProviderError,
+    ProviderRefused,
+    ProviderUnavailable,
+)
 from domain.bank import BankAccount, BankAccountRef
 from domain.cancellation import (
     OPEN_STATUSES,
@@ -47,6 +54,7 @@ from domain.cancellation import (
 from domain.contract import TASK_QUEUE, cancellation_workflow_id
 from domain.errors import CancellationError, ErrorCode
 from domain.order import Order, OrderDocument, OrderStatus
+from domain.payments import ProviderPayment, card_tenders_by_payment, payment_mismatch
 from domain.refund_plan import RefundMethod, RefundPlan, plan_refund
 from domain.requests import (
     AcceptRequest,
@@ -108,6 +116,8 @@ class CancellationClient:
         provider_task_queue: str | None = None,
         pool: asyncpg.Pool | None = None,
         open_wait: float = OPEN_WAIT_SECONDS,
+        provider: PaymentProviderClient | None = None,
+        provider_accounts: Mapping[str, str] | None = None,
     ) -> None:
         self.temporal = temporal
         self._open_wait = open_wait
@@ -115,6 +125,9 @@ class CancellationClient:
         self._task_queue = task_queue
         self._provider_task_queue = provider_task_queue
         self._pool = pool
+        self._provider = provider
+        self.provider_accounts: dict[str, str] = dict(provider_accounts or {})
+        """shop id → its account at the payment provider (``PROVIDER_ACCOUNTS``)."""
 
     @classmethod
     async def connect(cls, settings: Settings) -> CancellationClient:
@@ -132,12 +145,16 @@ class CancellationClient:
             task_queue=settings.task_queue,
             provider_task_queue=settings.provider_task_queue,
             pool=pool,
+            provider=PaymentProviderClient(settings.provider_url),
+            provider_accounts=settings.provider_accounts,
         )
 
     async def close(self) -> None:
-        """Release the database pool this client opened."""
+        """Release the database pool and the provider connections this client holds."""
         if self._pool is not None:
             await self._pool.close()
+        if self._provider is not None:
+            await self._provider.aclose()
 
     # ------------------------------------------------------------------ starting
 
@@ -207,12 +224,12 @@ class CancellationClient:
             # The operation holds the same error for its handle; take it, it is answered.
             with contextlib.suppress(WorkflowAlreadyStartedError):
                 await operation.workflow_handle()
-            return await self._wait_opened(handle, accepted=accepted), False
+            return await self._wait_opened(handle, start, accepted=accepted), False
         except WorkflowUpdateFailedError as err:
             if not _is_unknown_update(err):
                 raise _update_refusal(err) from None
             # A worker from before the `opened` update: the run started, watch it open.
-            return await self._wait_opened(handle, accepted=accepted), True
+            return await self._wait_opened(handle, start, accepted=accepted), True
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             # No worker took the run up in time: it opens when one does.
             try:
@@ -231,13 +248,17 @@ class CancellationClient:
         try:
             await self.temporal.start_workflow(OrderCancellationWorkflow.run, start, **options)
         except WorkflowAlreadyStartedError:
-            return await self._wait_opened(handle, accepted=accepted), False
+            return await self._wait_opened(handle, start, accepted=accepted), False
         except RPCError as err:
             raise _rpc_error(err) from None
-        return await self._wait_opened(handle, accepted=accepted), True
+        return await self._wait_opened(handle, start, accepted=accepted), True
 
     async def _wait_opened(
-        self, handle: WorkflowHandle[Any, CancellationView], *, accepted: bool
+        self,
+        handle: WorkflowHandle[Any, CancellationView],
+        start: StartCancellationInput,
+        *,
+        accepted: bool,
     ) -> CancellationView:
         """Answer once the run has opened (and applied a starting acceptance)."""
         delay = 0.02
@@ -247,6 +268,13 @@ class CancellationClient:
                 view = await handle.query(OrderCancellationWorkflow.status)
             except RPCError as err:
                 raise _rpc_error(err) from None
+            if (view.shop_id, view.order_id) != (start.shop_id, start.order_id):
+                # Only a release-1 id can name another shop's run; never show that run.
+                raise CancellationError(
+                    ErrorCode.INVALID_TRANSITION,
+                    f"cancellation id {start.cancellation_id} is taken by another order;"
+                    " nothing was started",
+                )
             ready = view.order_status is not None and (
                 not accepted or view.status is not CancellationStatus.REQUESTED
             )
@@ -441,8 +469,63 @@ class CancellationClient:
     # ------------------------------------------------------------------ backend data
 
     async def put_order(self, shop_id: str, order_id: str, doc: OrderDocument) -> bool:
-        """Create or replace an order; ``True`` when new."""
+        """Create or replace an order; ``True`` when new.
+
+        Every card tender's payment is checked at the provider first, in the shop's own
+        account: it must exist there, in the order's currency, with at least the tenders'
+        amount authorized or captured (``payment_mismatch``). Nothing is stored otherwise.
+        """
+        await self._check_card_tenders(shop_id, order_id, doc)
         return await self.store.put_order(shop_id, order_id, doc)
+
+    async def _check_card_tenders(self, shop_id: str, order_id: str, doc: OrderDocument) -> None:
+        grouped = card_tenders_by_payment(doc.tenders)
+        if not grouped:
+            return
+        try:
+            stored = (await self.store.get_order(shop_id, order_id)).tenders
+        except CancellationError:
+            stored = []
+        for payment_id, tenders in grouped.items():
+            if all(t in stored for t in tenders):
+                continue  # checked when it was stored; its refunds since are the order's own
+            payment = await self._provider_payment(shop_id, payment_id)
+            problem = payment_mismatch(tenders, doc.currency, payment)
+            if problem is not None:
+                raise CancellationError(ErrorCode.PAYMENT_MISMATCH, problem)
+
+    async def _provider_payment(self, shop_id: str, payment_id: str) -> ProviderPayment | None:
+        """The payment in the shop's provider account, or ``None`` when it has none."""
+        if self._provider is None:
+            raise CancellationError(
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                "no payment provider is configured to check card tenders",
+            )
+        try:
+            answer = await self._provider.get_payment(
+                payment_id, account=self.provider_accounts.get(shop_id)
+            )
+        except ProviderRefused as err:
+            if err.status == 404:
+                return None
+            raise CancellationError(
+                ErrorCode.PAYMENT_MISMATCH, f"the provider refused payment {payment_id}"
+            ) from None
+        except ProviderUnavailable:
+            raise CancellationError(
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                "the payment provider does not answer; the order was not stored, try again",
+            ) from None
+        except ProviderError:
+            raise CancellationError(
+                ErrorCode.PROVIDER_UNAVAILABLE, "the payment provider's answer was unreadable"
+            ) from None
+        try:
+            return ProviderPayment.model_validate(answer)
+        except ValueError:
+            raise CancellationError(
+                ErrorCode.PROVIDER_UNAVAILABLE, "the payment provider's answer was unreadable"
+            ) from None
 
     async def get_order(self, shop_id: str, order_id: str) -> Order:
         """The order with its status, items and tenders."""
@@ -482,13 +565,18 @@ class CancellationClient:
             )
         return row
 
+    def _handle(self, row: CancellationRow) -> WorkflowHandle[Any, CancellationView]:
+        """The run the store's row names: pinned to its run id once the run recorded it,
+        so a later run that reuses the workflow id is never read or acted on."""
+        return self.temporal.get_workflow_handle_for(
+            OrderCancellationWorkflow.run, row.cancellation_id, run_id=row.run_id
+        )
+
     async def _current_view(self, row: CancellationRow) -> CancellationView:
         """The live view while the run is open; the stored one after it closed."""
-        handle = self.temporal.get_workflow_handle_for(
-            OrderCancellationWorkflow.run, row.cancellation_id
-        )
+        handle = self._handle(row)
         try:
-            return await handle.query(OrderCancellationWorkflow.status)
+            view = await handle.query(OrderCancellationWorkflow.status)
         except RPCError as err:
             if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
                 # Temporal is away: the projection is the best answer we have.
@@ -498,6 +586,10 @@ class CancellationClient:
             raise _rpc_error(err) from None
         except Exception:  # a closed run whose history can't be queried right now
             return _closed_if_done(row.view)
+        if (view.shop_id, view.order_id) != (row.view.shop_id, row.view.order_id):
+            # A release-1 id reused by another shop's run: that run is not ours to show.
+            return _closed_if_done(row.view)
+        return view
 
     async def _update(
         self,
@@ -506,9 +598,9 @@ class CancellationClient:
         body: Any,
         idempotency_key: str | None,
     ) -> CancellationView:
-        handle = self.temporal.get_workflow_handle_for(
-            OrderCancellationWorkflow.run, row.cancellation_id
-        )
+        handle = self._handle(row)
+        if row.run_id is None:
+            await self._check_owner(row)
         try:
             view: CancellationView = await handle.execute_update(
                 name, body, id=idempotency_key, result_type=CancellationView
@@ -542,6 +634,19 @@ class CancellationClient:
                     f" {name} is no longer possible",
                 ) from None
             raise _rpc_error(err) from None
+
+    async def _check_owner(self, row: CancellationRow) -> None:
+        """A row no run has pinned yet: make sure the run under its id is this order's."""
+        try:
+            view = await self._handle(row).query(OrderCancellationWorkflow.status)
+        except RPCError:
+            return  # no run to act on: the update answers for itself
+        if (view.shop_id, view.order_id) != (row.view.shop_id, row.view.order_id):
+            raise CancellationError(
+                ErrorCode.INVALID_TRANSITION,
+                f"cancellation {row.cancellation_id} names another order's run;"
+                " nothing was changed",
+            )
 
     async def _accept_input(self, shop_id: str, request: AcceptRequest, actor: str) -> AcceptInput:
         return AcceptInput(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ class Settings(BaseModel):
     admin_hook_port: int = DEFAULT_ADMIN_HOOK_PORT
     admin_hook_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
     """token → shop id."""
+    provider_accounts: dict[str, str] = Field(default_factory=dict)
+    """shop id → the shop's account at the payment provider (``PROVIDER_ACCOUNTS``); set by
+    operators only. A shop without one uses the provider's default account (development)."""
     payload_encryption_key: str | None = Field(default=None, repr=False)
     codec_auth_token: str | None = Field(default=None, repr=False)
     """Operators' token for the codec endpoints the Web UI calls."""
@@ -71,6 +75,7 @@ class Settings(BaseModel):
             provider_webhook_secret=env.get("PAYMENT_PROVIDER_WEBHOOK_SECRET") or None,
             admin_hook_port=int(env.get("ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT),
             admin_hook_tokens=parse_tokens(env.get("ADMIN_HOOK_TOKENS", "")),
+            provider_accounts=parse_provider_accounts(env.get("PROVIDER_ACCOUNTS", "")),
             payload_encryption_key=env.get("PAYLOAD_ENCRYPTION_KEY") or None,
             codec_auth_token=env.get("CODEC_AUTH_TOKEN") or None,
             codec_cors_origins=[
@@ -120,3 +125,27 @@ def parse_tokens(value: str) -> dict[str, str]:
             raise ValueError("ADMIN_HOOK_TOKENS must be comma-separated shop_id:token pairs")
         tokens[token] = shop
     return tokens
+
+
+_ACCOUNT_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_provider_accounts(value: str) -> dict[str, str]:
+    """``shop-a:acct_1,shop-b:acct_2`` → ``{"shop-a": "acct_1", "shop-b": "acct_2"}``.
+
+    A shop named twice, or a part that isn't a plain id (``:`` inside, spaces, empty), is
+    refused: which account a shop's refunds go to must never be a guess.
+    """
+    accounts: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        parts = pair.split(":")
+        if len(parts) != 2 or not all(_ACCOUNT_PART.match(p) for p in parts):
+            raise ValueError(
+                f"PROVIDER_ACCOUNTS: {pair!r} is not shop_id:account_id"
+                " (ids of letters, digits, '_', '.', '-')"
+            )
+        shop, account = parts
+        if shop in accounts:
+            raise ValueError(f"PROVIDER_ACCOUNTS names shop {shop!r} twice")
+        accounts[shop] = account
+    return accounts

@@ -68,6 +68,8 @@ DEFAULT_ENV_FILE = REPO_ROOT / ".devstack" / "env"
 DEMO_ORDERS_FILE = Path(__file__).with_name("demo_orders.json")
 
 DEMO_SHOP_ID = "demo-shop"
+DEMO_SHOP_ACCOUNT = "acct_demo_shop"
+"""demo-shop's account at the sandbox (the dev stack's ``PROVIDER_ACCOUNTS``)."""
 """The shop of the demo data and of the walk."""
 PHONE_ONLY_SHOP_ID = "demo-shop-phone-only"
 """A shop that takes no requests from My Account: customers phone or write instead."""
@@ -121,6 +123,8 @@ async def place_order(
     provider: PaymentProviderClient,
     shop_id: str,
     plan: OrderPlan,
+    *,
+    account: str | None = None,
 ) -> OrderDocument:
     """Create the order's card payment in the sandbox, then the order in the store.
 
@@ -141,6 +145,7 @@ async def place_order(
                 capture=plan.capture,
                 behavior=dict(plan.behavior) if plan.behavior else None,
                 idempotency_key=f"demo-order:{shop_id}:{plan.order_id}:{n}",
+                account=account,
             )
             payment_id = str(payment["id"])
         tenders.append(Tender(tender_id=f"t{n}", kind=kind, amount=amount, payment_id=payment_id))
@@ -295,6 +300,10 @@ class DemoWalk:
 
     # ------------------------------------------------------------------ helpers
 
+    def account(self, shop_id: str) -> str | None:
+        """The shop's account at the provider (``PROVIDER_ACCOUNTS``)."""
+        return self.client.provider_accounts.get(shop_id)
+
     def link(self, view: CancellationView) -> str:
         """The run's page in the Temporal Web UI."""
         return f"{self._ui_url}/namespaces/{self._namespace}/workflows/{view.workflow_id}"
@@ -316,6 +325,7 @@ class DemoWalk:
             self.provider,
             shop_id,
             OrderPlan(order_id, customer_id, items, **plan),
+            account=self.client.provider_accounts.get(shop_id),
         )
         lines = ", ".join(f"{quantity} × {sku}" for sku, quantity in items)
         paid = "; ".join(_tender_text(tender) for tender in document.tenders) or "nothing paid"
@@ -558,7 +568,9 @@ class DemoWalk:
         await self.request(report, order_id)
         await self.accept(report, order_id, ReasonCode.CHANGED_MIND)
         view = await self.until_status(order_id, CancellationStatus.CANCELED)
-        payment = await self.provider.get_payment(str(view.refunds[0].payment_id))
+        payment = await self.provider.get_payment(
+            str(view.refunds[0].payment_id), account=self.account(view.shop_id)
+        )
         is_void = report.check(
             payment["status"] == "voided", f"sandbox payment {payment['id']}: {payment['status']}"
         )
@@ -700,7 +712,7 @@ class DemoWalk:
         )
         view = await self.until_status(order_id, CancellationStatus.CANCELED)
         reference = view.refunds[0].provider_reference if view.refunds else None
-        refund = await self.provider.get_refund(str(reference))
+        refund = await self.provider.get_refund(str(reference), account=self.account(DEMO_SHOP_ID))
         settled = report.check(
             refund["status"] == "succeeded", f"sandbox refund {refund['id']}: {refund['status']}"
         )
@@ -920,7 +932,9 @@ class DemoWalk:
         )
         card_refunds = [
             int(entry["amount"])
-            for entry in (await self.provider.get_payment(card_payment))["ledger"]
+            for entry in (
+                await self.provider.get_payment(card_payment, account=self.account(DEMO_SHOP_ID))
+            )["ledger"]
             if entry["type"] == "refund"
         ]
         card = report.check(
@@ -976,7 +990,7 @@ class DemoWalk:
         reserved = report.check(
             after == before, f"stock sku-mug {before} → {during} → {after} (the one mug reserved)"
         )
-        payment = await self.provider.get_payment(payment_id)
+        payment = await self.provider.get_payment(payment_id, account=self.account(DEMO_SHOP_ID))
         moves = [f"{entry['type']} {_money(int(entry['amount']))}" for entry in payment["ledger"]]
         recaptured = report.check(
             [entry["type"] for entry in payment["ledger"]][-2:] == ["refund", "recapture"]
@@ -1043,7 +1057,7 @@ class DemoWalk:
         return next(str(t.payment_id) for t in order.tenders if t.payment_id)
 
     async def _ledger(self, payment_id: str) -> list[str]:
-        payment = await self.provider.get_payment(payment_id)
+        payment = await self.provider.get_payment(payment_id, account=self.account(DEMO_SHOP_ID))
         return [str(entry["type"]) for entry in payment["ledger"]]
 
     async def _stock(self, sku: str) -> int:

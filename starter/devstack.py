@@ -54,7 +54,7 @@ from starter import ports
 from starter.client import CancellationClient
 from starter.codec import new_key
 from starter.config import Settings
-from starter.demo import DEMO_SHOP_ID, seed_demo_data
+from starter.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
 from starter.embedded_postgres import EmbeddedPostgres
 from starter.temporal_server import DevServer
 
@@ -546,6 +546,10 @@ class DevStack:
             tokens = self.options.admin_hook_tokens
         return {
             "ADMIN_HOOK_TOKENS": tokens,
+            # demo-shop's card payments live in an account of its own at the sandbox, as
+            # every shop's do in production (an operator's setting, never a shop's).
+            "PROVIDER_ACCOUNTS": self.options.child_env.get("PROVIDER_ACCOUNTS")
+            or f"{DEMO_SHOP_ID}:{DEMO_SHOP_ACCOUNT}",
             "PAYMENT_PROVIDER_WEBHOOK_SECRET": self.state.secret(
                 "webhook-secret", lambda: secrets.token_urlsafe(32)
             ),

@@ -666,7 +666,7 @@ class OrderCancellationWorkflow:
         assert line.payment_id is not None
         return await workflow.execute_activity_method(
             ProviderActivities.check_recapture,
-            RecaptureCheckInput(payment_id=line.payment_id),
+            RecaptureCheckInput(shop_id=self._view.shop_id, payment_id=line.payment_id),
             task_queue=self._start.provider_task_queue,
             start_to_close_timeout=PROVIDER_TIMEOUT,
             heartbeat_timeout=PROVIDER_HEARTBEAT,
@@ -680,6 +680,7 @@ class OrderCancellationWorkflow:
         await workflow.execute_activity_method(
             ProviderActivities.recapture_payment,
             RecapturePaymentInput(
+                shop_id=self._view.shop_id,
                 payment_id=line.payment_id,
                 amount=line.amount,
                 idempotency_key=f"{line.refund_id}/undo-{attempt}/recapture",
@@ -919,6 +920,7 @@ class OrderCancellationWorkflow:
         await workflow.execute_activity_method(
             ProviderActivities.refund_payment,
             RefundPaymentInput(
+                shop_id=self._view.shop_id,
                 refund_id=line.refund_id,
                 payment_id=line.payment_id,
                 amount=line.amount,
@@ -941,6 +943,7 @@ class OrderCancellationWorkflow:
             result = await workflow.execute_activity_method(
                 ProviderActivities.refund_payment,
                 RefundPaymentInput(
+                    shop_id=self._view.shop_id,
                     refund_id=refund_id,
                     payment_id=line.payment_id,
                     amount=line.amount,
@@ -982,7 +985,9 @@ class OrderCancellationWorkflow:
         reference = pending.provider_reference
         poll = workflow.start_activity_method(
             ProviderActivities.await_refund_settlement,
-            AwaitSettlementInput(refund_id=refund_id, provider_reference=reference),
+            AwaitSettlementInput(
+                shop_id=self._view.shop_id, refund_id=refund_id, provider_reference=reference
+            ),
             task_queue=self._start.provider_task_queue,
             start_to_close_timeout=SETTLEMENT_TIMEOUT,
             heartbeat_timeout=PROVIDER_HEARTBEAT,

@@ -184,8 +184,11 @@ async def put_balances(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     async def act() -> tuple[int, Any]:
-        await hook.client.store.put_balances(shop_id, customer_id, body.points, body.credits)
-        return 200, body.model_dump(mode="json")
+        currency = await hook.client.store.put_balances(
+            shop_id, customer_id, body.points, body.credits, body.currency
+        )
+        answer = body.model_copy(update={"currency": currency})
+        return 200, answer.model_dump(mode="json", exclude_none=True)
 
     fingerprint = body.model_dump(mode="json")
     return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
@@ -196,10 +199,12 @@ async def put_balances(
     responses=error_responses(401, 403, 422, 503),
     tags=["shop"],
     summary="A customer's points and credits (0 for a customer the shop doesn't know)",
+    response_model_exclude_none=True,
 )
 async def get_balances(
     shop_id: ShopId, customer_id: CustomerId, hook: HookDep, caller: PrincipalDep
 ) -> Balances:
     balances = await hook.client.store.get_balances(shop_id, customer_id)
     points, credits = balances or (0, 0)
-    return Balances(points=points, credits=credits)
+    currency = await hook.client.store.balance_currency(shop_id, customer_id)
+    return Balances(points=points, credits=credits, currency=currency)

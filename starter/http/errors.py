@@ -54,6 +54,8 @@ HTTP_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.TEMPORAL_UNAVAILABLE: 503,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.PROVIDER_UNAVAILABLE: 503,
+    ErrorCode.PAYMENT_MISMATCH: 422,
+    ErrorCode.ORDER_LOCKED: 409,
 }
 """The one mapping from error code to HTTP status (spec section 4)."""
 

@@ -8,11 +8,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_serializer, field_validator
 
 from domain.cancellation import CancellationView
-from domain.money import Amount
+from domain.money import Amount, Currency
 from domain.shop import ShopSettings
 
 # The stock table's column is a PostgreSQL integer.
-MAX_STOCK = 2_147_483_647
+MAX_STOCK = 1_000_000_000
+"""Units of one SKU; with quantities capped at 10^6 per item, restocks can't overflow."""
 
 
 class CancellationPage(BaseModel):
@@ -71,6 +72,9 @@ class Balances(BaseModel):
 
     points: Amount = 0
     credits: Amount = 0
+    currency: Currency | None = None
+    """The currency of both balances: set once (here, or by the first order paying with
+    them); orders in another currency can't pay with them."""
 
 
 class FulfillmentUpdate(BaseModel):
@@ -98,6 +102,8 @@ class ProviderEvent(BaseModel):
 
     id: Annotated[str, Field(min_length=1, max_length=128)]
     type: Annotated[str, Field(min_length=1, max_length=64)]
+    account: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """The provider account the event happened in; ``None`` for the default account."""
     refund: WebhookRefund | None = None
 
 

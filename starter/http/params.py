@@ -9,6 +9,9 @@ from fastapi import Path
 IDENTIFIER: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 """The domain's ``Identifier`` pattern (``domain.order``)."""
 
+BUILT_IDENTIFIER: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:~-]*$"
+"""Ids the product builds from identifiers with the ``~`` separator (``domain.contract``)."""
+
 ShopId = Annotated[
     str, Path(min_length=1, max_length=64, pattern=IDENTIFIER, description="The shop.")
 ]
@@ -20,16 +23,17 @@ CancellationId = Annotated[
     Path(
         min_length=1,
         max_length=200,
-        pattern=IDENTIFIER,
-        description="A cancellation (`cancellation-{shop_id}-{order_id}-{n}`).",
+        pattern=BUILT_IDENTIFIER,
+        description="A cancellation (`cancellation~{shop_id}~{order_id}~{n}`; cancellations"
+        " started before release 2 keep `cancellation-{shop_id}-{order_id}-{n}`).",
     ),
 ]
 RefundId = Annotated[
     str,
     Path(
         min_length=1,
-        max_length=128,
-        pattern=IDENTIFIER,
+        max_length=220,
+        pattern=BUILT_IDENTIFIER,
         description="A refund line of the cancellation (`refund_id` in the view).",
     ),
 ]

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from activities.admin_store import AdminStore
 from activities.database import StoreRepository, apply_migrations, create_pool
+from activities.provider_client import PaymentProviderClient
 from starter import ports
 from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
@@ -44,6 +45,8 @@ async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
         task_queue=settings.task_queue,
         provider_task_queue=settings.provider_task_queue,
         pool=pool,
+        provider=PaymentProviderClient(settings.provider_url),
+        provider_accounts=settings.provider_accounts,
     )
     try:
         yield create_app(client, settings, AdminStore(pool))

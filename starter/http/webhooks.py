@@ -92,9 +92,16 @@ async def provider_webhook(
     waiting = await hook.admin_store.settling_cancellations(refund.payment_id)
     settled = ProviderRefundSettled(provider_reference=refund.id, status="succeeded")
     signaled = 0
+    accounts = hook.client.provider_accounts
     for cancellation in waiting:
+        if accounts.get(cancellation.shop_id) != event.account:
+            # A payment id is only unique within its account: another account's event
+            # must not touch this shop's run.
+            continue
         handle = hook.client.temporal.get_workflow_handle_for(
-            OrderCancellationWorkflow.run, cancellation.cancellation_id
+            OrderCancellationWorkflow.run,
+            cancellation.cancellation_id,
+            run_id=cancellation.run_id,
         )
         try:
             await handle.signal(OrderCancellationWorkflow.provider_refund_settled, settled)

@@ -44,6 +44,15 @@ from worker import build_workers
 WEBHOOK_SECRET = "whsec-test-" + uuid.uuid4().hex
 ENV_SHOP = f"env-shop-{uuid.uuid4().hex[:8]}"
 ENV_TOKEN = "env-token-" + secrets.token_urlsafe(16)
+# Shops with their own account at the provider (PROVIDER_ACCOUNTS), named so that one's id
+# is a prefix of another's: release 1 gave shop X + order "a-1" and shop "X-a" + order "1"
+# the same workflow id.
+_TENANT = uuid.uuid4().hex[:6]
+TENANT_ACCOUNTS = {
+    f"t{_TENANT}acc": f"acct_{_TENANT}_a",
+    f"t{_TENANT}acc-a": f"acct_{_TENANT}_b",
+    f"t{_TENANT}ac": f"acct_{_TENANT}_c",
+}
 # uvicorn answers within a second on a healthy machine; a cold CI box may be slower.
 HOOK_STARTUP_TIMEOUT_SECONDS = 30.0
 
@@ -120,7 +129,10 @@ async def hook_with_worker(settings: Settings, provider_url: str) -> AsyncIterat
         stack.push_async_callback(pool.close)
         provider = PaymentProviderClient(provider_url)
         stack.push_async_callback(provider.aclose)
-        activities = [StoreActivities(StoreRepository(pool)), ProviderActivities(provider)]
+        activities = [
+            StoreActivities(StoreRepository(pool)),
+            ProviderActivities(provider, settings.provider_accounts),
+        ]
         for worker in build_workers(temporal, activities, task_queue=settings.task_queue):
             await stack.enter_async_context(worker)
         yield await stack.enter_async_context(open_hook(settings))
@@ -133,6 +145,7 @@ def _settings(dev_env: WorkflowEnvironment, database_url: str, **changes: Any) -
         "database_url": database_url,
         "admin_hook_tokens": {ENV_TOKEN: ENV_SHOP},
         "provider_webhook_secret": WEBHOOK_SECRET,
+        "provider_accounts": TENANT_ACCOUNTS,
         "task_queue": f"http-test-{uuid.uuid4().hex}",
     }
     return Settings(**(values | changes))
@@ -166,14 +179,12 @@ def hook_stack(
     """The hook with a worker, and a sandbox that posts its webhooks to the hook."""
     port = ports.free_port()
     url = f"http://{ports.LOOPBACK}:{port}"
-    settings = _settings(dev_env, database_url)
-    with (
-        _root_conftest(request.config).run_provider_sandbox(
-            webhook_url=f"{url}/v1/provider/webhooks", webhook_secret=WEBHOOK_SECRET
-        ) as sandbox,
-        serve_in_thread(lambda: hook_with_worker(settings, sandbox.url), port),
-    ):
-        yield HookStack(url=url, sandbox_url=sandbox.url, settings=settings)
+    with _root_conftest(request.config).run_provider_sandbox(
+        webhook_url=f"{url}/v1/provider/webhooks", webhook_secret=WEBHOOK_SECRET
+    ) as sandbox:
+        settings = _settings(dev_env, database_url, provider_url=sandbox.url)
+        with serve_in_thread(lambda: hook_with_worker(settings, sandbox.url), port):
+            yield HookStack(url=url, sandbox_url=sandbox.url, settings=settings)
 
 
 @pytest.fixture(scope="session")
@@ -187,6 +198,18 @@ def dead_temporal_hook(database_url: str) -> Iterator[str]:
     )
     with serve_in_thread(lambda: open_hook(settings)) as hook:
         yield hook.url
+
+
+@pytest.fixture(scope="session")
+def dead_provider_hook(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> Iterator[tuple[str, str, str]]:
+    """``(url, shop_id, token)`` of a hook whose payment provider has nothing listening
+    (Temporal and the database are fine)."""
+    dead = f"http://{ports.LOOPBACK}:{ports.free_port()}"
+    settings = _settings(dev_env, database_url, provider_url=dead)
+    with serve_in_thread(lambda: open_hook(settings)) as hook:
+        yield hook.url, ENV_SHOP, ENV_TOKEN
 
 
 @pytest.fixture(scope="session")
@@ -233,12 +256,25 @@ def temporal(dev_env: WorkflowEnvironment) -> Client:
 class Shop:
     """One shop with its own token, talking to the hook over HTTP."""
 
-    def __init__(self, shop_id: str, token: str, http: httpx.AsyncClient, sandbox: str) -> None:
+    def __init__(
+        self,
+        shop_id: str,
+        token: str,
+        http: httpx.AsyncClient,
+        sandbox: str,
+        account: str | None = None,
+    ) -> None:
         self.shop_id = shop_id
         self.token = token
         self.http = http
         self.sandbox = sandbox
+        self.account = account
+        """The shop's account at the provider; ``None`` for the default account."""
         self._orders = 0
+
+    def _sandbox(self) -> httpx.AsyncClient:
+        headers = {} if self.account is None else {"Provider-Account": self.account}
+        return httpx.AsyncClient(base_url=self.sandbox, trust_env=False, headers=headers)
 
     @property
     def base(self) -> str:
@@ -250,13 +286,15 @@ class Shop:
     def cancellation_path(self, order_id: str, suffix: str = "") -> str:
         return self.order_path(order_id, "/cancellation" + suffix)
 
-    async def card_payment(self, amount: int, capture: bool = True, **behavior: Any) -> str:
-        async with httpx.AsyncClient(base_url=self.sandbox, trust_env=False) as sandbox:
+    async def card_payment(
+        self, amount: int, capture: bool = True, currency: str = "KRW", **behavior: Any
+    ) -> str:
+        async with self._sandbox() as sandbox:
             answer = await sandbox.post(
                 "/v1/payments",
                 json={
                     "amount": amount,
-                    "currency": "KRW",
+                    "currency": currency,
                     "capture": capture,
                     "behavior": behavior,
                 },
@@ -265,7 +303,7 @@ class Shop:
             return str(answer.json()["id"])
 
     async def payment(self, payment_id: str) -> dict[str, Any]:
-        async with httpx.AsyncClient(base_url=self.sandbox, trust_env=False) as sandbox:
+        async with self._sandbox() as sandbox:
             answer = await sandbox.get(f"/v1/payments/{payment_id}")
             answer.raise_for_status()
             result: dict[str, Any] = answer.json()
@@ -279,10 +317,11 @@ class Shop:
         items: list[dict[str, Any]] | None = None,
         shipping_fee: int = 3000,
         customer_id: str = "cust-1",
+        order_id: str | None = None,
     ) -> str:
         """Create an order over HTTP (a captured card pays it unless ``tenders`` say else)."""
         self._orders += 1
-        order_id = f"o{self._orders}-{uuid.uuid4().hex[:6]}"
+        order_id = order_id or f"o{self._orders}-{uuid.uuid4().hex[:6]}"
         items = items or [
             {"item_id": "i1", "sku": "sku-mug", "quantity": 2, "unit_price": 10000},
             {"item_id": "i2", "sku": "sku-tee", "quantity": 1, "unit_price": 7000},
@@ -334,8 +373,10 @@ class Shop:
 
 
 @asynccontextmanager
-async def _shop(hook_stack: HookStack, pool: asyncpg.Pool) -> AsyncIterator[Shop]:
-    shop_id = f"shop-{uuid.uuid4().hex[:10]}"
+async def _shop(
+    hook_stack: HookStack, pool: asyncpg.Pool, shop_id: str | None = None
+) -> AsyncIterator[Shop]:
+    shop_id = shop_id or f"shop-{uuid.uuid4().hex[:10]}"
     token = secrets.token_urlsafe(24)
     await AdminStore(pool).add_token(shop_id, token)
     async with httpx.AsyncClient(
@@ -344,7 +385,7 @@ async def _shop(hook_stack: HookStack, pool: asyncpg.Pool) -> AsyncIterator[Shop
         trust_env=False,
         timeout=60,
     ) as http:
-        yield Shop(shop_id, token, http, hook_stack.sandbox_url)
+        yield Shop(shop_id, token, http, hook_stack.sandbox_url, TENANT_ACCOUNTS.get(shop_id))
 
 
 @pytest.fixture(scope="session")
@@ -374,3 +415,11 @@ async def anonymous(hook_stack: HookStack) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the hook without any token."""
     async with httpx.AsyncClient(base_url=hook_stack.url, trust_env=False, timeout=60) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def make_tenant(
+    hook_stack: HookStack, pool: asyncpg.Pool
+) -> Callable[[str], AbstractAsyncContextManager[Shop]]:
+    """A shop of :data:`TENANT_ACCOUNTS` by its id, with its own account at the provider."""
+    return lambda shop_id: _shop(hook_stack, pool, shop_id)

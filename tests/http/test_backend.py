@@ -41,7 +41,7 @@ async def test_an_order_with_an_open_cancellation_cant_be_replaced(shop):
     await shop.request_cancellation(order_id)
     answer = await shop.http.put(shop.order_path(order_id), json=ORDER)
     assert answer.status_code == 409
-    assert answer.json()["error"]["code"] == "invalid_transition"
+    assert answer.json()["error"]["code"] == "order_locked"
 
 
 @pytest.mark.parametrize(

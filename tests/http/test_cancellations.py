@@ -311,7 +311,7 @@ class TestRefusals:
         for answer in [
             await shop.http.get(shop.cancellation_path(order_id)),
             await shop.http.post(shop.cancellation_path(order_id, "/reject"), json={"reason": "x"}),
-            await shop.http.get(f"{shop.base}/cancellations/cancellation-{shop.shop_id}-x-1"),
+            await shop.http.get(f"{shop.base}/cancellations/cancellation~{shop.shop_id}~x~1"),
             await shop.http.post(f"{shop.base}/cancellations/cancellation-x-1/withdraw"),
         ]:
             assert answer.status_code == 404, answer.text
@@ -489,7 +489,7 @@ async def test_card_points_credits_order_canceled_in_three_steps_reconciles_afte
         assert answer.status_code == 201, answer.text
         final = await shop.wait_for(
             order_id,
-            lambda v, n=n: v["cancellation_id"].endswith(f"-{n}") and v["status"] == "canceled",
+            lambda v, n=n: v["cancellation_id"].endswith(f"~{n}") and v["status"] == "canceled",
         )
         assert final["refundable"]["amount"] == amount
         assert {r["tender_id"]: r["amount"] for r in final["refunds"]} == lines
@@ -498,7 +498,11 @@ async def test_card_points_credits_order_canceled_in_three_steps_reconciles_afte
         ledger = (await shop.payment(payment))["ledger"]
         assert sum(e["amount"] for e in ledger if e["type"] == "refund") == refunded["card"]
         balances = (await shop.http.get(f"/v1/shops/{shop.shop_id}/customers/{customer}")).json()
-        assert balances == {"points": refunded["pts"], "credits": refunded["crd"]}
+        assert balances == {
+            "points": refunded["pts"],
+            "credits": refunded["crd"],
+            "currency": "KRW",
+        }
         order = (await shop.http.get(shop.order_path(order_id))).json()
         assert order["status"] == ("canceled" if n == 3 else "paid")
     assert refunded == {"card": 18000, "pts": 6000, "crd": 6000}

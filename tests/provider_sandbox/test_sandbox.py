@@ -796,3 +796,90 @@ class TestDurability:
 
         assert len({d.event["id"] for d in deliveries}) == 1
         assert deliveries[-1].answered == 200
+
+
+# -- accounts (spec 7.1) ---------------------------------------------------------------------------
+
+
+class TestAccounts:
+    """Each merchant account sees only its own payments (the `Provider-Account` header)."""
+
+    async def test_a_payment_of_another_account_is_not_found_there(self, client):
+        mine = {"Provider-Account": "acct_mine"}
+        theirs = {"Provider-Account": "acct_theirs"}
+        created = await client.post(
+            "/v1/payments", json={"amount": 700, "currency": "EUR"}, headers=mine
+        )
+        assert created.status_code == 201
+        payment_id = created.json()["id"]
+        assert (await client.get(f"/v1/payments/{payment_id}", headers=mine)).status_code == 200
+        for headers in (theirs, {}):
+            assert (
+                await client.get(f"/v1/payments/{payment_id}", headers=headers)
+            ).status_code == (404)
+            stolen = await client.post(
+                f"/v1/payments/{payment_id}/refunds",
+                json={"amount": 700},
+                headers=headers | {"Idempotency-Key": new_key()},
+            )
+            assert stolen.status_code == 404
+            assert error_code(stolen) == "payment_not_found"
+            recapture = await client.get(f"/v1/payments/{payment_id}/recapture", headers=headers)
+            assert recapture.status_code == 404
+        payment = (await client.get(f"/v1/payments/{payment_id}", headers=mine)).json()
+        assert movements(payment) == [("authorize", 700), ("capture", 700)]
+
+    async def test_a_refund_of_another_account_is_not_found_there(self, client):
+        mine = {"Provider-Account": "acct_refunds"}
+        created = await client.post(
+            "/v1/payments", json={"amount": 300, "currency": "EUR"}, headers=mine
+        )
+        payment_id = created.json()["id"]
+        refunded = await client.post(
+            f"/v1/payments/{payment_id}/refunds",
+            json={"amount": 100},
+            headers=mine | {"Idempotency-Key": new_key()},
+        )
+        refund_id = refunded.json()["id"]
+        assert (await client.get(f"/v1/refunds/{refund_id}", headers=mine)).status_code == 200
+        assert (await client.get(f"/v1/refunds/{refund_id}")).status_code == 404
+
+    async def test_idempotency_keys_are_kept_per_account(self, client):
+        key = new_key()
+        first = await client.post(
+            "/v1/payments",
+            json={"amount": 100, "currency": "EUR"},
+            headers={"Provider-Account": "acct_one", "Idempotency-Key": key},
+        )
+        second = await client.post(
+            "/v1/payments",
+            json={"amount": 100, "currency": "EUR"},
+            headers={"Provider-Account": "acct_two", "Idempotency-Key": key},
+        )
+        assert first.status_code == second.status_code == 201
+        assert first.json()["id"] != second.json()["id"]
+
+    @pytest.mark.parametrize("account", ["a b", "a/b", "", "x" * 65, "acct~1"])
+    async def test_an_account_that_is_not_an_id_is_refused(self, client, account):
+        answer = await client.get("/v1/payments/pay_x", headers={"Provider-Account": account})
+        assert answer.status_code == 400
+        assert error_code(answer) == "validation_error"
+
+    async def test_webhooks_name_the_account_of_the_payment(self, client, receiver):
+        headers = {"Provider-Account": "acct_hooks"}
+        created = await client.post(
+            "/v1/payments",
+            json={
+                "amount": 500,
+                "currency": "EUR",
+                "behavior": {"refund": "pending", "settle_after_seconds": 0},
+            },
+            headers=headers,
+        )
+        refunded = await client.post(
+            f"/v1/payments/{created.json()['id']}/refunds",
+            json={"amount": 500},
+            headers=headers | {"Idempotency-Key": new_key()},
+        )
+        deliveries = await receiver.wait_for(refunded.json()["id"])
+        assert deliveries[-1].event["account"] == "acct_hooks"

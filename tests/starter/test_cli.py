@@ -77,7 +77,7 @@ async def system(
     async with AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
-        client = CancellationClient(dev_env.client, store, task_queue=task_queue)
+        client = CancellationClient(dev_env.client, store, task_queue=task_queue, provider=provider)
         yield System(client=client, store=store, provider=provider, settings=settings)
     await provider.aclose()
     await pool.close()

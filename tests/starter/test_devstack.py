@@ -372,7 +372,8 @@ async def _place(
     provider = PaymentProviderClient(settings.provider_url)
     try:
         plan = OrderPlan(order_id, CUSTOMER_ID, (("sku-mug", 1),), behavior=behavior)
-        await place_order(client.store, provider, DEMO_SHOP_ID, plan)
+        account = settings.provider_accounts.get(DEMO_SHOP_ID)
+        await place_order(client.store, provider, DEMO_SHOP_ID, plan, account=account)
     finally:
         await provider.aclose()
 

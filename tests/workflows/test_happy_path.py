@@ -18,7 +18,7 @@ async def test_customer_request_accepted_is_refunded_and_canceled(h):
     order_id = await h.order()
     view, created = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER_REQUEST)
     assert created
-    assert view.cancellation_id == f"cancellation-{h.shop_id}-{order_id}-1"
+    assert view.cancellation_id == f"cancellation~{h.shop_id}~{order_id}~1"
     assert view.status is CancellationStatus.REQUESTED
     assert view.order_status is OrderStatus.CANCELLATION_REQUESTED
     assert set(view.allowed_actions) == {"accept", "reject", "withdraw"}

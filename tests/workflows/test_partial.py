@@ -57,7 +57,7 @@ async def test_card_points_credits_order_canceled_in_three_steps(h):
 
     second, _ = await h.client.start_cancellation(h.shop_id, order_id, _merchant(("i2", 1)))
     second = await h.wait_status(second.cancellation_id, CancellationStatus.CANCELED)
-    assert second.cancellation_id.endswith("-2")
+    assert second.cancellation_id.endswith("~2")
     assert second.refundable.amount == 7000
     assert await h.order_status(order_id) is OrderStatus.PAID
 

@@ -104,8 +104,8 @@ async def test_after_a_rejection_a_new_cancellation_may_start(h):
     await h.client.reject(h.shop_id, order_id, RejectRequest(reason="already packed"))
     second, created = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
     assert created
-    assert second.cancellation_id.endswith("-2")
-    assert first.cancellation_id.endswith("-1")
+    assert second.cancellation_id.endswith("~2")
+    assert first.cancellation_id.endswith("~1")
     listed = await h.client.cancellations_of_order(h.shop_id, order_id)
     assert [v.cancellation_id for v in listed] == [second.cancellation_id, first.cancellation_id]
 

@@ -79,7 +79,7 @@ async def test_a_refusal_at_start_comes_back_from_the_same_call(h, monkeypatch):
     assert refused.value.code is ErrorCode.ORDER_SHIPPED
     assert await h.order_status(order_id) is OrderStatus.IN_TRANSIT
     assert await h.store.cancellations_of_order(h.shop_id, order_id) == []
-    run = h.temporal.get_workflow_handle(f"cancellation-{h.shop_id}-{order_id}-1")
+    run = h.temporal.get_workflow_handle(f"cancellation~{h.shop_id}~{order_id}~1")
     assert (await run.describe()).status.name == "FAILED"
 
 
