@@ -3,7 +3,9 @@
 Histories are recorded from the scenario tests on the dev server with
 ``RECORD_HISTORIES=<folder> scripts/test tests/workflows``, one folder per generation of
 the workflow code (``activity-store-writes``: store writes as activity tasks, before the
-``store-writes-local`` patch; ``local-store-writes``: after it). Every generation keeps
+``store-writes-local`` patch; ``local-store-writes``: after it; ``tenant-ids``: release 2,
+ids ``cancellation~{shop}~{order}~{n}`` and the shop on every provider call). Every
+generation keeps
 replaying: runs started under it may still be open. A patch that only some runs meet (such
 as ``retry-refund-after-failing-again``) adds the histories of its scenarios to the current
 generation's folder. A change to workflow code that would
@@ -27,7 +29,7 @@ from workflows.order_cancellation import (
 
 ROOT = Path(__file__).parent / "histories"
 HISTORIES = sorted(ROOT.glob("*/*.json"))
-GENERATIONS = ("activity-store-writes", "local-store-writes")
+GENERATIONS = ("activity-store-writes", "local-store-writes", "tenant-ids")
 
 
 def test_histories_are_committed():
