@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -56,7 +55,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.changes import (
         BalanceChange,
-        BalanceKind,
         ChangeResult,
         ChangeSet,
         ItemChange,
@@ -67,76 +65,42 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.errors import CancellationError, ErrorCode
     from domain.money import Money, format_money
-    from domain.order import Order, OrderStatus, TenderKind
+    from domain.order import Order, OrderStatus
     from domain.refund_plan import RefundChannel, RefundMethod, plan_refund
     from domain.rules import allowed_actions, check_accept, refund_attention, restorable_status
     from domain.scope import CancellationScope, refundable_amount, scope_of
     from domain.shop import ShopSettings
+    from domain.transitions import (
+        cancel_unexecuted,
+        change_summary,
+        check_line_action,
+        current_details,
+        find_line,
+        fully_refunded,
+        recount,
+        refund_lines,
+        restock_changes,
+        retry_channel,
+        route_line,
+        undo_holds,
+        undo_reversal,
+    )
+    from workflows.commands import CommandQueue, body, refusal
+    from workflows.policies import (
+        PROVIDER_HEARTBEAT,
+        RETRY_AFTER_FAILING_AGAIN,
+        SETTLEMENT_DEADLINE,
+        SETTLEMENT_RETRY,
+        SETTLEMENT_TIMEOUT,
+        SKIP_QUEUED_REPEATS,
+        STORE_LOCAL_RETRY,
+        STORE_LOCAL_RETRY_THRESHOLD,
+        STORE_RETRY,
+        STORE_TIMEOUT,
+        STORE_WRITES_LOCAL,
+        provider_call,
+    )
     from workflows.search_attributes import search_attribute_updates, start_search_attributes
-
-# ----------------------------------------------------------------------------- policies
-
-# Store writes are short transactions; a database restart takes seconds, so retry
-# quickly at first and keep retrying: a change set applies at most once anyway. The short
-# timeout notices an attempt lost with a killed worker soon (the chaos run saw 35 s waits
-# with 30 s).
-STORE_TIMEOUT = timedelta(seconds=10)
-STORE_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
-# Runs begun after this patch write to the store with local activities; older runs keep
-# their activity tasks (replayed by tests/workflows/test_replay.py).
-STORE_WRITES_LOCAL = "store-writes-local"
-# A local activity's retries stay in the worker while the backoff is under the threshold,
-# and wait on a workflow timer past it. Unlike an activity's, those write history (6 events
-# a timer): with waits of up to 2 min a day-long database outage adds about 4,300 events to
-# a waiting run, far inside Temporal's limit (docs/design.md, "Timeouts and retries").
-STORE_LOCAL_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-)
-STORE_LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
-# With this patch the same "retry as is" sent again once the line has failed again is a new
-# attempt; before it, every repeat of that body answered with the view. Decided when such a
-# retry first arrives, so only runs that meet one carry the marker.
-RETRY_AFTER_FAILING_AGAIN = "retry-refund-after-failing-again"
-# With this patch a command queued twice before the first copy took effect (two identical
-# signals, or updates without an idempotency key, in one workflow task) is carried out once;
-# before it, the second copy was performed again (a retried refund could pay twice).
-SKIP_QUEUED_REPEATS = "skip-queued-repeats"
-# A provider call waits at most 10 s for an answer (the client's timeout); the same
-# idempotency key on every attempt means a retry can never pay twice.
-PROVIDER_TIMEOUT = timedelta(seconds=30)
-# Provider activities heartbeat every second while a call is slow: a worker that died
-# mid-call is noticed after 5 s instead of the 30 s above (docs/reliability.md).
-PROVIDER_HEARTBEAT = timedelta(seconds=5)
-PROVIDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-)
-# Pending refunds usually settle within minutes; the provider gives up on them after a
-# week, and so do we (the line fails and a person looks at it).
-SETTLEMENT_TIMEOUT = timedelta(seconds=15)
-SETTLEMENT_DEADLINE = timedelta(days=7)
-SETTLEMENT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=1.5,
-    maximum_interval=timedelta(minutes=1),
-)
-
-
-@dataclass
-class _Command:
-    """An action waiting for ``run()``; its handler waits for ``done``."""
-
-    action: Action
-    payload: Any
-    done: bool = False
-    error: ApplicationError | None = None
 
 
 @dataclass
@@ -194,7 +158,7 @@ class OrderCancellationWorkflow:
         self._run = _Run()
         # What the search attributes say now (the client set them from this at start).
         self._published = self._view.model_copy(deep=True)
-        self._commands: list[_Command] = []
+        self._commands = CommandQueue()
         self._opened = False
         # Opened, and a starting acceptance applied: what the `opened` update waits for.
         self._ready = False
@@ -218,7 +182,7 @@ class OrderCancellationWorkflow:
         except ApplicationError as refusal:
             # The `opened` update answers the starter with the same refusal first.
             self._refusal = refusal
-            self._refuse_queued(f"the cancellation was refused: {refusal.message}")
+            self._commands.refuse_all(f"the cancellation was refused: {refusal.message}")
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
         self._ready = True
@@ -240,7 +204,7 @@ class OrderCancellationWorkflow:
         self._view.closed = True
         self._view.allowed_actions = []
         workflow.set_current_details(f"Closed: {self._view.status.value}.")
-        self._refuse_queued(f"the cancellation is closed ({self._view.status.value})")
+        self._commands.refuse_all(f"the cancellation is closed ({self._view.status.value})")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
 
@@ -277,7 +241,7 @@ class OrderCancellationWorkflow:
         try:
             async with self._lock:
                 await self._accept(accept)
-                self._run.applied.append((Action.ACCEPT, _body(accept)))
+                self._run.applied.append((Action.ACCEPT, body(accept)))
         except ApplicationError as refusal:
             # The order stays as it was: close this cancellation and say why.
             async with self._lock:
@@ -412,20 +376,10 @@ class OrderCancellationWorkflow:
             check_accept(accept, plan)
         except CancellationError as err:
             raise _application_error(err) from None
-        lines: list[RefundLine] = []
+        lines = refund_lines(self._view.cancellation_id, plan)
         balances: list[BalanceChange] = []
-        for n, planned in enumerate(plan.lines, start=1):
-            line = RefundLine(
-                refund_id=f"{self._view.cancellation_id}-r{n}",
-                tender_id=planned.tender_id,
-                tender_kind=planned.tender_kind,
-                method=planned.method,
-                channel=planned.channel,
-                amount=planned.amount,
-                payment_id=planned.payment_id,
-            )
-            self._route(line, planned.channel, accept.bank_account, balances)
-            lines.append(line)
+        for line in lines:
+            balances += route_line(line, line.channel, accept.bank_account, order.customer_id)
         currency = order.currency
         view = self._next_view(
             status=CancellationStatus.IN_PROGRESS,
@@ -438,18 +392,8 @@ class OrderCancellationWorkflow:
             refunds=lines,
             needs_attention=None,
         )
-        skus = {item.item_id: item.sku for item in order.items}
         restock = (
-            [
-                StockChange(
-                    sku=skus[item.item_id],
-                    delta=item.quantity,
-                    key=f"{self._view.cancellation_id}:restock:{item.item_id}",
-                )
-                for item in scope.items
-            ]
-            if accept.restock
-            else []
+            restock_changes(self._view.cancellation_id, order, scope) if accept.restock else []
         )
         notes = [Notification(recipient=Recipient.CUSTOMER, template="accepted")]
         self._run.restocked = restock
@@ -475,35 +419,6 @@ class OrderCancellationWorkflow:
             refund_lines=lines,
             notifications=notes if accept.notify_customer else [],
         )
-
-    def _route(
-        self,
-        line: RefundLine,
-        channel: RefundChannel,
-        bank_account: Any,
-        balances: list[BalanceChange],
-    ) -> None:
-        """Send a line to who carries it out; store balances pay out in the same step."""
-        line.channel = channel
-        match channel:
-            case RefundChannel.PROVIDER:
-                line.status = RefundStatus.PENDING
-            case RefundChannel.BANK_DEPOSIT:
-                line.status = RefundStatus.AWAITING_CONFIRMATION
-                line.bank_account = bank_account
-            case RefundChannel.POINTS | RefundChannel.CREDITS:
-                kind = (
-                    BalanceKind.POINTS if channel is RefundChannel.POINTS else BalanceKind.CREDITS
-                )
-                balances.append(
-                    BalanceChange(
-                        customer_id=self._order().customer_id,
-                        balance=kind,
-                        delta=line.amount,
-                        key=f"{line.refund_id}:{kind.value}:{line.attempts}",
-                    )
-                )
-                line.status = RefundStatus.SUCCEEDED
 
     async def _reject(self, reject: RejectInput) -> None:
         await self._close_request(
@@ -564,10 +479,10 @@ class OrderCancellationWorkflow:
     async def _confirm_refund(self, confirm: ConfirmRefundInput) -> None:
         """The merchant made the bank deposit (rule 7)."""
         view = self._next_view()
-        line = _line(view, confirm.refund_id)
+        line = find_line(view, confirm.refund_id)
         line.status = RefundStatus.SUCCEEDED
         line.confirmation_reference = confirm.reference
-        _recount(view)
+        recount(view)
         await self._commit(
             view,
             event="refund_confirmed",
@@ -579,25 +494,22 @@ class OrderCancellationWorkflow:
     async def _retry_refund(self, retry: RetryRefundInput) -> None:
         """Retry a failed refund, or switch it to bank deposit or credits (rule 7)."""
         view = self._next_view()
-        line = _line(view, retry.refund_id)
+        line = find_line(view, retry.refund_id)
         line.failure = None
         balances: list[BalanceChange] = []
         if retry.method is None or retry.method is RefundMethod.ORIGINAL:
             line.status = RefundStatus.PENDING
         else:
             line.method = retry.method
-            channel = (
-                RefundChannel.BANK_DEPOSIT
-                if retry.method is RefundMethod.BANK_DEPOSIT
-                else RefundChannel.CREDITS
+            balances = route_line(
+                line, retry_channel(retry.method), retry.bank_account, self._order().customer_id
             )
-            self._route(line, channel, retry.bank_account, balances)
         view.needs_attention = (
             Attention.REFUND_FAILED
             if any(r.status is RefundStatus.FAILED for r in view.refunds)
             else None
         )
-        _recount(view)
+        recount(view)
         await self._commit(
             view,
             event="refund_retried",
@@ -632,7 +544,7 @@ class OrderCancellationWorkflow:
         ]
         if lost and not undo.require_repayment:
             names = ", ".join(f"{line.payment_id} ({check.outcome.value})" for line, check in lost)
-            raise _refuse(
+            raise refusal(
                 ErrorCode.RECAPTURE_UNAVAILABLE,
                 f"the provider can't recapture {names}; undo with require_repayment to have"
                 " the customer pay again, or ask them to order again",
@@ -648,7 +560,7 @@ class OrderCancellationWorkflow:
             except ActivityError as err:
                 failure = _failure_text(err)
                 await self._reverse_undo("undo_rolled_back", Attention.UNDO_FAILED, failure)
-                raise _refuse(
+                raise refusal(
                     ErrorCode.RECAPTURE_UNAVAILABLE,
                     f"the provider refused to recapture {line.payment_id} ({failure});"
                     " the undo was rolled back",
@@ -667,10 +579,7 @@ class OrderCancellationWorkflow:
         return await workflow.execute_activity_method(
             ProviderActivities.check_recapture,
             RecaptureCheckInput(shop_id=self._view.shop_id, payment_id=line.payment_id),
-            task_queue=self._start.provider_task_queue,
-            start_to_close_timeout=PROVIDER_TIMEOUT,
-            heartbeat_timeout=PROVIDER_HEARTBEAT,
-            retry_policy=PROVIDER_RETRY,
+            **provider_call(self._start.provider_task_queue),
             summary=f"Ask the provider whether {line.payment_id} can be recaptured",
         )
 
@@ -685,10 +594,7 @@ class OrderCancellationWorkflow:
                 amount=line.amount,
                 idempotency_key=f"{line.refund_id}/undo-{attempt}/recapture",
             ),
-            task_queue=self._start.provider_task_queue,
-            start_to_close_timeout=PROVIDER_TIMEOUT,
-            heartbeat_timeout=PROVIDER_HEARTBEAT,
-            retry_policy=PROVIDER_RETRY,
+            **provider_call(self._start.provider_task_queue),
             summary=f"Recapture {money} from card {line.payment_id}",
         )
 
@@ -732,33 +638,15 @@ class OrderCancellationWorkflow:
 
         One store transaction: ``out_of_stock`` (or spent balances) refuse it whole.
         """
-        key = f"{self._view.cancellation_id}:undo-{attempt}"
-        reserved = [
-            StockChange(sku=s.sku, delta=-s.delta, key=f"{key}:reserve:{s.key}")
-            for s in self._run.restocked
-        ]
-        taken_back = [
-            BalanceChange(
-                customer_id=self._order().customer_id,
-                balance=(
-                    BalanceKind.POINTS
-                    if line.channel is RefundChannel.POINTS
-                    else BalanceKind.CREDITS
-                ),
-                delta=-line.amount,
-                key=f"{key}:take-back:{line.refund_id}",
-            )
-            for line in executed
-            if line.channel in (RefundChannel.POINTS, RefundChannel.CREDITS)
-        ]
+        reserved, taken_back = undo_holds(
+            self._view.cancellation_id,
+            attempt,
+            self._run.restocked,
+            executed,
+            self._order().customer_id,
+        )
         view = self._next_view(status=CancellationStatus.UNDOING, needs_attention=None)
-        for line in view.refunds:
-            if line.status in (
-                RefundStatus.PENDING,
-                RefundStatus.AWAITING_CONFIRMATION,
-                RefundStatus.FAILED,
-            ):
-                line.status = RefundStatus.CANCELED
+        cancel_unexecuted(view)
         prior_lines = [line.model_copy(deep=True) for line in self._view.refunds]
         prior = (self._view.status, self._view.order_status or OrderStatus.CANCELED)
         await self._commit(
@@ -882,7 +770,9 @@ class OrderCancellationWorkflow:
             repayment_until=None,
             needs_attention=None if attention is Attention.NONE else attention,
         )
-        key = f"{self._view.cancellation_id}:undo-{state.attempt}"
+        stock, balances = undo_reversal(
+            self._view.cancellation_id, state.attempt, state.reserved, state.taken_back
+        )
         await self._commit(
             view,
             event=event,
@@ -898,14 +788,8 @@ class OrderCancellationWorkflow:
                     ItemChange(item_id=i.item_id, delta=i.quantity) for i in self._scope().items
                 ],
             ),
-            stock=[
-                StockChange(sku=s.sku, delta=-s.delta, key=f"{key}:release:{s.key}")
-                for s in state.reserved
-            ],
-            balances=[
-                b.model_copy(update={"delta": -b.delta, "key": f"{b.key}:return"})
-                for b in state.taken_back
-            ],
+            stock=stock,
+            balances=balances,
             notifications=[
                 Notification(
                     recipient=Recipient.MERCHANT, template=event, payload={"failure": failure}
@@ -927,16 +811,13 @@ class OrderCancellationWorkflow:
                 currency=self._order().currency,
                 idempotency_key=f"{line.refund_id}/undo-{attempt}/reverse",
             ),
-            task_queue=self._start.provider_task_queue,
-            start_to_close_timeout=PROVIDER_TIMEOUT,
-            heartbeat_timeout=PROVIDER_HEARTBEAT,
-            retry_policy=PROVIDER_RETRY,
+            **provider_call(self._start.provider_task_queue),
             summary=f"Refund the recaptured {money} to card {line.payment_id} again",
         )
 
     async def _pay_back(self, refund_id: str, attempt: int) -> None:
         """Refund or void one card tender through the provider; may settle later."""
-        line = _line(self._view, refund_id)
+        line = find_line(self._view, refund_id)
         money = format_money(line.amount, self._order().currency)
         assert line.payment_id is not None
         try:
@@ -950,24 +831,21 @@ class OrderCancellationWorkflow:
                     currency=self._order().currency,
                     idempotency_key=f"{refund_id}/try-{attempt}",
                 ),
-                task_queue=self._start.provider_task_queue,
-                start_to_close_timeout=PROVIDER_TIMEOUT,
-                heartbeat_timeout=PROVIDER_HEARTBEAT,
-                retry_policy=PROVIDER_RETRY,
+                **provider_call(self._start.provider_task_queue),
                 summary=f"Refund {money} to card {line.payment_id}",
             )
             if not result.settled:
                 async with self._lock:
-                    _line(self._view, refund_id).provider_reference = result.provider_reference
+                    find_line(self._view, refund_id).provider_reference = result.provider_reference
                 result = await self._await_settlement(refund_id, result, money)
         except ActivityError as err:
             await self._refund_failed(refund_id, _failure_text(err))
             return
         async with self._lock:
-            line = _line(self._view, refund_id)
+            line = find_line(self._view, refund_id)
             line.status = RefundStatus.SUCCEEDED
             line.provider_reference = result.provider_reference
-            _recount(self._view)
+            recount(self._view)
             self._view.history.append(
                 HistoryEntry(
                     at=workflow.now(),
@@ -1010,7 +888,7 @@ class OrderCancellationWorkflow:
         """A refund failed for good: flag the run and tell the merchant (rule 7)."""
         async with self._lock:
             view = self._next_view(needs_attention=Attention.REFUND_FAILED)
-            line = _line(view, refund_id)
+            line = find_line(view, refund_id)
             line.status = RefundStatus.FAILED
             line.failure = failure
             await self._commit(
@@ -1031,7 +909,7 @@ class OrderCancellationWorkflow:
     # ------------------------------------------------------------------ commands
 
     async def _run_next_command(self) -> None:
-        command = self._commands.pop(0)
+        command = self._commands.pop()
         if command.action is Action.UNDO:
             # A refund in flight is waited for (rule 11): its outcome decides what to take back.
             await workflow.wait_condition(lambda: not self._in_flight())
@@ -1044,7 +922,7 @@ class OrderCancellationWorkflow:
                     return
                 self._check(command.action, command.payload)
                 await self._perform(command.action, command.payload)
-                self._run.applied.append((command.action, _body(command.payload)))
+                self._run.applied.append((command.action, body(command.payload)))
         except ApplicationError as refusal:
             command.error = refusal
             workflow.logger.warning(
@@ -1052,13 +930,6 @@ class OrderCancellationWorkflow:
             )
         finally:
             command.done = True
-
-    def _refuse_queued(self, message: str) -> None:
-        """Answer the commands no one will carry out any more (the run ends)."""
-        for command in self._commands:
-            command.error = _refuse(ErrorCode.INVALID_TRANSITION, message)
-            command.done = True
-        self._commands.clear()
 
     async def _perform(self, action: Action, payload: Any) -> None:
         match action:
@@ -1077,14 +948,13 @@ class OrderCancellationWorkflow:
             case Action.REPAYMENT:
                 await self._confirm_repayment(payload)
             case _:
-                raise _refuse(ErrorCode.INVALID_TRANSITION, f"{action.value} is not available")
+                raise refusal(ErrorCode.INVALID_TRANSITION, f"{action.value} is not available")
 
     async def _submit(self, action: Action, payload: Any) -> CancellationView:
         """An update's body: queue the action and answer once it took effect."""
         if self._is_repeat(action, payload):
             return self._snapshot()
-        command = _Command(action, payload)
-        self._commands.append(command)
+        command = self._commands.push(action, payload)
         await workflow.wait_condition(lambda: command.done)
         if command.error is not None:
             raise command.error
@@ -1101,7 +971,7 @@ class OrderCancellationWorkflow:
                 "signal %s ignored: %s (%s)", action.value, refusal.message, refusal.type
             )
             return
-        self._commands.append(_Command(action, payload))
+        self._commands.push(action, payload)
 
     def _is_repeat(self, action: Action, payload: Any, *, validating: bool = False) -> bool:
         """An action that took effect with the same body: answered with the view, again.
@@ -1110,7 +980,7 @@ class OrderCancellationWorkflow:
         body is the same ("retry as is" twice). A validator can't consult the patch: it lets
         such a retry through, and the handler decides.
         """
-        if (action, _body(payload)) not in self._run.applied:
+        if (action, body(payload)) not in self._run.applied:
             return False
         if action is Action.RETRY_REFUND:
             line = next((x for x in self._view.refunds if x.refund_id == payload.refund_id), None)
@@ -1123,11 +993,11 @@ class OrderCancellationWorkflow:
         if self._is_repeat(action, payload, validating=validating):
             return
         if not self._opened:
-            raise _refuse(
+            raise refusal(
                 ErrorCode.INVALID_TRANSITION, "the cancellation is still opening; try again"
             )
         if action not in allowed_actions(self._view):
-            raise _refuse(
+            raise refusal(
                 ErrorCode.INVALID_TRANSITION,
                 f"can't {action.value} a cancellation that is {self._view.status.value}"
                 + (
@@ -1136,37 +1006,18 @@ class OrderCancellationWorkflow:
                     else ""
                 ),
             )
-        if action is Action.CONFIRM_REFUND:
-            line = self._find_line(payload.refund_id)
-            if line.status is not RefundStatus.AWAITING_CONFIRMATION:
-                raise _refuse(
-                    ErrorCode.INVALID_TRANSITION,
-                    f"refund {line.refund_id} is {line.status.value}, not awaiting confirmation",
+        if isinstance(payload, ConfirmRefundInput | RetryRefundInput):
+            retry = payload if isinstance(payload, RetryRefundInput) else None
+            try:
+                check_line_action(
+                    self._view,
+                    action,
+                    payload.refund_id,
+                    method=retry.method if retry else None,
+                    bank_account=retry.bank_account if retry else None,
                 )
-        if action is Action.RETRY_REFUND:
-            line = self._find_line(payload.refund_id)
-            if line.status is not RefundStatus.FAILED:
-                raise _refuse(
-                    ErrorCode.INVALID_TRANSITION,
-                    f"refund {line.refund_id} is {line.status.value}; only failed refunds retry",
-                )
-            if payload.method is RefundMethod.BANK_DEPOSIT and payload.bank_account is None:
-                raise _refuse(
-                    ErrorCode.VALIDATION_ERROR, "a bank deposit needs the customer's bank_account"
-                )
-            if payload.method is None and line.tender_kind is not TenderKind.CARD:
-                raise _refuse(
-                    ErrorCode.VALIDATION_ERROR, "only card refunds can be retried as they are"
-                )
-
-    def _find_line(self, refund_id: str) -> RefundLine:
-        for line in self._view.refunds:
-            if line.refund_id == refund_id:
-                return line
-        raise _refuse(
-            ErrorCode.REFUND_NOT_FOUND,
-            f"cancellation {self._view.cancellation_id} has no refund {refund_id}",
-        )
+            except CancellationError as err:
+                raise _application_error(err) from None
 
     # ------------------------------------------------------------------ state helpers
 
@@ -1191,11 +1042,11 @@ class OrderCancellationWorkflow:
         view = self._view.model_copy(deep=True)
         for name, value in changes.items():
             setattr(view, name, value)
-        _recount(view)
+        recount(view)
         return view
 
     def _fully_refunded(self) -> bool:
-        return all(line.status is RefundStatus.SUCCEEDED for line in self._view.refunds)
+        return fully_refunded(self._view)
 
     def _in_flight(self) -> bool:
         return any(line.status is RefundStatus.PROCESSING for line in self._view.refunds)
@@ -1244,7 +1095,7 @@ class OrderCancellationWorkflow:
             result: ChangeResult = await self._store_write(
                 StoreActivities.apply_changes,
                 ApplyChangesInput(shop_id=view.shop_id, order_id=view.order_id, changes=changes),
-                summary=_summary(event, changes),
+                summary=change_summary(event, changes),
             )
         except ActivityError as err:
             raise _refusal(err) from None
@@ -1283,26 +1134,7 @@ class OrderCancellationWorkflow:
 
     def _describe(self) -> None:
         """Say in plain words what the run waits for (the Web UI's current details)."""
-        view = self._view
-        since = view.history[-1].at.strftime("%Y-%m-%d %H:%M UTC") if view.history else ""
-        match view.status:
-            case CancellationStatus.REQUESTED:
-                text = f"Waiting for the merchant to accept or reject, since {since}."
-            case CancellationStatus.IN_PROGRESS:
-                waiting = [
-                    f"{line.refund_id} ({line.tender_kind.value}, {line.status.value})"
-                    for line in view.refunds
-                    if line.status is not RefundStatus.SUCCEEDED
-                ]
-                text = "Refunding: " + ("; ".join(waiting) or "finishing") + f". Since {since}."
-            case CancellationStatus.CANCELED:
-                until = f"{view.undo_until:%Y-%m-%d %H:%M} UTC" if view.undo_until else "now"
-                text = f"Canceled and fully refunded; undo possible until {until}."
-            case _:
-                text = f"{view.status.value.capitalize()} since {since}."
-        if view.needs_attention:
-            text = f"NEEDS ATTENTION ({view.needs_attention.value}). " + text
-        workflow.set_current_details(text)
+        workflow.set_current_details(current_details(self._view))
 
     # ------------------------------------------------------------------ messages
 
@@ -1433,29 +1265,8 @@ class OrderCancellationWorkflow:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _line(view: CancellationView, refund_id: str) -> RefundLine:
-    return next(line for line in view.refunds if line.refund_id == refund_id)
-
-
-def _recount(view: CancellationView) -> None:
-    """``refunded`` is the sum of the lines that succeeded."""
-    if view.refundable is not None:
-        view.refunded = Money(
-            amount=sum(r.amount for r in view.refunds if r.status is RefundStatus.SUCCEEDED),
-            currency=view.refundable.currency,
-        )
-
-
-def _body(payload: Any) -> str:
-    return str(payload.model_dump_json())
-
-
-def _refuse(code: ErrorCode, message: str) -> ApplicationError:
-    return ApplicationError(message, type=code.value, non_retryable=True)
-
-
 def _application_error(err: CancellationError) -> ApplicationError:
-    return _refuse(err.code, err.message)
+    return refusal(err.code, err.message)
 
 
 def _refusal(err: ActivityError) -> ApplicationError:
@@ -1471,22 +1282,6 @@ def _failure_text(err: ActivityError) -> str:
     if isinstance(cause, ApplicationError):
         return f"{cause.type}: {cause.message}"
     return str(cause or err)
-
-
-def _summary(event: str, changes: ChangeSet) -> str:
-    """One line an operator reads in the Web UI next to the activity."""
-    parts = [event.replace("_", " ").capitalize()]
-    if changes.order is not None:
-        parts.append(
-            "order → " + (changes.order.status.value if changes.order.status else "previous status")
-        )
-    if changes.stock:
-        parts.append(f"restock {sum(s.delta for s in changes.stock)} units")
-    for balance in changes.balances:
-        parts.append(f"return {balance.delta:,} {balance.balance.value}")
-    if changes.notifications:
-        parts.append("notify " + ", ".join(n.recipient.value for n in changes.notifications))
-    return "; ".join(parts)
 
 
 __all__ = ["OrderCancellationWorkflow", "start_search_attributes"]

@@ -20,12 +20,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.order_cancellation import (
-    RETRY_AFTER_FAILING_AGAIN,
-    SKIP_QUEUED_REPEATS,
-    STORE_WRITES_LOCAL,
-    OrderCancellationWorkflow,
-)
+from workflows.order_cancellation import OrderCancellationWorkflow
+from workflows.policies import RETRY_AFTER_FAILING_AGAIN, SKIP_QUEUED_REPEATS, STORE_WRITES_LOCAL
 
 ROOT = Path(__file__).parent / "histories"
 HISTORIES = sorted(ROOT.glob("*/*.json"))

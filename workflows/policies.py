@@ -1,0 +1,84 @@
+"""How long the cancellation workflow waits and how it retries, with the reason for each
+value, and the ids of its ``workflow.patched`` branches.
+
+Changing a timeout or a retry policy is safe for running cancellations; changing what a
+patch guards is not (``tests/workflows/test_replay.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio.common import RetryPolicy
+
+# ----------------------------------------------------------------------------- store writes
+
+# Store writes are short transactions; a database restart takes seconds, so retry
+# quickly at first and keep retrying: a change set applies at most once anyway. The short
+# timeout notices an attempt lost with a killed worker soon (the chaos run saw 35 s waits
+# with 30 s).
+STORE_TIMEOUT = timedelta(seconds=10)
+STORE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+# A local activity's retries stay in the worker while the backoff is under the threshold,
+# and wait on a workflow timer past it. Unlike an activity's, those write history (6 events
+# a timer): with waits of up to 2 min a day-long database outage adds about 4,300 events to
+# a waiting run, far inside Temporal's limit (docs/design.md, "Timeouts and retries").
+STORE_LOCAL_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+)
+STORE_LOCAL_RETRY_THRESHOLD = timedelta(seconds=10)
+
+# ----------------------------------------------------------------------------- the provider
+
+# A provider call waits at most 10 s for an answer (the client's timeout); the same
+# idempotency key on every attempt means a retry can never pay twice.
+PROVIDER_TIMEOUT = timedelta(seconds=30)
+# Provider activities heartbeat every second while a call is slow: a worker that died
+# mid-call is noticed after 5 s instead of the 30 s above (docs/reliability.md).
+PROVIDER_HEARTBEAT = timedelta(seconds=5)
+PROVIDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+)
+# Pending refunds usually settle within minutes; the provider gives up on them after a
+# week, and so do we (the line fails and a person looks at it).
+SETTLEMENT_TIMEOUT = timedelta(seconds=15)
+SETTLEMENT_DEADLINE = timedelta(days=7)
+SETTLEMENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=1.5,
+    maximum_interval=timedelta(minutes=1),
+)
+
+
+def provider_call(task_queue: str | None) -> dict[str, Any]:
+    """The options of every provider activity (refund, void, recapture and its check)."""
+    return {
+        "task_queue": task_queue,
+        "start_to_close_timeout": PROVIDER_TIMEOUT,
+        "heartbeat_timeout": PROVIDER_HEARTBEAT,
+        "retry_policy": PROVIDER_RETRY,
+    }
+
+
+# ----------------------------------------------------------------------------- patches
+
+# Runs begun after this patch write to the store with local activities; older runs keep
+# their activity tasks (replayed by tests/workflows/test_replay.py).
+STORE_WRITES_LOCAL = "store-writes-local"
+# With this patch the same "retry as is" sent again once the line has failed again is a new
+# attempt; before it, every repeat of that body answered with the view. Decided when such a
+# retry first arrives, so only runs that meet one carry the marker.
+RETRY_AFTER_FAILING_AGAIN = "retry-refund-after-failing-again"
+# With this patch a command queued twice before the first copy took effect (two identical
+# signals, or updates without an idempotency key, in one workflow task) is carried out once;
+# before it, the second copy was performed again (a retried refund could pay twice).
+SKIP_QUEUED_REPEATS = "skip-queued-repeats"
