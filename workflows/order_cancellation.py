@@ -9,8 +9,6 @@ them out one at a time, so every change of state happens in one place and in ord
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -19,18 +17,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.provider import (
-        AwaitSettlementInput,
-        ProviderActivities,
         ProviderRefundSettled,
-        RecaptureCheckInput,
-        RecaptureCheckResult,
-        RecaptureOutcome,
-        RecapturePaymentInput,
-        RefundPaymentInput,
-        RefundPaymentResult,
     )
     from activities.store import (
-        ApplyChangesInput,
         OpenCancellationInput,
         OpenCancellationResult,
         StoreActivities,
@@ -44,8 +33,6 @@ with workflow.unsafe.imports_passed_through():
         ConfirmRefundInput,
         ConfirmRepaymentInput,
         HistoryEntry,
-        InitiatedBy,
-        RefundLine,
         RefundStatus,
         RejectInput,
         RetryRefundInput,
@@ -55,88 +42,44 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.changes import (
         BalanceChange,
-        ChangeResult,
-        ChangeSet,
         ItemChange,
         Notification,
         OrderChange,
         Recipient,
-        StockChange,
     )
     from domain.errors import CancellationError, ErrorCode
-    from domain.money import Money, format_money
-    from domain.order import Order, OrderStatus
+    from domain.money import Money
+    from domain.order import OrderStatus
     from domain.refund_plan import RefundChannel, RefundMethod, plan_refund
-    from domain.rules import allowed_actions, check_accept, refund_attention, restorable_status
-    from domain.scope import CancellationScope, refundable_amount, scope_of
-    from domain.shop import ShopSettings
+    from domain.rules import allowed_actions, check_accept, restorable_status
+    from domain.scope import refundable_amount
     from domain.transitions import (
-        cancel_unexecuted,
-        change_summary,
         check_line_action,
-        current_details,
         find_line,
-        fully_refunded,
         recount,
         refund_lines,
         restock_changes,
         retry_channel,
         route_line,
-        undo_holds,
-        undo_reversal,
     )
     from workflows.commands import CommandQueue, body, refusal
-    from workflows.policies import (
-        PROVIDER_HEARTBEAT,
-        RETRY_AFTER_FAILING_AGAIN,
-        SETTLEMENT_DEADLINE,
-        SETTLEMENT_RETRY,
-        SETTLEMENT_TIMEOUT,
-        SKIP_QUEUED_REPEATS,
-        STORE_LOCAL_RETRY,
-        STORE_LOCAL_RETRY_THRESHOLD,
-        STORE_RETRY,
-        STORE_TIMEOUT,
-        STORE_WRITES_LOCAL,
-        provider_call,
+    from workflows.core import (
+        RunState,
+        application_error,
+        store_refusal,
     )
-    from workflows.search_attributes import search_attribute_updates, start_search_attributes
-
-
-@dataclass
-class _Run:
-    """What the workflow knows besides the public view."""
-
-    order: Order | None = None
-    settings: ShopSettings = field(default_factory=ShopSettings)
-    refunded_by_tender: dict[str, int] = field(default_factory=dict)
-    applied: list[tuple[Action, str]] = field(default_factory=list)
-    """Actions that took effect, with their bodies: a repeat answers like the first."""
-    restocked: list[StockChange] = field(default_factory=list)
-    """What the acceptance put back in stock (an undo reserves it again)."""
-    undo_attempts: int = 0
-    undo: _Undo | None = None
-    scope: CancellationScope | None = None
-
-
-@dataclass
-class _Undo:
-    """What an undo did, so it can be reversed step by step."""
-
-    attempt: int
-    prior_status: CancellationStatus
-    prior_order_status: OrderStatus
-    prior_lines: list[RefundLine]
-    reserved: list[StockChange]
-    taken_back: list[BalanceChange]
-    recaptured: list[RefundLine] = field(default_factory=list)
-    due: int = 0
-    repaid: int = 0
+    from workflows.policies import (
+        RETRY_AFTER_FAILING_AGAIN,
+        SKIP_QUEUED_REPEATS,
+    )
+    from workflows.refunds import RefundSteps
+    from workflows.search_attributes import start_search_attributes
+    from workflows.undo import UndoSteps
 
 
 @workflow.defn(name="OrderCancellation")
-class OrderCancellationWorkflow:
-    """One cancellation of one order (see ``domain`` for the rules it follows)."""
+class OrderCancellationWorkflow(UndoSteps, RefundSteps):
+    """One cancellation of one order (see ``docs/rules.md`` for the rules it follows)."""
 
     @workflow.init
     def __init__(self, start: StartCancellationInput) -> None:
@@ -155,7 +98,7 @@ class OrderCancellationWorkflow:
             items=start.items,
             created_at=workflow.now(),
         )
-        self._run = _Run()
+        self._run = RunState()
         # What the search attributes say now (the client set them from this at start).
         self._published = self._view.model_copy(deep=True)
         self._commands = CommandQueue()
@@ -174,17 +117,25 @@ class OrderCancellationWorkflow:
 
     @workflow.run
     async def run(self, start: StartCancellationInput) -> CancellationView:
-        """Request → decision → refunds → canceled → undo window → closed."""
+        """Carry the cancellation out; however it ends, answer what is still queued and let
+        every handler finish before the run closes."""
         try:
-            await self._open()
-            if start.accept is not None:
-                await self._accept_at_start(start.accept)
+            await self._cancel_order(start)
         except ApplicationError as refusal:
             # The `opened` update answers the starter with the same refusal first.
             self._refusal = refusal
             self._commands.refuse_all(f"the cancellation was refused: {refusal.message}")
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
+        self._commands.refuse_all(f"the cancellation is closed ({self._view.status.value})")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view
+
+    async def _cancel_order(self, start: StartCancellationInput) -> None:
+        """Request → decision → refunds → canceled → undo window → closed."""
+        await self._open()
+        if start.accept is not None:
+            await self._accept_at_start(start.accept)
         self._ready = True
         while True:
             match self._view.status:
@@ -204,9 +155,6 @@ class OrderCancellationWorkflow:
         self._view.closed = True
         self._view.allowed_actions = []
         workflow.set_current_details(f"Closed: {self._view.status.value}.")
-        self._commands.refuse_all(f"the cancellation is closed ({self._view.status.value})")
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._view
 
     async def _open(self) -> None:
         """Check the order may be canceled and hold it for this cancellation."""
@@ -226,7 +174,7 @@ class OrderCancellationWorkflow:
                 summary=f"Open cancellation of order {start.order_id}",
             )
         except ActivityError as err:
-            raise _refusal(err) from None
+            raise store_refusal(err) from None
         self._run.order = opened.order
         self._run.settings = opened.settings
         self._run.refunded_by_tender = opened.refunded_by_tender
@@ -375,7 +323,7 @@ class OrderCancellationWorkflow:
         try:
             check_accept(accept, plan)
         except CancellationError as err:
-            raise _application_error(err) from None
+            raise application_error(err) from None
         lines = refund_lines(self._view.cancellation_id, plan)
         balances: list[BalanceChange] = []
         for line in lines:
@@ -522,390 +470,6 @@ class OrderCancellationWorkflow:
             refund_lines=[line],
         )
 
-    # ------------------------------------------------------------------ undo (rule 11)
-
-    async def _undo(self, undo: UndoInput) -> None:
-        """Undo without the store getting poorer: check, hold, recapture, then restore.
-
-        Every provider refund or void is checked before anything changes; where one
-        can't be recaptured the undo is refused, unless the merchant asks the customer
-        to pay again. A recapture the provider refuses after all rolls back what the undo
-        did so far, in reverse order.
-        """
-        self._run.undo_attempts += 1
-        attempt = self._run.undo_attempts
-        executed = [line for line in self._view.refunds if line.status is RefundStatus.SUCCEEDED]
-        by_provider = [line for line in executed if line.channel is RefundChannel.PROVIDER]
-        checks = await asyncio.gather(*(self._check_recapture(line) for line in by_provider))
-        lost = [
-            (line, check)
-            for line, check in zip(by_provider, checks, strict=True)
-            if check.outcome is not RecaptureOutcome.RESTORABLE
-        ]
-        if lost and not undo.require_repayment:
-            names = ", ".join(f"{line.payment_id} ({check.outcome.value})" for line, check in lost)
-            raise refusal(
-                ErrorCode.RECAPTURE_UNAVAILABLE,
-                f"the provider can't recapture {names}; undo with require_repayment to have"
-                " the customer pay again, or ask them to order again",
-            )
-        await self._hold_for_undo(undo, attempt, executed, checks)
-        state = self._undo_state()
-        lost_lines = {line.refund_id for line, _ in lost}
-        for line in by_provider:
-            if line.refund_id in lost_lines:
-                continue
-            try:
-                await self._recapture(line, attempt)
-            except ActivityError as err:
-                failure = _failure_text(err)
-                await self._reverse_undo("undo_rolled_back", Attention.UNDO_FAILED, failure)
-                raise refusal(
-                    ErrorCode.RECAPTURE_UNAVAILABLE,
-                    f"the provider refused to recapture {line.payment_id} ({failure});"
-                    " the undo was rolled back",
-                ) from None
-            state.recaptured.append(line)
-        state.due = sum(line.amount for line in executed if line.refund_id in lost_lines) + sum(
-            line.amount for line in executed if line.channel is RefundChannel.BANK_DEPOSIT
-        )
-        if state.due:
-            await self._await_repayment(undo)
-        else:
-            await self._finish_undo(undo.actor, undo.customer_note)
-
-    async def _check_recapture(self, line: RefundLine) -> RecaptureCheckResult:
-        assert line.payment_id is not None
-        return await workflow.execute_activity_method(
-            ProviderActivities.check_recapture,
-            RecaptureCheckInput(shop_id=self._view.shop_id, payment_id=line.payment_id),
-            **provider_call(self._start.provider_task_queue),
-            summary=f"Ask the provider whether {line.payment_id} can be recaptured",
-        )
-
-    async def _recapture(self, line: RefundLine, attempt: int) -> None:
-        assert line.payment_id is not None
-        money = format_money(line.amount, self._order().currency)
-        await workflow.execute_activity_method(
-            ProviderActivities.recapture_payment,
-            RecapturePaymentInput(
-                shop_id=self._view.shop_id,
-                payment_id=line.payment_id,
-                amount=line.amount,
-                idempotency_key=f"{line.refund_id}/undo-{attempt}/recapture",
-            ),
-            **provider_call(self._start.provider_task_queue),
-            summary=f"Recapture {money} from card {line.payment_id}",
-        )
-
-    def _scope(self) -> CancellationScope:
-        """The items this cancellation covers, resolved against the order at opening."""
-        if self._run.scope is None:
-            try:
-                self._run.scope = scope_of(self._order(), self._start.items)
-            except CancellationError as err:
-                raise _application_error(err) from None
-        return self._run.scope
-
-    def _order_change(
-        self,
-        status: OrderStatus | None,
-        *,
-        keep: bool = False,
-        require_unshipped: bool = False,
-        canceled_items: list[ItemChange] | None = None,
-    ) -> OrderChange:
-        """An order change; a partial cancellation that leaves items keeps the status."""
-        return OrderChange(
-            status=status,
-            keep_status=keep or not self._scope().is_last,
-            require_unshipped=require_unshipped,
-            canceled_items=canceled_items or [],
-        )
-
-    def _undo_state(self) -> _Undo:
-        assert self._run.undo is not None, "an undo is under way"
-        return self._run.undo
-
-    async def _hold_for_undo(
-        self,
-        undo: UndoInput,
-        attempt: int,
-        executed: list[RefundLine],
-        checks: list[RecaptureCheckResult],
-    ) -> None:
-        """Cancel unexecuted refunds, reserve the stock again, take points and credits back.
-
-        One store transaction: ``out_of_stock`` (or spent balances) refuse it whole.
-        """
-        reserved, taken_back = undo_holds(
-            self._view.cancellation_id,
-            attempt,
-            self._run.restocked,
-            executed,
-            self._order().customer_id,
-        )
-        view = self._next_view(status=CancellationStatus.UNDOING, needs_attention=None)
-        cancel_unexecuted(view)
-        prior_lines = [line.model_copy(deep=True) for line in self._view.refunds]
-        prior = (self._view.status, self._view.order_status or OrderStatus.CANCELED)
-        await self._commit(
-            view,
-            event="undo_started",
-            actor=undo.actor,
-            detail={
-                "reason": undo.reason,
-                "require_repayment": undo.require_repayment,
-                "recapture": {c.payment_id: c.outcome.value for c in checks},
-            },
-            order=self._order_change(
-                None,
-                keep=True,
-                canceled_items=[
-                    ItemChange(item_id=i.item_id, delta=-i.quantity) for i in self._scope().items
-                ],
-            ),
-            stock=reserved,
-            balances=taken_back,
-            refund_lines=view.refunds,
-        )
-        self._run.undo = _Undo(
-            attempt=attempt,
-            prior_status=prior[0],
-            prior_order_status=prior[1],
-            prior_lines=prior_lines,
-            reserved=reserved,
-            taken_back=taken_back,
-        )
-
-    async def _await_repayment(self, undo: UndoInput) -> None:
-        """Money that left by bank deposit, or can't be recaptured, must be paid again."""
-        state = self._undo_state()
-        until = workflow.now() + self._run.settings.repayment_window
-        currency = self._order().currency
-        view = self._next_view(
-            status=CancellationStatus.AWAITING_REPAYMENT,
-            repayment_due=Money(amount=state.due, currency=currency),
-            repayment_until=until,
-        )
-        await self._commit(
-            view,
-            event="repayment_requested",
-            actor="system",
-            detail={"due": state.due, "until": until.isoformat()},
-            order=self._order_change(OrderStatus.AWAITING_PAYMENT),
-            notifications=[
-                Notification(
-                    recipient=Recipient.CUSTOMER,
-                    template="repayment_requested",
-                    payload={
-                        "amount": state.due,
-                        "currency": currency,
-                        "customer_note": undo.customer_note,
-                    },
-                )
-            ],
-        )
-
-    async def _confirm_repayment(self, repayment: ConfirmRepaymentInput) -> None:
-        """The customer paid (part of) what they owe; all of it completes the undo."""
-        state = self._undo_state()
-        state.repaid += repayment.amount
-        remaining = state.due - state.repaid
-        if remaining > 0:
-            view = self._next_view(
-                repayment_due=Money(amount=remaining, currency=self._order().currency)
-            )
-            await self._commit(
-                view,
-                event="repayment_received",
-                actor=repayment.actor,
-                detail={"reference": repayment.reference, "amount": repayment.amount},
-            )
-            return
-        await self._finish_undo(
-            repayment.actor, None, {"reference": repayment.reference, "amount": repayment.amount}
-        )
-
-    async def _finish_undo(
-        self, actor: str, customer_note: str | None, detail: dict[str, Any] | None = None
-    ) -> None:
-        """Everything is back: the order returns to its status before the cancellation."""
-        view = self._next_view(
-            status=CancellationStatus.UNDONE, repayment_due=None, repayment_until=None
-        )
-        await self._commit(
-            view,
-            event="undone",
-            actor=actor,
-            detail=detail or {},
-            order=OrderChange(status=None),
-            notifications=[
-                Notification(
-                    recipient=Recipient.CUSTOMER,
-                    template="undone",
-                    payload={"customer_note": customer_note},
-                )
-            ],
-        )
-
-    async def _reverse_undo(
-        self, event: str, attention: Attention, failure: str | None = None
-    ) -> None:
-        """Reverse every step of the undo, last first: refund recaptures, release stock,
-        return points and credits, and go back to where the cancellation was."""
-        state = self._undo_state()
-        refund_failures: list[str] = []
-        for line in reversed(state.recaptured):
-            try:
-                await self._refund_recapture(line, state.attempt)
-            except ActivityError as err:
-                refund_failures.append(f"{line.refund_id}: {_failure_text(err)}")
-        if refund_failures or state.repaid:
-            attention = Attention.UNDO_FAILED
-        view = self._next_view(
-            status=state.prior_status,
-            refunds=[line.model_copy(deep=True) for line in state.prior_lines],
-            repayment_due=None,
-            repayment_until=None,
-            needs_attention=None if attention is Attention.NONE else attention,
-        )
-        stock, balances = undo_reversal(
-            self._view.cancellation_id, state.attempt, state.reserved, state.taken_back
-        )
-        await self._commit(
-            view,
-            event=event,
-            actor="system",
-            detail={
-                "failure": failure,
-                "refund_failures": refund_failures,
-                "repaid_to_return": state.repaid,
-            },
-            order=self._order_change(
-                state.prior_order_status,
-                canceled_items=[
-                    ItemChange(item_id=i.item_id, delta=i.quantity) for i in self._scope().items
-                ],
-            ),
-            stock=stock,
-            balances=balances,
-            notifications=[
-                Notification(
-                    recipient=Recipient.MERCHANT, template=event, payload={"failure": failure}
-                )
-            ],
-        )
-        self._run.undo = None
-
-    async def _refund_recapture(self, line: RefundLine, attempt: int) -> None:
-        assert line.payment_id is not None
-        money = format_money(line.amount, self._order().currency)
-        await workflow.execute_activity_method(
-            ProviderActivities.refund_payment,
-            RefundPaymentInput(
-                shop_id=self._view.shop_id,
-                refund_id=line.refund_id,
-                payment_id=line.payment_id,
-                amount=line.amount,
-                currency=self._order().currency,
-                idempotency_key=f"{line.refund_id}/undo-{attempt}/reverse",
-            ),
-            **provider_call(self._start.provider_task_queue),
-            summary=f"Refund the recaptured {money} to card {line.payment_id} again",
-        )
-
-    async def _pay_back(self, refund_id: str, attempt: int) -> None:
-        """Refund or void one card tender through the provider; may settle later."""
-        line = find_line(self._view, refund_id)
-        money = format_money(line.amount, self._order().currency)
-        assert line.payment_id is not None
-        try:
-            result = await workflow.execute_activity_method(
-                ProviderActivities.refund_payment,
-                RefundPaymentInput(
-                    shop_id=self._view.shop_id,
-                    refund_id=refund_id,
-                    payment_id=line.payment_id,
-                    amount=line.amount,
-                    currency=self._order().currency,
-                    idempotency_key=f"{refund_id}/try-{attempt}",
-                ),
-                **provider_call(self._start.provider_task_queue),
-                summary=f"Refund {money} to card {line.payment_id}",
-            )
-            if not result.settled:
-                async with self._lock:
-                    find_line(self._view, refund_id).provider_reference = result.provider_reference
-                result = await self._await_settlement(refund_id, result, money)
-        except ActivityError as err:
-            await self._refund_failed(refund_id, _failure_text(err))
-            return
-        async with self._lock:
-            line = find_line(self._view, refund_id)
-            line.status = RefundStatus.SUCCEEDED
-            line.provider_reference = result.provider_reference
-            recount(self._view)
-            self._view.history.append(
-                HistoryEntry(
-                    at=workflow.now(),
-                    event="refund_succeeded",
-                    actor="system",
-                    detail={"refund_id": refund_id, "operation": result.operation.value},
-                )
-            )
-            self._describe()
-
-    async def _await_settlement(
-        self, refund_id: str, pending: RefundPaymentResult, money: str
-    ) -> RefundPaymentResult:
-        """Poll the provider until the refund settles, unless its webhook says so first."""
-        reference = pending.provider_reference
-        poll = workflow.start_activity_method(
-            ProviderActivities.await_refund_settlement,
-            AwaitSettlementInput(
-                shop_id=self._view.shop_id, refund_id=refund_id, provider_reference=reference
-            ),
-            task_queue=self._start.provider_task_queue,
-            start_to_close_timeout=SETTLEMENT_TIMEOUT,
-            heartbeat_timeout=PROVIDER_HEARTBEAT,
-            schedule_to_close_timeout=SETTLEMENT_DEADLINE,
-            retry_policy=SETTLEMENT_RETRY,
-            summary=f"Wait for provider to settle refund of {money} ({reference})",
-        )
-        await workflow.wait_condition(lambda: poll.done() or reference in self._settled)
-        if poll.done():
-            return await poll
-        # The webhook came first: stop polling (the provider said the money moved).
-        poll.cancel()
-        with contextlib.suppress(ActivityError, asyncio.CancelledError):
-            await poll
-        return RefundPaymentResult(
-            operation=pending.operation, provider_reference=reference, settled=True
-        )
-
-    async def _refund_failed(self, refund_id: str, failure: str) -> None:
-        """A refund failed for good: flag the run and tell the merchant (rule 7)."""
-        async with self._lock:
-            view = self._next_view(needs_attention=Attention.REFUND_FAILED)
-            line = find_line(view, refund_id)
-            line.status = RefundStatus.FAILED
-            line.failure = failure
-            await self._commit(
-                view,
-                event="refund_failed",
-                actor="system",
-                detail={"refund_id": refund_id, "failure": failure},
-                refund_lines=[line],
-                notifications=[
-                    Notification(
-                        recipient=Recipient.MERCHANT,
-                        template="refund_failed",
-                        payload={"refund_id": refund_id, "amount": line.amount},
-                    )
-                ],
-            )
-
     # ------------------------------------------------------------------ commands
 
     async def _run_next_command(self) -> None:
@@ -1017,124 +581,7 @@ class OrderCancellationWorkflow:
                     bank_account=retry.bank_account if retry else None,
                 )
             except CancellationError as err:
-                raise _application_error(err) from None
-
-    # ------------------------------------------------------------------ state helpers
-
-    def _order(self) -> Order:
-        assert self._run.order is not None, "the order is known once the cancellation opened"
-        return self._run.order
-
-    def _opening_view(self) -> CancellationView:
-        """The view the store records when the cancellation opens."""
-        view = self._snapshot()
-        if self._start.initiated_by is InitiatedBy.CUSTOMER:
-            view.order_status = OrderStatus.CANCELLATION_REQUESTED
-        return view
-
-    def _snapshot(self) -> CancellationView:
-        view = self._view.model_copy(deep=True)
-        view.allowed_actions = allowed_actions(view)
-        return view
-
-    def _next_view(self, **changes: Any) -> CancellationView:
-        """A copy of the view with ``changes``; it replaces the view once committed."""
-        view = self._view.model_copy(deep=True)
-        for name, value in changes.items():
-            setattr(view, name, value)
-        recount(view)
-        return view
-
-    def _fully_refunded(self) -> bool:
-        return fully_refunded(self._view)
-
-    def _in_flight(self) -> bool:
-        return any(line.status is RefundStatus.PROCESSING for line in self._view.refunds)
-
-    def _has_pending(self) -> bool:
-        return any(
-            line.channel is RefundChannel.PROVIDER and line.status is RefundStatus.PENDING
-            for line in self._view.refunds
-        )
-
-    async def _commit(
-        self,
-        view: CancellationView,
-        *,
-        event: str,
-        actor: str,
-        detail: dict[str, Any],
-        order: OrderChange | None = None,
-        stock: list[StockChange] | None = None,
-        balances: list[BalanceChange] | None = None,
-        refund_lines: list[RefundLine] | None = None,
-        notifications: list[Notification] | None = None,
-    ) -> None:
-        """Write a transition to the store, then make ``view`` the current one.
-
-        Raises:
-            ApplicationError: The store refused (e.g. ``order_shipped``); nothing changed.
-        """
-        if view.status is CancellationStatus.IN_PROGRESS:
-            view.needs_attention = refund_attention(view)
-        entry = HistoryEntry(at=workflow.now(), event=event, actor=actor, detail=detail)
-        view.history.append(entry)
-        view.allowed_actions = allowed_actions(view)
-        changes = ChangeSet(
-            event_key=f"{view.cancellation_id}:{len(view.history):04d}:{event}",
-            event=entry,
-            view=view,
-            customer_id=self._order().customer_id,
-            order=order,
-            stock=stock or [],
-            balances=balances or [],
-            refund_lines=refund_lines or [],
-            notifications=notifications or [],
-        )
-        try:
-            result: ChangeResult = await self._store_write(
-                StoreActivities.apply_changes,
-                ApplyChangesInput(shop_id=view.shop_id, order_id=view.order_id, changes=changes),
-                summary=change_summary(event, changes),
-            )
-        except ActivityError as err:
-            raise _refusal(err) from None
-        view.order_status = result.order_status
-        self._view = view
-        updates = search_attribute_updates(self._published, view)
-        if updates:
-            workflow.upsert_search_attributes(updates)
-        self._published = view.model_copy(deep=True)
-        self._describe()
-
-    async def _store_write(self, activity: Any, arg: Any, *, summary: str) -> Any:
-        """Run a store write: a local activity on this worker, or, in runs that began
-        before that change, an activity task through the server.
-
-        Store writes are short transactions on the worker's own database, idempotent by
-        their keys: as local activities they cost the server no activity task and the
-        history one marker instead of three events (docs/performance.md).
-        """
-        if workflow.patched(STORE_WRITES_LOCAL):
-            return await workflow.execute_local_activity_method(
-                activity,
-                arg,
-                start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_LOCAL_RETRY,
-                local_retry_threshold=STORE_LOCAL_RETRY_THRESHOLD,
-                summary=summary,
-            )
-        return await workflow.execute_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=STORE_TIMEOUT,
-            retry_policy=STORE_RETRY,
-            summary=summary,
-        )
-
-    def _describe(self) -> None:
-        """Say in plain words what the run waits for (the Web UI's current details)."""
-        workflow.set_current_details(current_details(self._view))
+                raise application_error(err) from None
 
     # ------------------------------------------------------------------ messages
 
@@ -1260,28 +707,6 @@ class OrderCancellationWorkflow:
     def retry_refund_signal(self, retry: RetryRefundInput) -> None:
         """Retry a refund, without waiting for an answer."""
         self._signal(Action.RETRY_REFUND, retry)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _application_error(err: CancellationError) -> ApplicationError:
-    return refusal(err.code, err.message)
-
-
-def _refusal(err: ActivityError) -> ApplicationError:
-    """The store's refusal, as the workflow's own typed error."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.type:
-        return ApplicationError(cause.message, type=cause.type, non_retryable=True)
-    return ApplicationError(f"store step failed: {err.message}", type="store_failed")
-
-
-def _failure_text(err: ActivityError) -> str:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type}: {cause.message}"
-    return str(cause or err)
 
 
 __all__ = ["OrderCancellationWorkflow", "start_search_attributes"]
