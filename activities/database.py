@@ -2,6 +2,8 @@
 
 Activities apply writes through :class:`StoreRepository`; the client side uses the
 same repository for reads (quotes, lists, orders), so each query exists once.
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 from __future__ import annotations

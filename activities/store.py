@@ -1,4 +1,7 @@
-"""Activities that read and write the store database."""
+"""Activities that read and write the store database.
+
+Rule numbers are those of ``docs/rules.md``.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 The view (``CancellationView``) is public: the ``status`` query, the client, the CLI
 and the HTTP hook all return it.
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 from datetime import datetime

@@ -3,6 +3,8 @@
 The workflow decides a transition with pure code and hands the change set to one
 activity, which applies it in one database transaction, at most once (the event key
 is the idempotency key).
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 from datetime import datetime

@@ -1,4 +1,7 @@
-"""Orders as the store admin knows them: status, items and how they were paid."""
+"""Orders as the store admin knows them: status, items and how they were paid.
+
+Rule numbers are those of ``docs/rules.md``.
+"""
 
 from enum import StrEnum
 from typing import Annotated, Self

@@ -1,6 +1,8 @@
 """Refund planning: which tender gets how much back, and how (rules 6, 8, 9, 10).
 
 Pure functions of the order and what earlier cancellations already refunded.
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 from collections.abc import Mapping, Sequence

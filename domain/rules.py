@@ -1,4 +1,7 @@
-"""The cancellation rules of the store-admin guide as pure functions."""
+"""The cancellation rules of the store-admin guide as pure functions.
+
+Rule numbers are those of ``docs/rules.md``.
+"""
 
 from domain.cancellation import (
     OPEN_STATUSES,

@@ -1,4 +1,7 @@
-"""What a cancellation covers: whole order or some items and quantities (rule 10)."""
+"""What a cancellation covers: whole order or some items and quantities (rule 10).
+
+Rule numbers are those of ``docs/rules.md``.
+"""
 
 from pydantic import BaseModel, ConfigDict
 

@@ -1,4 +1,7 @@
-"""Per-shop settings that shape cancellations."""
+"""Per-shop settings that shape cancellations.
+
+Rule numbers are those of ``docs/rules.md``.
+"""
 
 from datetime import timedelta
 from typing import Annotated

@@ -6,6 +6,8 @@ The workflow decides with these and commits the result as one change set
 (``domain.changes``); nothing here knows about Temporal, so each builder has fast tests
 (``tests/domain/test_transitions.py``). Every key is built from the cancellation id, which
 is unique across shops (``domain.contract``), so every movement happens once.
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 from collections.abc import Sequence

@@ -3,6 +3,8 @@
 Every action returns the :class:`~domain.cancellation.CancellationView` after the
 action took effect, or raises :class:`~domain.errors.CancellationError` with one of
 the spec's codes. The CLI and the HTTP hook are thin layers over this class.
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 from __future__ import annotations

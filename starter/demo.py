@@ -11,6 +11,8 @@ The settings come from the environment; variables that are unset are taken from 
 
 This module also loads the demo data the dev stack starts with (:func:`seed_demo_data`): the
 shops, stock, customers and orders of ``starter/demo_orders.json``, through ``load-orders``.
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Each action exists twice: under ``/v1/shops/{shop_id}/orders/{order_id}/cancella
 ``/v1/shops/{shop_id}/cancellations/{cancellation_id}`` (any one of them). Both call the
 same :class:`~starter.client.CancellationClient` method; the client sends actions as
 Temporal updates, with the ``Idempotency-Key`` as the update id.
+
+Rule numbers are those of ``docs/rules.md``.
 """
 
 import base64
