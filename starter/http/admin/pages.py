@@ -38,7 +38,7 @@ from domain.cancellation import (
 from domain.errors import CancellationError, ErrorCode
 from domain.money import format_money
 from domain.order import Order
-from domain.refund_plan import RefundChannel, RefundMethod
+from domain.refund_plan import RefundChannel, RefundMethod, refund_channel
 from domain.requests import (
     ConfirmRefundRequest,
     Quote,
@@ -78,6 +78,7 @@ from starter.http.admin.words import (
     age,
     event_label,
     list_label,
+    refund_as,
 )
 from starter.http.auth import Authenticator
 from starter.http.context import Hook
@@ -139,6 +140,7 @@ class Admin:
             refund_status_labels=REFUND_STATUS_LABELS,
             attention_labels=ATTENTION_LABELS,
             list_label=list_label,
+            refund_as=refund_as,
             event_label=event_label,
             money=format_money,
             statuses=list(CancellationStatus),
@@ -399,6 +401,7 @@ async def cancellations(
     rows = [
         {
             "view": view,
+            "amount": await _amount(client, session.shop_id, view),
             "age": age(view.created_at, now),
             "url": cancellation_url(view.cancellation_id),
         }
@@ -417,6 +420,19 @@ async def cancellations(
         next_url=next_url,
         first_page=not cursor,
     )
+
+
+async def _amount(client: CancellationClient, shop_id: str, view: CancellationView) -> str:
+    """What the cancellation refunds; before acceptance, what accepting it would refund."""
+    if view.refundable is not None:
+        return format_money(view.refundable.amount, view.refundable.currency)
+    if view.status is not CancellationStatus.REQUESTED:
+        return ""
+    try:
+        quote_ = await client.quote(shop_id, view.order_id, RefundMethod.ORIGINAL, view.items)
+    except CancellationError:  # the order changed under the request: the page shows why
+        return ""
+    return format_money(quote_.refundable, quote_.currency)
 
 
 def _needs_attention(view: CancellationView) -> bool:
@@ -474,6 +490,7 @@ async def _cancellation_page(
         error=error,
         view=view,
         order=order,
+        amount=await _amount(client, session.shop_id, view),
         items=_items_of(view, order),
         lines=lines,
         allowed=allowed,
@@ -610,7 +627,8 @@ async def accept_edit(request: Request, cancellation_id: CancellationId) -> Resp
 
 
 def _require_bank_account(quote_: Quote, given: bool) -> None:
-    if not given and any(line.method is RefundMethod.BANK_DEPOSIT for line in quote_.lines):
+    channels = {refund_channel(line.tender_kind, line.method) for line in quote_.lines}
+    if not given and RefundChannel.BANK_DEPOSIT in channels:
         raise CancellationError(
             ErrorCode.VALIDATION_ERROR,
             "part of this refund goes out by bank deposit: enter the customer's bank account",

@@ -19,7 +19,7 @@ from domain.cancellation import (
 )
 from domain.errors import ErrorCode
 from domain.order import OrderStatus, TenderKind
-from domain.refund_plan import RefundMethod
+from domain.refund_plan import RefundChannel, RefundMethod, refund_channel
 
 ERROR_SENTENCES: Final[dict[ErrorCode, str]] = {
     ErrorCode.UNAUTHORIZED: "That token is not valid. Check the shop token and sign in again.",
@@ -111,6 +111,20 @@ METHOD_LABELS: Final[dict[RefundMethod, str]] = {
     RefundMethod.BANK_DEPOSIT: "Bank deposit",
     RefundMethod.CREDITS: "Store credits",
 }
+
+CHANNEL_LABELS: Final[dict[RefundChannel, str]] = {
+    RefundChannel.PROVIDER: "Refund to the card",
+    RefundChannel.BANK_DEPOSIT: "Bank deposit",
+    RefundChannel.POINTS: "Points back to the customer",
+    RefundChannel.CREDITS: "Store credits",
+}
+"""How a refund line goes out, which is what the merchant must know (and do)."""
+
+
+def refund_as(kind: TenderKind, method: RefundMethod) -> str:
+    """``Bank deposit`` for a bank transfer refunded the original way, and so on."""
+    return CHANNEL_LABELS[refund_channel(kind, method)]
+
 
 TENDER_LABELS: Final[dict[TenderKind, str]] = {
     TenderKind.CARD: "Card",
