@@ -106,6 +106,7 @@ SECURITY_HEADERS: Final = {
 }
 
 PAGE_SIZE: Final = 20
+MAX_PAGE_SIZE: Final = 100
 # The needs-attention filter reads this many list pages at most per screen (the client
 # lists by status only); a shop with more runs than that sees "More" to read further.
 ATTENTION_SCAN_PAGES: Final = 10
@@ -367,6 +368,7 @@ async def cancellations(
     status: Annotated[str, Query(max_length=40)] = "",
     attention: Annotated[str, Query(max_length=5)] = "",
     cursor: Annotated[str, Query(max_length=400)] = "",
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
 ) -> Response:
     """Orders › Cancellations: newest first, filtered by status and needs-attention."""
     session = _session(request)
@@ -381,7 +383,7 @@ async def cancellations(
     position = _decode_cursor(cursor) if cursor else None
     if not needs_attention:
         page = await client.list_cancellations(
-            session.shop_id, statuses=statuses, limit=PAGE_SIZE, cursor=position
+            session.shop_id, statuses=statuses, limit=limit, cursor=position
         )
         items, next_position = page.items, page.next_cursor
     else:
@@ -395,7 +397,7 @@ async def cancellations(
             )
             items += [v for v in page.items if _needs_attention(v)]
             next_position = page.next_cursor
-            if next_position is None or len(items) >= PAGE_SIZE:
+            if next_position is None or len(items) >= limit:
                 break
     now = datetime.now(UTC)
     rows = [
@@ -409,7 +411,12 @@ async def cancellations(
     ]
     next_url = None
     if next_position is not None:
-        query = {"status": status, "attention": attention, "cursor": _encode_cursor(next_position)}
+        query = {
+            "status": status,
+            "attention": attention,
+            "limit": str(limit) if limit != PAGE_SIZE else "",
+            "cursor": _encode_cursor(next_position),
+        }
         next_url = _url("/admin/cancellations", **{k: v for k, v in query.items() if v})
     return render(
         request,

@@ -62,7 +62,8 @@ class Merchant:
         )
 
     async def get(self, path: str, **params: Any) -> httpx.Response:
-        answer = await self.http.get(path, params=params, headers=self._headers())
+        # Only when given: httpx replaces a query already in ``path`` with ``params``.
+        answer = await self.http.get(path, params=params or None, headers=self._headers())
         self._keep(answer)
         return answer
 

@@ -1,0 +1,71 @@
+"""The Cancellations list and the settings page over plain HTTP, checked against the API."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+ROW = re.compile(r'data-cancellation="([^"]+)"')
+NEXT = re.compile(r'href="(/admin/cancellations\?[^"]*cursor=[^"]+)"')
+
+
+async def test_list_is_newest_first_paginated_and_filtered_by_needs_attention(shop, merchant):
+    """Three requests and one failed refund: pages of two, and the filter finds the failure."""
+    requested = []
+    for _ in range(3):
+        order_id = await shop.put_order()
+        requested.append((await shop.request_cancellation(order_id))["cancellation_id"])
+    payment = await shop.card_payment(30000, refund="decline")
+    failing = await shop.put_order(
+        tenders=[{"tender_id": "t1", "kind": "card", "amount": 30000, "payment_id": payment}]
+    )
+    failed = await shop.request_cancellation(failing)
+    accept = {"reason_code": "changed_mind", "refund_method": "original"}
+    await shop.http.post(shop.cancellation_path(failing, "/accept"), json=accept)
+    await shop.wait_for(failing, lambda v: v["needs_attention"] == "refund_failed")
+
+    api = (await shop.http.get(f"{shop.base}/cancellations")).json()["items"]
+    newest_first = [view["cancellation_id"] for view in api]
+    first = await merchant.get("/admin/cancellations", limit="2")
+    assert ROW.findall(first.text) == newest_first[:2]
+    link = NEXT.search(first.text)
+    assert link, first.text
+    second = await merchant.get(link.group(1).replace("&amp;", "&"))
+    assert ROW.findall(second.text) == newest_first[2:4]
+
+    attention = await merchant.get("/admin/cancellations", attention="1")
+    assert ROW.findall(attention.text) == [failed["cancellation_id"]]
+    assert "A refund failed" in attention.text
+    only_requested = await merchant.get("/admin/cancellations", status="requested")
+    assert ROW.findall(only_requested.text) == list(reversed(requested))
+    assert only_requested.text.count("Cancellation requested [Customer]") >= 3
+
+
+async def test_settings_saved_on_the_page_are_the_shops_settings(shop, merchant):
+    """Turning customer requests off on the page makes the API refuse a customer's request."""
+    page = await merchant.get("/admin/settings")
+    assert 'value="P1D"' in page.text and 'value="P30D"' in page.text
+    saved = await merchant.post(
+        "/admin/settings",
+        {"request_reminder_after": "PT2H", "undo_window": "P14D", "repayment_window": "P3D"},
+    )
+    assert saved.status_code == 303
+    settings = (await shop.http.get(f"{shop.base}/settings")).json()
+    assert settings == {
+        "customer_cancellation_requests": False,
+        "request_reminder_after": "PT2H",
+        "undo_window": "P14D",
+        "repayment_window": "P3D",
+    }
+    order_id = await shop.put_order()
+    refused = await shop.http.post(
+        shop.cancellation_path(order_id),
+        json={"initiated_by": "customer", "channel": "my_account", "reason_code": "changed_mind"},
+    )
+    assert refused.json()["error"]["code"] == "customer_requests_disabled"
+    again = await merchant.get("/admin/settings", notice="settings")
+    assert "The settings were saved." in again.text
+    assert 'name="customer_cancellation_requests" value="1" checked' not in again.text
