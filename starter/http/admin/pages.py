@@ -877,7 +877,7 @@ async def _order_page(
     client = _client(request)
     order = await client.get_order(session.shop_id, order_id)
     history = await client.cancellations_of_order(session.shop_id, order_id)
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "item": item,
             "canceled": order.canceled_quantities.get(item.item_id, 0),
@@ -904,6 +904,8 @@ async def _order_page(
         error=error,
         order=order,
         items=items,
+        shipped=ERROR_SENTENCES[ErrorCode.ORDER_SHIPPED] if order.is_shipped else None,
+        cancelable=not order.is_shipped and any(row["remaining"] > 0 for row in items),
         cancellations=[(view, cancellation_url(view.cancellation_id)) for view in history],
         values=values or defaults,
         url=order_url(order_id),
@@ -923,6 +925,8 @@ async def cancel_order(request: Request, order_id: OrderId) -> Response:
         item.item_id: forms.text(form, f"qty-{item.item_id}") for item in order.items
     }
     try:
+        if order.is_shipped:  # rule 1, said before the merchant fills in a refund
+            raise CancellationError(ErrorCode.ORDER_SHIPPED, f"order {order_id} has shipped")
         items = forms.chosen_items(form, order)
         body = forms.accept_request(form)
         quote_ = await client.quote(session.shop_id, order_id, body.refund_method, items)

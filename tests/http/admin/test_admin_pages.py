@@ -1,4 +1,4 @@
-"""The Cancellations list and the settings page over plain HTTP, checked against the API."""
+"""The list, Order details and settings pages over plain HTTP, checked against the API."""
 
 from __future__ import annotations
 
@@ -69,3 +69,19 @@ async def test_settings_saved_on_the_page_are_the_shops_settings(shop, merchant)
     again = await merchant.get("/admin/settings", notice="settings")
     assert "The settings were saved." in again.text
     assert 'name="customer_cancellation_requests" value="1" checked' not in again.text
+
+
+async def test_shipped_order_says_return_and_cancels_nothing(shop, merchant):
+    """Order details of a shipped order explains the return; a forced post changes nothing."""
+    order_id = await shop.put_order(status="in_transit")
+    page = await merchant.get(f"/admin/orders/{order_id}")
+    assert "This order has shipped: process it as a return." in page.text
+    assert 'id="cancel"' not in page.text
+    forced = await merchant.post(
+        f"/admin/orders/{order_id}/cancel",
+        {"reason_code": "sold_out", "scope": "whole", "step": "confirm"},
+    )
+    assert forced.status_code == 409
+    assert "This order has shipped: process it as a return." in forced.text
+    missing = await shop.http.get(shop.cancellation_path(order_id))
+    assert missing.json()["error"]["code"] == "cancellation_not_found"
