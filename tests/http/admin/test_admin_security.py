@@ -6,9 +6,6 @@ from typing import Any
 
 import pytest
 
-from domain.errors import ErrorCode
-from starter.http.admin.words import ERROR_SENTENCES
-
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 XSS_SCRIPT = "<script>alert(1)</script>"
@@ -19,12 +16,6 @@ async def _requested(shop, **extra) -> tuple[str, dict[str, Any]]:
     order_id = await shop.put_order()
     view = await shop.request_cancellation(order_id, **extra)
     return order_id, view
-
-
-async def test_every_error_code_has_a_sentence_for_merchants():
-    """The one table covers the API's every code, each a sentence (ends with a full stop)."""
-    assert set(ERROR_SENTENCES) == set(ErrorCode)
-    assert all(s[0].isupper() and s.endswith(".") for s in ERROR_SENTENCES.values())
 
 
 async def test_pages_without_a_session_redirect_to_sign_in(shop, merchant_client):
