@@ -26,6 +26,7 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from domain.cancellation import (
+    Action,
     Attention,
     CancellationStatus,
     CancellationView,
@@ -142,6 +143,9 @@ class Admin:
             attention_labels=ATTENTION_LABELS,
             list_label=list_label,
             refund_as=refund_as,
+            # One idempotency key per rendered form: sent twice, it acts once; two forms of
+            # one page never share a key (Temporal would answer the second with the first).
+            new_key=forms.new_key,
             event_label=event_label,
             money=format_money,
             statuses=list(CancellationStatus),
@@ -503,7 +507,6 @@ async def _cancellation_page(
         allowed=allowed,
         currency=currency,
         failed_form=failed_form,
-        key=forms.new_key(),
         refresh=REFRESH_SECONDS if waiting_for_provider and settled and not error else None,
         url=cancellation_url(view.cancellation_id),
         order_url=order_url(view.order_id),
@@ -543,6 +546,8 @@ async def accept_form(request: Request, cancellation_id: CancellationId) -> Resp
     """Accept cancellation request: reason, refund method, bank account, restock, notify."""
     session = _session(request)
     view = await _client(request).get_cancellation(session.shop_id, cancellation_id=cancellation_id)
+    if Action.ACCEPT not in view.allowed_actions:  # decided meanwhile: show what it is now
+        return redirect(cancellation_url(view.cancellation_id))
     return render(
         request,
         "accept.html",
@@ -606,7 +611,6 @@ async def accept(request: Request, cancellation_id: CancellationId) -> Response:
                 values=values,
                 quote=quote_,
                 body=body,
-                key=forms.new_key(),
                 url=url,
             )
         await client.accept(
@@ -769,6 +773,10 @@ async def _act(
 @router.get("/admin/cancellations/{cancellation_id}/undo")
 async def undo_form(request: Request, cancellation_id: CancellationId) -> Response:
     """Undo: what the undo will take back and what the customer must pay again."""
+    session = _session(request)
+    view = await _client(request).get_cancellation(session.shop_id, cancellation_id=cancellation_id)
+    if Action.UNDO not in view.allowed_actions:
+        return redirect(cancellation_url(view.cancellation_id))
     return await _undo_page(request, cancellation_id)
 
 
@@ -806,7 +814,6 @@ async def _undo_page(
         currency=currency,
         values=values or {"reason": "", "customer_note": "", "require_repayment": False},
         recapture_refused=error is not None and error.code is ErrorCode.RECAPTURE_UNAVAILABLE,
-        key=forms.new_key(),
         url=cancellation_url(view.cancellation_id),
     )
 
@@ -940,7 +947,6 @@ async def cancel_order(request: Request, order_id: OrderId) -> Response:
                 quote=quote_,
                 body=body,
                 items=items,
-                key=forms.new_key(),
                 url=order_url(order_id),
             )
         contact = body.reason_code is ReasonCode.CUSTOMER_CONTACT

@@ -85,3 +85,35 @@ async def test_shipped_order_says_return_and_cancels_nothing(shop, merchant):
     assert "This order has shipped: process it as a return." in forced.text
     missing = await shop.http.get(shop.cancellation_path(order_id))
     assert missing.json()["error"]["code"] == "cancellation_not_found"
+
+
+async def test_a_form_sent_twice_acts_once(shop, merchant):
+    """The reject form's key is the update id: the repeat answers like the first, one event."""
+    order_id = await shop.put_order()
+    view = await shop.request_cancellation(order_id)
+    page_url = f"/admin/cancellations/{view['cancellation_id']}"
+    page = await merchant.get(page_url)
+    form = re.search(r'action="[^"]*/reject">(.*?)</form>', page.text, re.DOTALL)
+    assert form, page.text
+    key = re.search(r'name="key" value="([^"]+)"', form.group(1))
+    assert key
+    sent = [
+        await merchant.post(f"{page_url}/reject", {"reason": "sold out", "key": key.group(1)})
+        for _ in range(2)
+    ]
+    assert [answer.status_code for answer in sent] == [303, 303]
+    events = [entry["event"] for entry in (await shop.view(order_id))["history"]]
+    assert events.count("rejected") == 1
+    keys = re.findall(r'name="key" value="([^"]+)"', (await merchant.get(page_url)).text)
+    assert len(keys) == len(set(keys)), "two forms of one page never share a key"
+
+
+async def test_accept_and_undo_forms_of_a_decided_cancellation_lead_back_to_it(shop, merchant):
+    order_id = await shop.put_order()
+    view = await shop.request_cancellation(order_id)
+    page_url = f"/admin/cancellations/{view['cancellation_id']}"
+    undo = await merchant.get(f"{page_url}/undo")
+    assert undo.status_code == 303 and undo.headers["location"] == page_url
+    await shop.http.post(shop.cancellation_path(order_id, "/reject"), json={"reason": "no"})
+    accept = await merchant.get(f"{page_url}/accept")
+    assert accept.status_code == 303 and accept.headers["location"] == page_url
