@@ -313,8 +313,11 @@ async def sign_in(request: Request) -> Response:
     authenticator: Authenticator = request.app.state.authenticator
     try:
         shop = await authenticator.shop_for(f"Bearer {forms.text(form, 'token')}")
-    except CancellationError as err:
-        return _sign_in_again(request, next_url, _error_sentence(err), HTTP_STATUS[err.code])
+    except Exception as err:  # a wrong token, or the token table's database is away
+        known = as_cancellation_error(err)
+        if known is None:
+            raise
+        return _sign_in_again(request, next_url, _error_sentence(known), HTTP_STATUS[known.code])
     log.info("admin: %s signed in to shop %s", name, shop)
     response = redirect(next_url)
     _set_cookie(

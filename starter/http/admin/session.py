@@ -61,7 +61,8 @@ class Session:
 
 def valid_name(name: str) -> bool:
     """Whether ``name`` can be an actor: 1–100 letters, digits and ``_.@+:-``."""
-    return 0 < len(name) <= MAX_ACTOR_LENGTH and _NAME.match(name) is not None
+    # fullmatch: `$` alone would let a trailing newline through (log lines, audit trail).
+    return 0 < len(name) <= MAX_ACTOR_LENGTH and _NAME.fullmatch(name) is not None
 
 
 class SessionSigner:
