@@ -46,6 +46,11 @@ class Settings(BaseModel):
     max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS
     """Runs the worker keeps in memory; an evicted run replays its short history on its
     next task. Near what is in flight keeps memory flat however many runs wait."""
+    admin_session_key: str | None = Field(default=None, repr=False)
+    """Signs the merchant admin pages' session cookies (``/admin``); ``None``: a random key
+    per process, so sessions end when the hook restarts (logged as a warning)."""
+    admin_cookie_secure: bool = True
+    """The session cookie is ``Secure`` (HTTPS only); the dev stack turns it off for http."""
     task_queue: str = TASK_QUEUE
     provider_task_queue: str | None = None
     """A separate queue for provider calls; ``None`` keeps them on ``task_queue``."""
@@ -89,6 +94,8 @@ class Settings(BaseModel):
             max_cached_workflows=_positive_int(
                 env, "WORKER_MAX_CACHED_WORKFLOWS", DEFAULT_MAX_CACHED_WORKFLOWS
             ),
+            admin_session_key=env.get("ADMIN_SESSION_KEY") or None,
+            admin_cookie_secure=_flag(env, "ADMIN_COOKIE_SECURE", default=True),
             task_queue=env.get("TASK_QUEUE") or TASK_QUEUE,
             provider_task_queue=env.get("PROVIDER_TASK_QUEUE") or None,
         )
@@ -114,6 +121,17 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise SystemExit(f"{name} must be a positive whole number, not {raw!r}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{name} must be 1 or 0, not {raw!r}")
 
 
 def parse_tokens(value: str) -> dict[str, str]:

@@ -16,8 +16,9 @@ stopping the stack in the middle of a cancellation and starting it again carries
         sandbox.sqlite3     the payment sandbox's payments, refunds and ledger
         logs/               one log file per process, appended across restarts
         admin-token         the admin hook's bearer token for demo-shop (made once, then reused)
-        webhook-secret, payload-key, codec-token
-                            the dev secrets for webhooks, encrypted payloads and the codec
+        webhook-secret, payload-key, codec-token, admin-session-key
+                            the dev secrets for webhooks, encrypted payloads, the codec and
+                            the admin pages' session cookies
         env                 ``export …`` lines: ``source .devstack/env`` in another shell
         pids/               the children's process ids, to stop orphans of a killed stack
         devstack.lock       held while a stack runs, so two stacks never share the folder
@@ -459,6 +460,9 @@ class Endpoints:
             "TEMPORAL_UI_URL": self.ui_url,
             "ADMIN_HOOK_URL": self.hook_url,
             "ADMIN_HOOK_PORT": str(self.admin_hook_port),
+            # The admin pages are served over plain http on loopback here: a Secure cookie
+            # would never come back. Everywhere else the default (Secure) holds.
+            "ADMIN_COOKIE_SECURE": "0",
         }
 
     def all_env_vars(self) -> dict[str, str]:
@@ -555,6 +559,10 @@ class DevStack:
             ),
             "PAYLOAD_ENCRYPTION_KEY": self.state.secret("payload-key", lambda: f"dev1:{new_key()}"),
             "CODEC_AUTH_TOKEN": self.state.secret("codec-token", lambda: secrets.token_urlsafe(24)),
+            # Kept, so merchants stay signed in to the admin pages across restarts.
+            "ADMIN_SESSION_KEY": self.state.secret(
+                "admin-session-key", lambda: secrets.token_urlsafe(32)
+            ),
         }
 
     def _child_env(self) -> dict[str, str]:
@@ -715,6 +723,7 @@ class DevStack:
             f"Worker            task queue {TASK_QUEUE}",
             f"Admin hook        {endpoints.hook_url}  (API docs: {endpoints.hook_url}/docs)",
             f"Payload codec     {endpoints.hook_url}/codec (the Web UI decodes through it)",
+            f"Merchant admin    {endpoints.hook_url}/admin  (sign in with the admin token)",
         ]
         if self.options.admin_hook_tokens is None:
             token = self.state.admin_token_for_demo_shop()

@@ -146,6 +146,7 @@ def _settings(dev_env: WorkflowEnvironment, database_url: str, **changes: Any) -
         "admin_hook_tokens": {ENV_TOKEN: ENV_SHOP},
         "provider_webhook_secret": WEBHOOK_SECRET,
         "provider_accounts": TENANT_ACCOUNTS,
+        "admin_session_key": secrets.token_urlsafe(32),
         "task_queue": f"http-test-{uuid.uuid4().hex}",
     }
     return Settings(**(values | changes))

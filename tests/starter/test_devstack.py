@@ -225,7 +225,8 @@ def test_stack_prints_its_urls_and_environment_then_ready(stack: DevStackProcess
     assert f"Admin hook        {hook_url}" in stack.output
     assert client_env["ADMIN_HOOK_URL"] == hook_url
     # Secrets reach the env file (mode 0600), never the printed banner.
-    for secret in ("PAYLOAD_ENCRYPTION_KEY", "PAYMENT_PROVIDER_WEBHOOK_SECRET", "CODEC_AUTH_TOKEN"):
+    dev_secrets = ("PAYLOAD_ENCRYPTION_KEY", "PAYMENT_PROVIDER_WEBHOOK_SECRET", "CODEC_AUTH_TOKEN")
+    for secret in (*dev_secrets, "ADMIN_SESSION_KEY"):
         assert client_env[secret] and client_env[secret] not in stack.output
     assert (stack.state_dir / "env").stat().st_mode & 0o077 == 0
     token = token_file.read_text().strip()
@@ -237,6 +238,11 @@ def test_stack_prints_its_urls_and_environment_then_ready(stack: DevStackProcess
         timeout=10,
     )
     assert orders.status_code == 200, orders.text
+    # The merchant's pages: their URL is printed, and over http their cookie is not Secure.
+    assert f"Merchant admin    {hook_url}/admin" in stack.output
+    sign_in = httpx.get(f"{hook_url}/admin/sign-in", timeout=10)
+    assert sign_in.status_code == 200, sign_in.text
+    assert "secure" not in sign_in.headers["set-cookie"].lower()
 
 
 def test_demo_walks_every_scenario_of_the_seed(stack: DevStackProcess) -> None:
