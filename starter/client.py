@@ -14,9 +14,10 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -29,6 +30,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.database import CancellationRow, StoreRepository, create_pool
 from activities.provider_client import (
@@ -76,6 +78,9 @@ from starter.codec import data_converter
 from starter.config import Settings
 from workflows.order_cancellation import OrderCancellationWorkflow
 from workflows.search_attributes import start_search_attributes
+
+_Body = TypeVar("_Body", bound=BaseModel)
+"""The body of one of the run's updates."""
 
 # How long a start waits for the run to open (check the order, hold it) before
 # answering; opening is one short database transaction.
@@ -360,7 +365,13 @@ class CancellationClient:
         """The merchant accepts with a reason and a refund method."""
         row = await self._row(shop_id, order_id, cancellation_id)
         accept = await self._accept_input(shop_id, request, actor)
-        return await self._update(row, "accept", accept, idempotency_key)
+        return await self._update(
+            row,
+            OrderCancellationWorkflow.accept_update,
+            Action.ACCEPT,
+            accept,
+            idempotency_key,
+        )
 
     async def reject(
         self,
@@ -375,7 +386,13 @@ class CancellationClient:
         """The merchant rejects the customer's request."""
         row = await self._row(shop_id, order_id, cancellation_id)
         body = RejectInput(reason=request.reason, customer_note=request.customer_note, actor=actor)
-        return await self._update(row, "reject", body, idempotency_key)
+        return await self._update(
+            row,
+            OrderCancellationWorkflow.reject_update,
+            Action.REJECT,
+            body,
+            idempotency_key,
+        )
 
     async def withdraw(
         self,
@@ -388,7 +405,13 @@ class CancellationClient:
     ) -> CancellationView:
         """The customer takes the request back."""
         row = await self._row(shop_id, order_id, cancellation_id)
-        return await self._update(row, "withdraw", WithdrawInput(actor=actor), idempotency_key)
+        return await self._update(
+            row,
+            OrderCancellationWorkflow.withdraw_update,
+            Action.WITHDRAW,
+            WithdrawInput(actor=actor),
+            idempotency_key,
+        )
 
     async def confirm_refund(
         self,
@@ -404,7 +427,13 @@ class CancellationClient:
         """The merchant made the manual bank deposit."""
         row = await self._row(shop_id, order_id, cancellation_id)
         body = ConfirmRefundInput(refund_id=refund_id, reference=request.reference, actor=actor)
-        return await self._update(row, "confirm_refund", body, idempotency_key)
+        return await self._update(
+            row,
+            OrderCancellationWorkflow.confirm_refund_update,
+            Action.CONFIRM_REFUND,
+            body,
+            idempotency_key,
+        )
 
     async def retry_refund(
         self,
@@ -429,7 +458,13 @@ class CancellationClient:
             bank_account=await self._bank_ref(shop_id, request.bank_account),
             actor=actor,
         )
-        return await self._update(row, "retry_refund", body, idempotency_key)
+        return await self._update(
+            row,
+            OrderCancellationWorkflow.retry_refund_update,
+            Action.RETRY_REFUND,
+            body,
+            idempotency_key,
+        )
 
     async def undo(
         self,
@@ -449,7 +484,13 @@ class CancellationClient:
             require_repayment=request.require_repayment,
             actor=actor,
         )
-        return await self._update(row, "undo", body, idempotency_key)
+        return await self._update(
+            row,
+            OrderCancellationWorkflow.undo_update,
+            Action.UNDO,
+            body,
+            idempotency_key,
+        )
 
     async def confirm_repayment(
         self,
@@ -466,7 +507,13 @@ class CancellationClient:
         body = ConfirmRepaymentInput(
             reference=request.reference, amount=request.amount, actor=actor
         )
-        return await self._update(row, "confirm_repayment", body, idempotency_key)
+        return await self._update(
+            row,
+            OrderCancellationWorkflow.confirm_repayment_update,
+            Action.REPAYMENT,
+            body,
+            idempotency_key,
+        )
 
     # ------------------------------------------------------------------ backend data
 
@@ -596,21 +643,25 @@ class CancellationClient:
     async def _update(
         self,
         row: CancellationRow,
-        name: str,
-        body: Any,
+        # The SDK types a handler's result as its coroutine; the update answers the view.
+        update: UpdateMethodMultiParam[[OrderCancellationWorkflow, _Body], Any],
+        action: Action,
+        body: _Body,
         idempotency_key: str | None,
     ) -> CancellationView:
+        """Send one of the run's updates (its typed handle) and answer with the view.
+
+        ``idempotency_key`` is the update id: Temporal itself answers a repeat once.
+        """
         handle = self._handle(row)
         if row.run_id is None:
             await self._check_owner(row)
         try:
-            view: CancellationView = await handle.execute_update(
-                name, body, id=idempotency_key, result_type=CancellationView
-            )
+            view: CancellationView = await handle.execute_update(update, body, id=idempotency_key)
             return view
         except WorkflowUpdateFailedError as err:
             refusal = _update_refusal(err)
-            if refusal.code is ErrorCode.INVALID_TRANSITION and _action(name) in (
+            if refusal.code is ErrorCode.INVALID_TRANSITION and action in (
                 row.view.allowed_actions
             ):
                 # The store committed a step the run has not taken up yet (its worker died
@@ -624,7 +675,7 @@ class CancellationClient:
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 view = _closed_if_done(row.view)
-                if name == "undo" and view.status is CancellationStatus.CANCELED:
+                if action is Action.UNDO and view.status is CancellationStatus.CANCELED:
                     raise CancellationError(
                         ErrorCode.UNDO_WINDOW_CLOSED,
                         f"the undo window of {row.cancellation_id} closed at"
@@ -633,7 +684,7 @@ class CancellationClient:
                 raise CancellationError(
                     ErrorCode.INVALID_TRANSITION,
                     f"cancellation {row.cancellation_id} is closed ({view.status.value});"
-                    f" {name} is no longer possible",
+                    f" {action.value} is no longer possible",
                 ) from None
             raise _rpc_error(err) from None
 
@@ -735,16 +786,6 @@ def _closed_if_done(view: CancellationView) -> CancellationView:
     if terminal or expired:
         return view.model_copy(update={"closed": True, "allowed_actions": []})
     return view
-
-
-def _action(update_name: str) -> Action | None:
-    """The action an update performs (``confirm_repayment`` is ``repayment``)."""
-    if update_name == "confirm_repayment":
-        return Action.REPAYMENT
-    try:
-        return Action(update_name)
-    except ValueError:
-        return None
 
 
 def _is_unknown_update(err: WorkflowUpdateFailedError) -> bool:

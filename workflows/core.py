@@ -10,8 +10,9 @@ the process and the message handlers.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -92,6 +93,10 @@ class UndoState:
     recaptured: list[RefundLine] = field(default_factory=list)
     due: int = 0
     repaid: int = 0
+
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 class CancellationCore:
@@ -200,7 +205,13 @@ class CancellationCore:
         self._published = view.model_copy(deep=True)
         self._describe()
 
-    async def _store_write(self, activity: Any, arg: Any, *, summary: str) -> Any:
+    async def _store_write(
+        self,
+        activity: Callable[[StoreActivities, _In], Awaitable[_Out]],
+        arg: _In,
+        *,
+        summary: str,
+    ) -> _Out:
         """Run a store write: a local activity on this worker, or, in runs that began
         before that change, an activity task through the server.
 

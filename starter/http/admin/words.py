@@ -58,6 +58,13 @@ ERROR_SENTENCES: Final[dict[ErrorCode, str]] = {
     ErrorCode.PROVIDER_UNAVAILABLE: (
         "The payment provider is not answering right now; try again in a minute."
     ),
+    ErrorCode.PAYMENT_MISMATCH: (
+        "A card payment of this order doesn't belong to your shop's payment account, is in"
+        " another currency, or holds less than the order says; check the payment id."
+    ),
+    ErrorCode.ORDER_LOCKED: (
+        "This order already has a cancellation, so its items and payments can't be changed."
+    ),
 }
 """Every error code of the API as a sentence a merchant understands."""
 
