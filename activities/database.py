@@ -454,6 +454,16 @@ class StoreRepository:
         )
         return None if row is None else _cancellation_row(row)
 
+    async def cancellation_by_start_key(self, shop_id: str, key: str) -> CancellationRow | None:
+        """The shop's cancellation started by the request with Idempotency-Key ``key``."""
+        row = await self._pool.fetchrow(
+            "SELECT cancellation_id, seq, status, view, created_at, run_id FROM cancellations"
+            " WHERE shop_id=$1 AND start_key=$2",
+            shop_id,
+            key,
+        )
+        return None if row is None else _cancellation_row(row)
+
     async def list_cancellations(
         self,
         shop_id: str,
@@ -520,8 +530,9 @@ class StoreRepository:
                 await conn.execute(
                     """INSERT INTO cancellations (cancellation_id, shop_id, order_id, seq, status,
                          initiated_by, channel, reason_code, reason, items, currency, view,
-                         created_at, updated_at)
-                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)""",
+                         created_at, updated_at, start_key)
+                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13,
+                         $14)""",
                     start.cancellation_id,
                     start.shop_id,
                     start.order_id,
@@ -535,6 +546,7 @@ class StoreRepository:
                     order.currency,
                     view.model_dump_json(),
                     at,
+                    start.start_key,
                 )
                 if scope.is_last:
                     await conn.execute(

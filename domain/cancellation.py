@@ -234,6 +234,9 @@ class StartCancellationInput(BaseModel):
     actor: Actor
     provider_task_queue: str | None = None
     """Where provider activities run; ``None`` is the workflow's own task queue."""
+    start_key: str | None = None
+    """The Idempotency-Key of the request that started it, kept with the cancellation so a
+    repeat of that request finds it, whatever was lost in between."""
 
 
 # ----------------------------------------------------------------------------- the view

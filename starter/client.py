@@ -166,13 +166,31 @@ class CancellationClient:
     # ------------------------------------------------------------------ starting
 
     async def start_cancellation(
-        self, shop_id: str, order_id: str, request: StartRequest, *, actor: str | None = None
+        self,
+        shop_id: str,
+        order_id: str,
+        request: StartRequest,
+        *,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[CancellationView, bool]:
         """Start a cancellation; ``(view, True)`` when new, ``(view, False)`` when one is open.
 
         Rule 3: while a cancellation of the order is open, starting again returns it.
+        ``idempotency_key`` is kept with the cancellation: a start repeated with it answers
+        the cancellation it started, even one that has finished since (a partial
+        cancellation, say, whose repeat would otherwise cancel the next items).
         """
         check_start_input(request.initiated_by, request.channel, request.accept is not None)
+        if idempotency_key is not None:
+            started = await self.store.cancellation_by_start_key(shop_id, idempotency_key)
+            if started is not None:
+                if started.view.order_id != order_id:
+                    raise CancellationError(
+                        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                        "this Idempotency-Key started a cancellation of another order",
+                    )
+                return await self._current_view(started), False
         context = await self.store.order_context(shop_id, order_id)
         order, latest = context.order, context.latest
         if latest is not None and latest.status in OPEN_STATUSES:
@@ -203,6 +221,7 @@ class CancellationClient:
             accept=accept,
             actor=actor or _default_actor(request, order),
             provider_task_queue=self._provider_task_queue,
+            start_key=idempotency_key,
         )
         options: dict[str, Any] = {
             "id": cancellation_id,

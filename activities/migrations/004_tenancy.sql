@@ -5,6 +5,13 @@
 -- by another shop's cancellation), a run id can't.
 ALTER TABLE cancellations ADD COLUMN IF NOT EXISTS run_id text;
 
+-- The Idempotency-Key of the request that started a cancellation: a start repeated after
+-- the hook lost its answer (a crash between starting and recording, a lease that ran out)
+-- finds the cancellation it started instead of starting the next one.
+ALTER TABLE cancellations ADD COLUMN IF NOT EXISTS start_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS cancellations_by_start_key
+    ON cancellations (shop_id, start_key) WHERE start_key IS NOT NULL;
+
 -- A customer's points and credits are in one currency: set by PUT …/customers/{id}, or by
 -- the first order that pays with them. NULL until then.
 ALTER TABLE customers ADD COLUMN IF NOT EXISTS currency char(3);

@@ -140,7 +140,9 @@ async def start_cancellation(
     actor = caller.actor if body.initiated_by is InitiatedBy.MERCHANT else None
 
     async def act() -> tuple[int, Any]:
-        view, created = await hook.client.start_cancellation(shop_id, order_id, body, actor=actor)
+        view, created = await hook.client.start_cancellation(
+            shop_id, order_id, body, actor=actor, idempotency_key=idempotency_key
+        )
         return _view(view, 201 if created else 200)
 
     fingerprint = body.model_dump(mode="json")

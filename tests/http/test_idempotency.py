@@ -128,3 +128,37 @@ async def test_a_malformed_key_is_a_validation_error(shop):
         )
         assert answer.status_code == 422, key
         assert "Idempotency-Key" in answer.json()["error"]["message"]
+
+
+async def test_a_start_repeated_after_its_answer_was_lost_starts_nothing_new(shop, pool):
+    """The hook died between starting a partial cancellation and recording its answer (or
+    its lease ran out): the repeat finds the cancellation its key started, even though that
+    one has finished, instead of cancelling the order's next items and refunding again."""
+    order_id = await shop.put_order()
+    payment_id = (await shop.http.get(shop.order_path(order_id))).json()["tenders"][0]["payment_id"]
+    body = {
+        "initiated_by": "merchant",
+        "channel": "admin",
+        "items": [{"item_id": "i1", "quantity": 1}],
+        "accept": ACCEPT,
+    }
+    headers = {"Idempotency-Key": "start-partial-1"}
+    first = await shop.http.post(shop.cancellation_path(order_id), json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    await shop.wait_for(order_id, lambda v: v["status"] == "canceled")
+    # What a crash leaves behind: the hook never recorded the answer.
+    await pool.execute(
+        "DELETE FROM idempotency_keys WHERE shop_id=$1 AND key=$2", shop.shop_id, "start-partial-1"
+    )
+
+    again = await shop.http.post(shop.cancellation_path(order_id), json=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["cancellation_id"] == first.json()["cancellation_id"]
+    assert len(await _refunds_in_ledger(shop, payment_id)) == 1
+    listed = (await shop.http.get(shop.order_path(order_id, "/cancellations"))).json()
+    assert len(listed["items"]) == 1
+
+    other = await shop.put_order()
+    elsewhere = await shop.http.post(shop.cancellation_path(other), json=body, headers=headers)
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["error"]["code"] == "idempotency_key_reused"
