@@ -19,6 +19,7 @@ traceback goes to the server log (never a request body).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Final
@@ -72,6 +73,9 @@ class RouteErrorCode(StrEnum):
     """The path exists, but not with this method."""
     INTERNAL_ERROR = "internal_error"
     """A bug: the server log has the details."""
+    INVALID_PAYLOADS = "invalid_payloads"
+    """The codec endpoints got no Temporal payload list, or a payload they can't decrypt
+    (``400``, as codec servers answer the Web UI)."""
 
 
 class ErrorDetail(BaseModel):
@@ -92,6 +96,7 @@ class ErrorResponse(BaseModel):
 
 
 _DESCRIPTIONS: Final[Mapping[int, str]] = {
+    400: "`invalid_payloads`: not a payload list, or a payload that can't be decrypted",
     401: "`unauthorized`: no bearer token, or one we don't know",
     403: "`forbidden`: the token belongs to another shop",
     404: "`order_not_found`, `cancellation_not_found` or `refund_not_found`",
@@ -205,12 +210,12 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     match exc.status_code:
         case 404:
             return error_response(
-                RouteErrorCode.NOT_FOUND, f"no route {request.url.path}", status=404
+                RouteErrorCode.NOT_FOUND, f"no route {redact_path(request.url.path)}", status=404
             )
         case 405:
             return error_response(
                 RouteErrorCode.METHOD_NOT_ALLOWED,
-                f"{request.method} is not allowed on {request.url.path}",
+                f"{request.method} is not allowed on {redact_path(request.url.path)}",
                 status=405,
             )
         case 413:
@@ -236,7 +241,7 @@ async def _on_unstorable_value(request: Request, exc: Exception) -> Response:
     log.info(
         "%s %s: value refused by the database (%s)",
         request.method,
-        request.url.path,
+        redact_path(request.url.path),
         type(exc).__name__,
     )
     return error_response(
@@ -248,13 +253,23 @@ async def _on_infrastructure_error(request: Request, exc: Exception) -> Response
     error = as_cancellation_error(exc)
     if error is None:
         return await _on_bug(request, exc)
-    log.warning("%s %s: %s (%s)", request.method, request.url.path, error.code, type(exc).__name__)
+    log.warning(
+        "%s %s: %s (%s)",
+        request.method,
+        redact_path(request.url.path),
+        error.code,
+        type(exc).__name__,
+    )
     return error_response(error.code, error.message)
 
 
 async def _on_bug(request: Request, exc: Exception) -> Response:
     log.error(
-        "%s %s failed: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc
+        "%s %s failed: %s",
+        request.method,
+        redact_path(request.url.path),
+        type(exc).__name__,
+        exc_info=exc,
     )
     return error_response(
         RouteErrorCode.INTERNAL_ERROR, "something went wrong on our side; it is logged", status=500
@@ -270,6 +285,53 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(infrastructure, _on_infrastructure_error)
     app.add_exception_handler(asyncpg.DataError, _on_unstorable_value)
     app.add_exception_handler(Exception, _on_bug)
+
+
+# ---------------------------------------------------------------------- codec token in logs
+
+# ``/codec/<token>/decode``: the segment after ``/codec/`` is the operator's token unless it
+# is the last one and names the operation (``/codec/decode`` sends the token as a header).
+_CODEC_PATH_TOKEN: Final = re.compile(
+    r"(/codec/)(?:[^/?#\s\"]+(?=/)|(?!(?:en|de)code(?![^/?#\s\"]))[^/?#\s\"]+)",
+    re.IGNORECASE,
+)
+REDACTED: Final = "***"
+
+LOGGERS_WITH_PATHS: Final = ("uvicorn.access", "uvicorn.error", "starter.http")
+"""The loggers whose lines may carry a request path: the access log, uvicorn's own, ours."""
+
+
+def redact_path(text: str) -> str:
+    """``text`` with the codec token of every ``/codec/<token>/…`` path replaced by ``***``."""
+    return _CODEC_PATH_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+
+
+class RedactCodecToken(logging.Filter):
+    """The codec's path token never reaches a log line: redacted in the message and in every
+    string argument (the access log's formatter reads its arguments one by one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_path(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_path(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {
+                k: redact_path(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        return True
+
+
+def install_log_redaction() -> None:
+    """Put :class:`RedactCodecToken` on every logger of :data:`LOGGERS_WITH_PATHS`, once.
+
+    Filters on these loggers survive uvicorn's own logging setup, which replaces their
+    handlers but keeps their filters.
+    """
+    for name in LOGGERS_WITH_PATHS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCodecToken) for f in logger.filters):
+            logger.addFilter(RedactCodecToken())
 
 
 # ---------------------------------------------------------------------- request size

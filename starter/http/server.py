@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from starter import ports
 from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
 from starter.http.app import create_app
+from starter.http.errors import install_log_redaction
 from starter.http.params import IDENTIFIER
 
 # Long enough that guessing is hopeless (256 bits), short enough to paste.
@@ -51,25 +51,12 @@ async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
         await client.close()
 
 
-class RedactCodecToken(logging.Filter):
-    """The codec's path token (``/codec/<token>/decode``) never reaches the access log."""
-
-    _TOKEN = re.compile(r"(/codec/)[^/\s]+(/(?:en|de)code)")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1***\2", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
-
 async def serve(settings: Settings, *, host: str = ports.LOOPBACK) -> None:
     """Serve the hook on ``host``:``ADMIN_HOOK_PORT`` until SIGINT or SIGTERM.
 
     The access log has the method, path and status of each request, never a body.
     """
-    logging.getLogger("uvicorn.access").addFilter(RedactCodecToken())
+    install_log_redaction()  # create_app does too; before uvicorn logs anything, to be sure
     async with open_hook(settings) as app:
         config = uvicorn.Config(
             app,

@@ -36,6 +36,7 @@ from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
 from starter import ports
 from starter.client import CancellationClient, connect_temporal
+from starter.codec import new_key
 from starter.config import Settings
 from starter.http.app import create_app
 from starter.http.server import open_hook
@@ -174,6 +175,25 @@ def hook_stack(
         serve_in_thread(lambda: hook_with_worker(settings, sandbox.url), port),
     ):
         yield HookStack(url=url, sandbox_url=sandbox.url, settings=settings)
+
+
+@dataclass(frozen=True)
+class CodecHook:
+    """A hook that serves the codec endpoints, and the operators' token for them."""
+
+    url: str
+    token: str
+    encryption_key: str
+
+
+@pytest.fixture(scope="session")
+def codec_hook(dev_env: WorkflowEnvironment, database_url: str) -> Iterator[CodecHook]:
+    """The production wiring (:func:`open_hook`) with payload encryption and a codec token."""
+    token = "codec-" + secrets.token_urlsafe(24)
+    key = f"k1:{new_key()}"
+    settings = _settings(dev_env, database_url, payload_encryption_key=key, codec_auth_token=token)
+    with serve_in_thread(lambda: open_hook(settings)) as hook:
+        yield CodecHook(url=hook.url, token=token, encryption_key=key)
 
 
 @pytest.fixture(scope="session")
