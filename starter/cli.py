@@ -97,7 +97,7 @@ from domain.requests import (
 )
 from domain.shop import ShopSettings
 from starter.client import CancellationClient
-from starter.config import Settings
+from starter.config import ConfigError, Settings
 
 # ---------------------------------------------------------------------------- exit codes
 
@@ -313,8 +313,8 @@ def _require_database(settings: Settings) -> None:
     # Checked before connecting to Temporal, so a missing URL is reported as itself.
     try:
         settings.require_database()
-    except SystemExit as missing:
-        raise CancellationError(ErrorCode.DATABASE_UNAVAILABLE, str(missing.code)) from None
+    except ConfigError as missing:
+        raise CancellationError(ErrorCode.DATABASE_UNAVAILABLE, str(missing)) from None
 
 
 # ---------------------------------------------------------------------------- the parser

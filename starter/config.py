@@ -1,8 +1,13 @@
-"""Configuration, read from the environment once at each entry point."""
+"""Configuration, read from the environment once at each entry point.
+
+A malformed setting raises :class:`ConfigError`; each entry point (the CLI, the worker,
+the hook, the dev stack) prints its message and exits non-zero. Library code never exits.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +22,14 @@ DEFAULT_ADMIN_HOOK_PORT = 8000
 DEFAULT_UI_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
 # Enough for the runs in flight on one worker; see docs/performance.md ("idle footprint").
 DEFAULT_MAX_CACHED_WORKFLOWS = 100
+# A shop id in ADMIN_HOOK_TOKENS: the API's id alphabet and length, without ":" (the pair's
+# own separator), so every pair reads one way only.
+TOKEN_SHOP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is missing or malformed; the message says which and how
+    to fix it, and never contains a secret."""
 
 
 class Settings(BaseModel):
@@ -69,7 +82,7 @@ class Settings(BaseModel):
             database_url=env.get("DATABASE_URL") or None,
             provider_url=env.get("PAYMENT_PROVIDER_URL") or DEFAULT_PROVIDER_URL,
             provider_webhook_secret=env.get("PAYMENT_PROVIDER_WEBHOOK_SECRET") or None,
-            admin_hook_port=int(env.get("ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT),
+            admin_hook_port=_port(env, "ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT,
             admin_hook_tokens=parse_tokens(env.get("ADMIN_HOOK_TOKENS", "")),
             payload_encryption_key=env.get("PAYLOAD_ENCRYPTION_KEY") or None,
             codec_auth_token=env.get("CODEC_AUTH_TOKEN") or None,
@@ -78,9 +91,7 @@ class Settings(BaseModel):
                 for o in (env.get("CODEC_CORS_ORIGINS") or ",".join(DEFAULT_UI_ORIGINS)).split(",")
                 if o.strip()
             ],
-            metrics_port=int(env["WORKER_METRICS_PORT"])
-            if env.get("WORKER_METRICS_PORT")
-            else None,
+            metrics_port=_port(env, "WORKER_METRICS_PORT"),
             max_cached_workflows=_positive_int(
                 env, "WORKER_MAX_CACHED_WORKFLOWS", DEFAULT_MAX_CACHED_WORKFLOWS
             ),
@@ -89,9 +100,13 @@ class Settings(BaseModel):
         )
 
     def require_database(self) -> str:
-        """The database URL, or a clear error saying how to get one."""
+        """The database URL.
+
+        Raises:
+            ConfigError: ``DATABASE_URL`` is not set (the message says how to get one).
+        """
         if not self.database_url:
-            raise SystemExit(
+            raise ConfigError(
                 "DATABASE_URL is not set: start the embedded stack with `python -m starter dev`,"
                 " or point DATABASE_URL at your PostgreSQL"
             )
@@ -107,16 +122,71 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise SystemExit(f"{name} must be a positive whole number, not {raw!r}")
+        raise ConfigError(f"{name} must be a positive whole number, not {raw!r}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port number (1 to 65535), not {raw!r}")
     return value
 
 
 def parse_tokens(value: str) -> dict[str, str]:
-    """``shop-a:tok1,shop-b:tok2`` → ``{"tok1": "shop-a", "tok2": "shop-b"}``."""
+    """``shop-a:tok1,shop-b:tok2`` → ``{"tok1": "shop-a", "tok2": "shop-b"}``.
+
+    Anything that could be read two ways is refused: an empty pair or part, a pair with
+    more than one ``:`` (is ``a:b:c`` shop ``a`` or ``a:b``?), a shop id outside the API's
+    id alphabet, a token with spaces, or one token given twice (whose shop would it be?).
+    A shop may have several tokens (to rotate them).
+
+    Raises:
+        ConfigError: Naming the pair by its position, never its token.
+    """
     tokens: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in value.split(","))):
-        shop, sep, token = pair.partition(":")
-        if not sep or not shop or not token:
-            raise ValueError("ADMIN_HOOK_TOKENS must be comma-separated shop_id:token pairs")
+    if not value.strip():
+        return tokens
+    where: dict[str, int] = {}
+    for n, pair in enumerate((p.strip() for p in value.split(",")), start=1):
+        problem = _pair_problem(pair)
+        if problem:
+            raise ConfigError(
+                f"ADMIN_HOOK_TOKENS pair {n} {problem}; expected comma-separated"
+                " shop_id:token pairs"
+            )
+        shop, _, token = pair.partition(":")
+        if token in tokens:
+            raise ConfigError(
+                f"ADMIN_HOOK_TOKENS pairs {where[token]} ({tokens[token]}) and {n} ({shop})"
+                " have the same token; give each pair its own"
+            )
         tokens[token] = shop
+        where[token] = n
     return tokens
+
+
+def _pair_problem(pair: str) -> str | None:
+    """What is wrong with one ``shop_id:token`` pair, in words that quote none of it."""
+    if not pair:
+        return "is empty (two commas in a row, or one at an end)"
+    colons = pair.count(":")
+    if colons != 1:
+        return "has no ':'" if colons == 0 else f"has {colons} ':' (shop ids can't contain ':')"
+    shop, _, token = pair.partition(":")
+    if not shop or not token:
+        return "has an empty shop id" if not shop else "has an empty token"
+    if not TOKEN_SHOP_ID.fullmatch(shop):
+        return (
+            "has a shop id that is not an id (1 to 64 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit)"
+        )
+    if any(c.isspace() for c in token):
+        return "has a token with spaces in it"
+    return None

@@ -61,7 +61,7 @@ from domain.requests import (
 from domain.shop import ShopSettings
 from starter import cli
 from starter.client import CancellationClient
-from starter.config import Settings
+from starter.config import ConfigError, Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = REPO_ROOT / ".devstack" / "env"
@@ -1249,7 +1249,11 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     env = environment_with_fallback(os.environ, args.env_file)
-    settings = Settings.from_env(env)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
     ui_url = env.get("TEMPORAL_UI_URL") or DEFAULT_UI_URL
     if not settings.database_url:
         print(

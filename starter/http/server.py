@@ -70,10 +70,19 @@ async def serve(settings: Settings, *, host: str = ports.LOOPBACK) -> None:
         await uvicorn.Server(config).serve()
 
 
+class InvalidShopIdError(ValueError):
+    """A token was asked for something that is not a shop id."""
+
+
 async def issue_token(settings: Settings, shop_id: str) -> str:
-    """Make a new token for ``shop_id``; only its hash is stored, so print it now."""
-    if not re.match(IDENTIFIER, shop_id) or len(shop_id) > 64:
-        raise SystemExit(f"not a shop id: {shop_id!r}")
+    """Make a new token for ``shop_id``; only its hash is stored, so print it now.
+
+    Raises:
+        InvalidShopIdError: ``shop_id`` is not an id the API accepts.
+        ConfigError: ``DATABASE_URL`` is not set.
+    """
+    if not re.fullmatch(IDENTIFIER, shop_id) or len(shop_id) > 64:
+        raise InvalidShopIdError(f"not a shop id: {shop_id!r}")
     database_url = settings.require_database()
     await apply_migrations(database_url)
     pool = await create_pool(database_url)
