@@ -7,9 +7,10 @@ go wrong reaches the caller through it:
 - request validation (pydantic, malformed JSON, oversized bodies) → ``validation_error``;
 - Temporal that does not answer (``RPCError``, a lazy client's failed connect) →
   ``temporal_unavailable``;
-- the store database that does not answer (asyncpg connection errors, ``OSError``) →
-  ``database_unavailable``; a value it can't store (``asyncpg.DataError``) →
-  ``validation_error``;
+- the store database that does not answer or can't serve now (:data:`DATABASE_ERRORS`:
+  lost connections, ``OSError``, a full disk and other exhausted resources, shutdowns,
+  I/O errors, a read-only standby) → ``database_unavailable``; a value it can't store
+  (``asyncpg.DataError``) → ``validation_error``;
 - unknown routes and methods → ``not_found`` / ``method_not_allowed``.
 
 Anything else is a bug: it answers ``500 internal_error`` without details, and the
@@ -173,7 +174,8 @@ def as_cancellation_error(exc: BaseException) -> CancellationError | None:
         return CancellationError(ErrorCode.TEMPORAL_UNAVAILABLE, "Temporal does not answer")
     if isinstance(exc, DATABASE_ERRORS):
         return CancellationError(
-            ErrorCode.DATABASE_UNAVAILABLE, "the store database does not answer; try again soon"
+            ErrorCode.DATABASE_UNAVAILABLE,
+            "the store database can't serve requests right now; try again soon",
         )
     return None
 
@@ -182,16 +184,22 @@ DATABASE_ERRORS: Final = (
     # Refused or dropped connections and timeouts (TimeoutError is an OSError); in the
     # hook, the database is the only thing reached through plain sockets.
     OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed or was lost
+    asyncpg.InterfaceError,  # the client's side of a connection that is gone
     # A pooled connection the server closed at shutdown, caught before asyncpg noticed.
     asyncpg.InternalClientError,
+    # Class 53: disk full, out of memory, too many connections, a configured limit hit.
+    asyncpg.InsufficientResourcesError,
+    # Class 57: shut down by an operator or a crash, starting up, statement timeout,
+    # database dropped, idle session ended (CannotConnectNowError, AdminShutdownError, …).
+    asyncpg.OperatorInterventionError,
+    # Class 58: an I/O error or another failure outside PostgreSQL itself.
+    asyncpg.PostgresSystemError,
+    # A write reached a read-only server: a standby, mid-failover.
+    asyncpg.ReadOnlySQLTransactionError,
 )
-"""Exceptions that mean the store database does not answer (not that a query is wrong)."""
+"""Exceptions that mean the store database does not answer or can't serve now (not that a
+query or a value is wrong): each answers ``503 database_unavailable``."""
 
 
 async def _on_cancellation_error(request: Request, exc: Exception) -> Response:
