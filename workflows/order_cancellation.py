@@ -1121,6 +1121,15 @@ class OrderCancellationWorkflow:
             raise _refuse(
                 ErrorCode.INVALID_TRANSITION, "the cancellation is still opening; try again"
             )
+        if validating and action is Action.UNDO and self._undo_window_closed():
+            # Only when validating: validators don't run on replay, so a history with an
+            # undo signal that raced the window's end replays as it ran.
+            until = self._view.undo_until
+            raise _refuse(
+                ErrorCode.UNDO_WINDOW_CLOSED,
+                f"the undo window of {self._view.cancellation_id} closed at"
+                f" {until:%Y-%m-%d %H:%M:%S} UTC; ask the customer to order again",
+            )
         if action not in allowed_actions(self._view):
             raise _refuse(
                 ErrorCode.INVALID_TRANSITION,
@@ -1153,6 +1162,15 @@ class OrderCancellationWorkflow:
                 raise _refuse(
                     ErrorCode.VALIDATION_ERROR, "only card refunds can be retried as they are"
                 )
+
+    def _undo_window_closed(self) -> bool:
+        """Canceled, and the shop's undo window is over (at once, for a window of zero)."""
+        until = self._view.undo_until
+        return (
+            self._view.status is CancellationStatus.CANCELED
+            and until is not None
+            and until <= workflow.now()
+        )
 
     def _find_line(self, refund_id: str) -> RefundLine:
         for line in self._view.refunds:
