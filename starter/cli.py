@@ -25,6 +25,10 @@ one JSON document: the view; ``{"created", "cancellation"}`` for a start;
 ``{"items", "next_cursor"}`` for a list; ``{"error": {"code", "message"}}`` on failure.
 Bank account numbers are never printed; views carry only the masked number.
 
+Settings come from the environment. Run inside the project folder (or below it) while
+the dev stack runs, the commands find it by themselves: what the shell does not set is
+read from the project's ``.devstack/env``; variables the shell sets win.
+
 Exit codes (one table, :data:`EXIT_CODES`): 0 done; 2 usage or validation error;
 3 not found; 4 conflict with the current state; 5 a service (Temporal, the database,
 the payment provider) does not answer; 1 any other refusal; 130 interrupted.
@@ -60,6 +64,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -97,7 +102,7 @@ from domain.requests import (
 )
 from domain.shop import ShopSettings
 from starter.client import CancellationClient
-from starter.config import ConfigError, Settings
+from starter.config import ConfigError, Settings, dev_stack_environment
 
 # ---------------------------------------------------------------------------- exit codes
 
@@ -303,8 +308,10 @@ async def _guard_database(job: Job, context: Context) -> Result:
 
 
 def _settings_from_env() -> Settings:
+    # Inside the project folder, a running dev stack's .devstack/env fills in what the
+    # shell does not set: no `source .devstack/env` needed in a second shell.
     try:
-        return Settings.from_env()
+        return Settings.from_env(dev_stack_environment(os.environ, Path.cwd()))
     except ValueError as err:
         raise CancellationError(ErrorCode.VALIDATION_ERROR, f"configuration: {err}") from None
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +27,11 @@ DEFAULT_MAX_CACHED_WORKFLOWS = 100
 # A shop id in ADMIN_HOOK_TOKENS: the API's id alphabet and length, without ":" (the pair's
 # own separator), so every pair reads one way only.
 TOKEN_SHOP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+DEV_STACK_ENV_FILE = Path(".devstack") / "env"
+"""Where the dev stack writes its ``export`` lines, inside the project folder."""
+PROJECT_MARKER = "pyproject.toml"
 
 
 class ConfigError(ValueError):
@@ -190,3 +197,59 @@ def _pair_problem(pair: str) -> str | None:
     if any(c.isspace() for c in token):
         return "has a token with spaces in it"
     return None
+
+
+# -- the dev stack's environment, for commands run in another shell -----------------------
+
+
+def find_project_folder(start: Path) -> Path | None:
+    """The nearest folder from ``start`` upward that holds ``pyproject.toml``, or ``None``."""
+    for folder in (start, *start.parents):
+        if (folder / PROJECT_MARKER).is_file():
+            return folder
+    return None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of the ``export NAME=value …`` lines the dev stack writes (shell
+    quoting as :func:`shlex.quote` writes it); ``{}`` when there is no such file."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("export "):
+            continue
+        try:
+            pairs = shlex.split(line.removeprefix("export "))
+        except ValueError as err:  # an unclosed quote: someone edited the file
+            raise ConfigError(f"{path}: an export line can't be read ({err})") from None
+        for pair in pairs:
+            name, sep, value = pair.partition("=")
+            if sep and name:
+                values[name] = value
+    return values
+
+
+def environment_with_fallback(env: Mapping[str, str], env_file: Path) -> dict[str, str]:
+    """``env``, with the variables it lacks (or has empty) taken from ``env_file``."""
+    merged = dict(env)
+    for name, value in read_env_file(env_file).items():
+        if not merged.get(name):
+            merged[name] = value
+    return merged
+
+
+def dev_stack_environment(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """``env`` plus the running dev stack's variables, where a command runs inside the project.
+
+    The project folder is found from ``cwd`` upward; its ``.devstack/env`` (written by
+    ``python -m starter dev``) fills in what ``env`` does not set, so a second shell needs no
+    ``source .devstack/env``. Variables set in ``env`` always win.
+    """
+    project = find_project_folder(cwd)
+    if project is None:
+        return dict(env)
+    return environment_with_fallback(env, project / DEV_STACK_ENV_FILE)

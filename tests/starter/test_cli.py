@@ -28,7 +28,8 @@ from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
 from starter import cli
 from starter.client import CancellationClient
-from starter.config import Settings
+from starter.config import Settings, dev_stack_environment
+from starter.devstack import Endpoints
 from worker import build_workers
 
 ACCOUNT_NUMBER = "110-123-456789"
@@ -594,6 +595,105 @@ async def test_missing_database_url_exits_5_with_a_hint(capsys: pytest.CaptureFi
 )
 def test_exit_code_follows_the_kind_of_error(code: ErrorCode, status: int) -> None:
     assert cli.exit_code(code) == status
+
+
+# ---------------------------------------------------------- the dev stack's environment
+
+# Variables a developer's shell may hold that would point the CLI elsewhere.
+STACK_VARIABLES = [
+    "DATABASE_URL",
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "TEMPORAL_PROFILE",
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_API_KEY",
+    "PAYMENT_PROVIDER_URL",
+    "PAYLOAD_ENCRYPTION_KEY",
+    "ADMIN_HOOK_TOKENS",
+]
+
+
+def _project_with_running_stack(root: Path, endpoints: Endpoints) -> Path:
+    """A project folder whose dev stack wrote its ``env`` file as the dev stack writes it;
+    returns a folder two levels inside the project."""
+    project = root / "project"
+    (project / ".devstack").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "shop"\n')
+    (project / ".devstack" / "env").write_text(
+        "# Written by the dev stack (python -m starter dev). In another shell:\n"
+        f"#   source {project / '.devstack' / 'env'}\n"
+        f"{endpoints.export_line(with_secrets=True)}\n"
+    )
+    inside = project / "docs" / "notes"
+    inside.mkdir(parents=True)
+    return inside
+
+
+def _endpoints(system: System, dev_env: WorkflowEnvironment, **changes: Any) -> Endpoints:
+    values: dict[str, Any] = {
+        "temporal_address": dev_env.client.service_client.config.target_host,
+        "ui_url": "http://127.0.0.1:1",
+        "sandbox_url": system.settings.provider_url,
+        "database_url": system.settings.database_url,
+        "hook_url": "http://127.0.0.1:1",
+        "admin_hook_port": 1,
+        "secrets": {"CODEC_AUTH_TOKEN": "it's a 'quoted' secret"},
+    }
+    return Endpoints(**(values | changes))
+
+
+@pytest.fixture
+def shell_without_stack(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A shell that never ran ``source .devstack/env``."""
+    for name in STACK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+async def test_status_and_list_inside_the_project_find_the_running_dev_stack(
+    run: Cli, dev_env: WorkflowEnvironment, shell_without_stack: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No ``source .devstack/env``: run from inside the project folder, the CLI reads it."""
+    shop, order_id = run.shop_id, await run.order()
+    started = await run.json("request", shop, order_id)
+    inside = _project_with_running_stack(tmp_path, _endpoints(run.system, dev_env))
+    shell_without_stack.chdir(inside)
+
+    # No client and no settings: the CLI connects as the environment says, as from a shell.
+    code = await cli.run(["status", shop, order_id, "--json"])
+    out, err = run.capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["cancellation_id"] == started["cancellation"]["cancellation_id"]
+    code = await cli.run(["list", shop, "--json"])
+    out, err = run.capsys.readouterr()
+    assert code == 0, err
+    assert [v["order_id"] for v in json.loads(out)["items"]] == [order_id]
+
+
+async def test_variables_the_shell_sets_win_over_the_dev_stack_file(
+    run: Cli, dev_env: WorkflowEnvironment, shell_without_stack: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    inside = _project_with_running_stack(tmp_path, _endpoints(run.system, dev_env))
+    shell_without_stack.chdir(inside)
+    shell_without_stack.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+
+    code = await cli.run(["status", run.shop_id, "o1"])
+    assert code == cli.EXIT_UNAVAILABLE
+    assert "error: database_unavailable: " in run.capsys.readouterr().err
+
+    env = dev_stack_environment({"DATABASE_URL": "mine", "TEMPORAL_ADDRESS": ""}, inside)
+    assert env["DATABASE_URL"] == "mine"
+    assert env["TEMPORAL_ADDRESS"] == dev_env.client.service_client.config.target_host
+    assert env["CODEC_AUTH_TOKEN"] == "it's a 'quoted' secret"
+
+
+async def test_outside_any_project_no_dev_stack_file_is_read(
+    shell_without_stack: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell_without_stack.chdir(tmp_path)
+    assert dev_stack_environment({"A": "1"}, tmp_path) == {"A": "1"}
+    assert await cli.run(["status", "s1", "o1"]) == cli.EXIT_UNAVAILABLE
+    assert "DATABASE_URL is not set" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- dev and demo
