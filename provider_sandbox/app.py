@@ -111,13 +111,12 @@ class SandboxApi:
         return JSONResponse({"status": "ok"})
 
     async def create_payment(self, request: Request) -> Response:
-        """`POST /v1/payments`: never faulted, because tests create payments to set up a scene."""
+        """`POST /v1/payments`: faulted like every POST; callers retry with the same key."""
         mutation = _Mutation(
             scope="payments",
             model=CreatePaymentRequest,
             apply=self._provider.create_payment,
             key_required=False,
-            faulted=False,
         )
         return await self._mutate(request, mutation)
 

@@ -101,6 +101,7 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.shop import ShopSettings
+from starter import card_payments
 from starter.client import CancellationClient
 from starter.config import ConfigError, Settings, dev_stack_environment
 
@@ -1046,7 +1047,8 @@ async def _create_payment(
     tender = order.tenders[index]
     where = _path(("shops", shop_id, "orders", order_id, "tenders", index, "payment"))
     try:
-        payment = await provider.create_payment(
+        payment = await card_payments.create_payment(
+            provider,
             tender.amount,
             order.currency,
             capture=spec.capture,

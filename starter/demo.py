@@ -58,7 +58,7 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.shop import ShopSettings
-from starter import cli
+from starter import card_payments, cli
 from starter.client import CancellationClient
 from starter.config import ConfigError, Settings, environment_with_fallback
 
@@ -134,7 +134,8 @@ async def place_order(
     for n, (kind, amount) in enumerate(amounts, start=1):
         payment_id = None
         if kind is TenderKind.CARD:
-            payment = await provider.create_payment(
+            payment = await card_payments.create_payment(
+                provider,
                 amount,
                 CURRENCY,
                 capture=plan.capture,

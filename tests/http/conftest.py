@@ -34,7 +34,7 @@ from activities.database import StoreRepository, create_pool
 from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
-from starter import ports
+from starter import card_payments, ports
 from starter.client import CancellationClient, connect_temporal
 from starter.codec import new_key
 from starter.config import Settings
@@ -271,18 +271,14 @@ class Shop:
         return self.order_path(order_id, "/cancellation" + suffix)
 
     async def card_payment(self, amount: int, capture: bool = True, **behavior: Any) -> str:
-        async with httpx.AsyncClient(base_url=self.sandbox, trust_env=False) as sandbox:
-            answer = await sandbox.post(
-                "/v1/payments",
-                json={
-                    "amount": amount,
-                    "currency": "KRW",
-                    "capture": capture,
-                    "behavior": behavior,
-                },
+        provider = PaymentProviderClient(self.sandbox)
+        try:
+            payment = await card_payments.create_payment(
+                provider, amount, "KRW", capture=capture, behavior=behavior or None
             )
-            answer.raise_for_status()
-            return str(answer.json()["id"])
+        finally:
+            await provider.aclose()
+        return str(payment["id"])
 
     async def payment(self, payment_id: str) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=self.sandbox, trust_env=False) as sandbox:

@@ -26,7 +26,7 @@ from activities.store import StoreActivities
 from domain.cancellation import CancellationView
 from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
-from starter import cli
+from starter import card_payments, cli
 from starter.client import CancellationClient
 from starter.config import Settings, dev_stack_environment
 from starter.devstack import Endpoints
@@ -125,8 +125,8 @@ class Cli:
         for n, (kind, amount) in enumerate(tenders or [(TenderKind.CARD, 30000)], start=1):
             payment_id = None
             if kind is TenderKind.CARD:
-                payment = await self.system.provider.create_payment(
-                    amount, "KRW", behavior=card_behavior
+                payment = await card_payments.create_payment(
+                    self.system.provider, amount, "KRW", behavior=card_behavior
                 )
                 payment_id = str(payment["id"])
             doc_tenders.append(
