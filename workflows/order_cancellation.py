@@ -70,7 +70,12 @@ with workflow.unsafe.imports_passed_through():
     from domain.order import Order, OrderStatus, TenderKind
     from domain.refund_plan import RefundChannel, RefundMethod, plan_refund
     from domain.rules import allowed_actions, check_accept, refund_attention, restorable_status
-    from domain.scope import CancellationScope, refundable_amount, scope_of
+    from domain.scope import (
+        CancellationScope,
+        refundable_amount,
+        refundable_before_acceptance,
+        scope_of,
+    )
     from domain.shop import ShopSettings
     from workflows.search_attributes import search_attribute_updates, start_search_attributes
 
@@ -266,6 +271,11 @@ class OrderCancellationWorkflow:
         self._run.order = opened.order
         self._run.settings = opened.settings
         self._run.refunded_by_tender = opened.refunded_by_tender
+        # Money from the start: what accepting would refund, and 0 refunded so far.
+        self._view.refundable = refundable_before_acceptance(
+            opened.order, start.items, opened.refunded_by_tender
+        )
+        _recount(self._view)
         self._view.order_status = opened.order.status
         self._view.created_at = opened.created_at
         self._view.allowed_actions = allowed_actions(self._view)
