@@ -73,7 +73,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -101,7 +100,7 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.shop import ShopSettings
-from starter import card_payments
+from starter import card_payments, outages
 from starter.client import CancellationClient
 from starter.config import ConfigError, Settings, dev_stack_environment
 
@@ -301,10 +300,11 @@ async def _run_job(
 async def _guard_database(job: Job, context: Context) -> Result:
     try:
         return await job(context)
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError) as err:
-        # The pool connected, then lost the server mid-command: a service problem, not a bug.
+    except outages.DATABASE_OUTAGES as err:
+        # Lost mid-command, out of disk, shut down: a service problem, not a bug.
         raise CancellationError(
-            ErrorCode.DATABASE_UNAVAILABLE, f"the store database stopped answering: {err}"
+            ErrorCode.DATABASE_UNAVAILABLE,
+            f"the store database can't serve requests right now ({type(err).__name__}): {err}",
         ) from None
 
 

@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import CancellationError, ErrorCode
+from starter import outages
 
 log = logging.getLogger("starter.http")
 
@@ -180,26 +181,10 @@ def as_cancellation_error(exc: BaseException) -> CancellationError | None:
     return None
 
 
-DATABASE_ERRORS: Final = (
-    # Refused or dropped connections and timeouts (TimeoutError is an OSError); in the
-    # hook, the database is the only thing reached through plain sockets.
-    OSError,
-    asyncpg.PostgresConnectionError,  # class 08: the connection failed or was lost
-    asyncpg.InterfaceError,  # the client's side of a connection that is gone
-    # A pooled connection the server closed at shutdown, caught before asyncpg noticed.
-    asyncpg.InternalClientError,
-    # Class 53: disk full, out of memory, too many connections, a configured limit hit.
-    asyncpg.InsufficientResourcesError,
-    # Class 57: shut down by an operator or a crash, starting up, statement timeout,
-    # database dropped, idle session ended (CannotConnectNowError, AdminShutdownError, …).
-    asyncpg.OperatorInterventionError,
-    # Class 58: an I/O error or another failure outside PostgreSQL itself.
-    asyncpg.PostgresSystemError,
-    # A write reached a read-only server: a standby, mid-failover.
-    asyncpg.ReadOnlySQLTransactionError,
-)
+DATABASE_ERRORS: Final = outages.DATABASE_OUTAGES
 """Exceptions that mean the store database does not answer or can't serve now (not that a
-query or a value is wrong): each answers ``503 database_unavailable``."""
+query or a value is wrong): each answers ``503 database_unavailable``. The classes are listed,
+with why, in :data:`starter.outages.DATABASE_OUTAGES`, which the CLI shares."""
 
 
 async def _on_cancellation_error(request: Request, exc: Exception) -> Response:

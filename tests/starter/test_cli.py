@@ -436,6 +436,30 @@ async def test_load_orders_creates_sandbox_payments_and_writes_the_store(
     assert reloaded.tenders[0].payment_id == captured.tenders[0].payment_id
 
 
+async def test_a_full_disk_exits_5_as_database_unavailable(run: Cli, tmp_path: Path) -> None:
+    """PostgreSQL itself refuses the shop's stock writes as out of disk (SQLSTATE 53100):
+    the CLI reports the outage with its code, not a traceback."""
+    database_url = run.system.settings.database_url
+    assert database_url is not None
+    conn = await asyncpg.connect(database_url)
+    name = f"disk_full_{uuid.uuid4().hex[:12]}"
+    await conn.execute(
+        f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$;
+            CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON stock FOR EACH ROW
+              WHEN (NEW.shop_id = '{run.shop_id}') EXECUTE FUNCTION {name}();"""
+    )
+    try:
+        path = _orders_file(tmp_path, run.shop_id, {}, stock={"sku-mug": 5})
+        outcome = await run("load-orders", str(path), "--json")
+    finally:
+        await conn.execute(f"DROP TRIGGER {name} ON stock; DROP FUNCTION {name}();")
+        await conn.close()
+    assert outcome.code == cli.EXIT_UNAVAILABLE, outcome
+    assert outcome.json["error"]["code"] == "database_unavailable"
+    assert "DiskFullError" in outcome.json["error"]["message"]
+
+
 async def test_bad_orders_file_reports_every_problem_and_writes_nothing(
     run: Cli, tmp_path: Path
 ) -> None:
