@@ -27,7 +27,8 @@ Bank account numbers are never printed; views carry only the masked number.
 
 Settings come from the environment. Run inside the project folder (or below it) while
 the dev stack runs, the commands find it by themselves: what the shell does not set is
-read from the project's ``.devstack/env``; variables the shell sets win.
+read from the project's ``.devstack/env`` (when it is the user's own and private, as the
+dev stack writes it); variables the shell sets win.
 
 Exit codes (one table, :data:`EXIT_CODES`): 0 done; 2 usage or validation error;
 3 not found; 4 conflict with the current state; 5 a service (Temporal, the database,

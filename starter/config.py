@@ -250,6 +250,17 @@ def dev_stack_environment(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
     ``source .devstack/env``. Variables set in ``env`` always win.
     """
     project = find_project_folder(cwd)
-    if project is None:
+    if project is None or not _written_by_a_dev_stack_of_ours(project / DEV_STACK_ENV_FILE):
         return dict(env)
     return environment_with_fallback(env, project / DEV_STACK_ENV_FILE)
+
+
+def _written_by_a_dev_stack_of_ours(path: Path) -> bool:
+    """The dev stack writes its env file as ours and private (0600). A file that is not, say
+    one checked out with a repository someone else made, is never read: it would point the
+    commands, and what they send, at servers of its author's choosing."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o077

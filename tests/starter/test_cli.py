@@ -648,6 +648,7 @@ def _project_with_running_stack(root: Path, endpoints: Endpoints) -> Path:
         f"#   source {project / '.devstack' / 'env'}\n"
         f"{endpoints.export_line(with_secrets=True)}\n"
     )
+    (project / ".devstack" / "env").chmod(0o600)  # as the dev stack writes it
     inside = project / "docs" / "notes"
     inside.mkdir(parents=True)
     return inside
@@ -709,6 +710,19 @@ async def test_variables_the_shell_sets_win_over_the_dev_stack_file(
     assert env["DATABASE_URL"] == "mine"
     assert env["TEMPORAL_ADDRESS"] == dev_env.client.service_client.config.target_host
     assert env["CODEC_AUTH_TOKEN"] == "it's a 'quoted' secret"
+
+
+async def test_an_env_file_others_may_read_or_write_is_not_the_dev_stacks(
+    run: Cli, dev_env: WorkflowEnvironment, shell_without_stack: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One checked out with somebody's repository (0644) is never read: it could point the
+    commands at servers of its author's choosing."""
+    inside = _project_with_running_stack(tmp_path, _endpoints(run.system, dev_env))
+    (tmp_path / "project" / ".devstack" / "env").chmod(0o644)
+    assert dev_stack_environment({}, inside) == {}
+    shell_without_stack.chdir(inside)
+    assert await cli.run(["status", run.shop_id, "o1"]) == cli.EXIT_UNAVAILABLE
+    assert "DATABASE_URL is not set" in run.capsys.readouterr().err
 
 
 async def test_outside_any_project_no_dev_stack_file_is_read(
