@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -26,7 +27,7 @@ from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
 from starter.client import connect_temporal
-from starter.config import DEFAULT_MAX_CACHED_WORKFLOWS, Settings
+from starter.config import DEFAULT_MAX_CACHED_WORKFLOWS, ConfigError, Settings
 from workflows.order_cancellation import OrderCancellationWorkflow
 
 # In-flight activities get this long to finish after SIGTERM before they are cancelled.
@@ -135,6 +136,16 @@ async def main(settings: Settings | None = None) -> None:
         await asyncio.gather(*runs, return_exceptions=True)
 
 
-if __name__ == "__main__":
+def run() -> int:
+    """``python worker.py``: serve; a malformed setting exits 2 with its message."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ConfigError as error:
+        print(f"worker: {error}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

@@ -14,11 +14,13 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.database import StoreRepository
+from activities.database import OpenedCancellation, StoreRepository
 from domain.cancellation import CancellationView, StartCancellationInput
 from domain.changes import ChangeResult, ChangeSet
 from domain.errors import CancellationError
+from domain.money import Money
 from domain.order import Order
+from domain.scope import refundable_before_acceptance
 from domain.shop import ShopSettings
 
 
@@ -64,12 +66,31 @@ class StoreActivities:
                 input.at,
                 run_id=activity.info().workflow_run_id or None,
             )
+        await self._store_money_from_the_start(input.start, opened)
         return OpenCancellationResult(
             order=opened.order,
             settings=opened.settings,
             refunded_by_tender=opened.refunded_by_tender,
             created_at=opened.created_at,
         )
+
+    async def _store_money_from_the_start(
+        self, start: StartCancellationInput, opened: OpenedCancellation
+    ) -> None:
+        """Give the stored opening view its ``refundable`` and ``refunded`` (0), as the run's
+        own view has them: the view is recorded before the order is read, so lists of
+        requests would show no money until the merchant's decision. Idempotent."""
+        row = await self._store.get_cancellation(start.shop_id, start.cancellation_id)
+        if row is None or row.view.refundable is not None:
+            return
+        refundable = refundable_before_acceptance(
+            opened.order, start.items, opened.refunded_by_tender
+        )
+        if refundable is not None:
+            zero = Money(amount=0, currency=refundable.currency)
+            await self._store.save_view(
+                row.view.model_copy(update={"refundable": refundable, "refunded": zero})
+            )
 
     @activity.defn
     async def apply_changes(self, input: ApplyChangesInput) -> ChangeResult:

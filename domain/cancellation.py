@@ -8,9 +8,9 @@ Rule numbers are those of ``docs/rules.md``.
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from domain.bank import BankAccountRef
 from domain.money import Money
@@ -292,7 +292,11 @@ class CancellationView(BaseModel):
     customer_note: str | None = None
     refund_method: RefundMethod | None = None
     refundable: Money | None = None
+    """What the cancellation refunds: from the start what accepting would refund (the
+    quote's amount), then the acceptance's refund plan. ``None`` only in views stored by an
+    earlier release before acceptance, and inside a run for the moment before it opens."""
     refunded: Money | None = None
+    """What its refund lines have refunded so far (see :meth:`_refunded_from_the_start`)."""
     refunds: list[RefundLine] = []
     items: list[CanceledItem] | None = None
     repayment_due: Money | None = None
@@ -306,3 +310,16 @@ class CancellationView(BaseModel):
     """While ``awaiting_repayment``: when the undo is reversed if the customer hasn't paid."""
     closed: bool = False
     """The run has finished; nothing more can happen to this cancellation."""
+
+    @model_validator(mode="after")
+    def _refunded_from_the_start(self) -> Self:
+        """``refunded`` is money from the start: 0 until a refund succeeds, never null.
+
+        Filled in the currency the view names (``refundable``'s, or ``repayment_due``'s),
+        so views stored before acceptance, or by an earlier release, read the same.
+        """
+        if self.refunded is None:
+            money = self.refundable or self.repayment_due
+            if money is not None:
+                self.refunded = Money(amount=0, currency=money.currency)
+        return self

@@ -117,11 +117,20 @@ def allowed_actions(view: CancellationView) -> list[Action]:
             actions.append(Action.UNDO)
             return actions
         case CancellationStatus.CANCELED:
-            return [Action.UNDO]
+            return [] if undo_window_is_zero(view) else [Action.UNDO]
         case CancellationStatus.AWAITING_REPAYMENT:
             return [Action.REPAYMENT]
         case _:
             return []
+
+
+def undo_window_is_zero(view: CancellationView) -> bool:
+    """The shop allows no undo (``undo_window`` ``PT0S``): the window ended as it began."""
+    return (
+        view.canceled_at is not None
+        and view.undo_until is not None
+        and view.undo_until <= view.canceled_at
+    )
 
 
 def refund_attention(view: CancellationView) -> Attention | None:

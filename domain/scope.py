@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain.cancellation import CanceledItem
 from domain.errors import CancellationError, ErrorCode
+from domain.money import Money
 from domain.order import Order
 
 
@@ -82,3 +83,16 @@ def refundable_amount(
     (an unpaid order refunds nothing)."""
     capacity = sum(t.amount - refunded_by_tender.get(t.tender_id, 0) for t in order.tenders)
     return min(scope.amount, capacity)
+
+
+def refundable_before_acceptance(
+    order: Order, items: list[CanceledItem] | None, refunded_by_tender: dict[str, int]
+) -> Money | None:
+    """What accepting would refund, in the order's currency: the view's ``refundable``
+    from the opening on. ``None`` when the items don't fit the order (opening refuses them)."""
+    try:
+        scope = scope_of(order, items)
+    except CancellationError:
+        return None
+    amount = refundable_amount(order, scope, refunded_by_tender)
+    return Money(amount=amount, currency=order.currency)

@@ -117,14 +117,13 @@ class SandboxApi:
         return JSONResponse({"status": "ok"})
 
     async def create_payment(self, request: Request) -> Response:
-        """`POST /v1/payments`: never faulted, because tests create payments to set up a scene."""
+        """`POST /v1/payments`: faulted like every POST; callers retry with the same key."""
         account = _account(request)
         mutation = _Mutation(
             scope=_scoped(account, "payments"),
             model=CreatePaymentRequest,
             apply=functools.partial(self._provider.create_payment, account=account),
             key_required=False,
-            faulted=False,
         )
         return await self._mutate(request, mutation)
 

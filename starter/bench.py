@@ -54,6 +54,7 @@ from domain.cancellation import Channel, InitiatedBy, ReasonCode, RefundStatus
 from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
 from domain.requests import AcceptRequest, ConfirmRefundRequest, StartRequest
 from domain.shop import ShopSettings
+from starter import card_payments
 from starter.bench_skeleton import SKELETON_TASK_QUEUE, SkeletonWorkflow
 from starter.bench_stack import LIFTED_QUEUE_LIMITS, Batch, BenchStack, CpuUsage, http_client
 
@@ -364,8 +365,12 @@ async def make_orders(
         for position, (tender_kind, amount) in enumerate(tenders, start=1):
             payment_id = None
             if tender_kind is TenderKind.CARD:
-                payment = await provider.create_payment(
-                    amount, CURRENCY, capture=True, idempotency_key=f"bench-{uuid.uuid4().hex}"
+                payment = await card_payments.create_payment(
+                    provider,
+                    amount,
+                    CURRENCY,
+                    capture=True,
+                    idempotency_key=f"bench-{uuid.uuid4().hex}",
                 )
                 payment_id = str(payment["id"])
             doc_tenders.append(

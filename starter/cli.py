@@ -25,6 +25,11 @@ one JSON document: the view; ``{"created", "cancellation"}`` for a start;
 ``{"items", "next_cursor"}`` for a list; ``{"error": {"code", "message"}}`` on failure.
 Bank account numbers are never printed; views carry only the masked number.
 
+Settings come from the environment. Run inside the project folder (or below it) while
+the dev stack runs, the commands find it by themselves: what the shell does not set is
+read from the project's ``.devstack/env`` (when it is the user's own and private, as the
+dev stack writes it); variables the shell sets win.
+
 Exit codes (one table, :data:`EXIT_CODES`): 0 done; 2 usage or validation error;
 3 not found; 4 conflict with the current state; 5 a service (Temporal, the database,
 the payment provider) does not answer; 1 any other refusal; 130 interrupted.
@@ -60,6 +65,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -68,7 +74,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
-import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -96,8 +101,9 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.shop import ShopSettings
+from starter import card_payments, outages
 from starter.client import CancellationClient
-from starter.config import Settings
+from starter.config import ConfigError, Settings, dev_stack_environment
 
 # ---------------------------------------------------------------------------- exit codes
 
@@ -297,16 +303,19 @@ async def _run_job(
 async def _guard_database(job: Job, context: Context) -> Result:
     try:
         return await job(context)
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError) as err:
-        # The pool connected, then lost the server mid-command: a service problem, not a bug.
+    except outages.DATABASE_OUTAGES as err:
+        # Lost mid-command, out of disk, shut down: a service problem, not a bug.
         raise CancellationError(
-            ErrorCode.DATABASE_UNAVAILABLE, f"the store database stopped answering: {err}"
+            ErrorCode.DATABASE_UNAVAILABLE,
+            f"the store database can't serve requests right now ({type(err).__name__}): {err}",
         ) from None
 
 
 def _settings_from_env() -> Settings:
+    # Inside the project folder, a running dev stack's .devstack/env fills in what the
+    # shell does not set: no `source .devstack/env` needed in a second shell.
     try:
-        return Settings.from_env()
+        return Settings.from_env(dev_stack_environment(os.environ, Path.cwd()))
     except ValueError as err:
         raise CancellationError(ErrorCode.VALIDATION_ERROR, f"configuration: {err}") from None
 
@@ -315,8 +324,8 @@ def _require_database(settings: Settings) -> None:
     # Checked before connecting to Temporal, so a missing URL is reported as itself.
     try:
         settings.require_database()
-    except SystemExit as missing:
-        raise CancellationError(ErrorCode.DATABASE_UNAVAILABLE, str(missing.code)) from None
+    except ConfigError as missing:
+        raise CancellationError(ErrorCode.DATABASE_UNAVAILABLE, str(missing)) from None
 
 
 # ---------------------------------------------------------------------------- the parser
@@ -1050,7 +1059,8 @@ async def _create_payment(
     tender = order.tenders[index]
     where = _path(("shops", shop_id, "orders", order_id, "tenders", index, "payment"))
     try:
-        payment = await provider.create_payment(
+        payment = await card_payments.create_payment(
+            provider,
             tender.amount,
             order.currency,
             capture=spec.capture,

@@ -57,6 +57,7 @@ from domain.cancellation import (
 )
 from domain.contract import TASK_QUEUE, cancellation_workflow_id
 from domain.errors import CancellationError, ErrorCode
+from domain.money import Money
 from domain.order import Order, OrderDocument, OrderStatus
 from domain.payments import ProviderPayment, card_tenders_by_payment, payment_mismatch
 from domain.refund_plan import RefundMethod, RefundPlan, plan_refund
@@ -72,7 +73,7 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.rules import check_can_start, check_start_input
-from domain.scope import refundable_amount, scope_of
+from domain.scope import refundable_amount, refundable_before_acceptance, scope_of
 from domain.shop import ShopSettings
 from starter.codec import data_converter
 from starter.config import Settings
@@ -230,7 +231,7 @@ class CancellationClient:
             # USE_EXISTING it never starts a second run for the same id.
             "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
             "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            "search_attributes": start_search_attributes(_initial_view(start)),
+            "search_attributes": start_search_attributes(_initial_view(start, order)),
             "static_summary": _static_summary(start, order),
             "static_details": _static_details(start),
         }
@@ -266,7 +267,7 @@ class CancellationClient:
                         ErrorCode.TEMPORAL_UNAVAILABLE, "Temporal did not start the cancellation"
                     ) from None
                 raise _rpc_error(err) from None
-            return _initial_view(start), True
+            return _initial_view(start, order), True
         except RPCError as err:
             if err.status not in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.PERMISSION_DENIED):
                 raise _rpc_error(err) from None
@@ -766,7 +767,10 @@ def _default_actor(request: StartRequest, order: Order) -> str:
     return "merchant"
 
 
-def _initial_view(start: StartCancellationInput) -> CancellationView:
+def _initial_view(start: StartCancellationInput, order: Order) -> CancellationView:
+    """The view of a run that has not opened yet: its first search attributes, or the answer
+    when no worker took the run up in time. Its money is what accepting would refund before
+    any earlier cancellation's refunds count; the run's own view is exact once it opens."""
     return CancellationView(
         cancellation_id=start.cancellation_id,
         shop_id=start.shop_id,
@@ -778,6 +782,8 @@ def _initial_view(start: StartCancellationInput) -> CancellationView:
         channel=start.channel,
         reason_code=start.reason_code,
         reason=start.reason,
+        refundable=refundable_before_acceptance(order, start.items, {}),
+        refunded=Money(amount=0, currency=order.currency),
     )
 
 

@@ -19,7 +19,9 @@ import hashlib
 import os
 from collections.abc import Sequence
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
@@ -32,6 +34,11 @@ NONCE_BYTES = 12
 
 class EncryptionKeyError(ValueError):
     """``PAYLOAD_ENCRYPTION_KEY`` is malformed (the message never contains key material)."""
+
+
+class UndecryptablePayloadError(ValueError):
+    """A payload marked as ours can't be decrypted: its key id is unknown or not text, or
+    its bytes were changed or cut after encryption. The message names no payload bytes."""
 
 
 def parse_keys(value: str) -> list[tuple[str, bytes]]:
@@ -93,13 +100,30 @@ class EncryptionCodec(PayloadCodec):
     def _decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
             return payload
-        key_id = payload.metadata.get(KEY_ID, b"").decode()
+        try:
+            key_id = payload.metadata.get(KEY_ID, b"").decode()
+        except UnicodeDecodeError:
+            raise UndecryptablePayloadError("the payload's key id is not text") from None
         cipher = self._by_id.get(key_id)
         if cipher is None:
-            raise EncryptionKeyError(f"payload was encrypted with unknown key id {key_id!r}")
+            raise UndecryptablePayloadError(
+                f"payload was encrypted with unknown key id {key_id[:64]!r}"
+            )
+        if len(payload.data) <= NONCE_BYTES:
+            raise UndecryptablePayloadError("the payload is too short to be ours")
         nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        try:
+            clear = cipher.decrypt(nonce, sealed, key_id.encode())
+        except InvalidTag:
+            # AES-GCM authenticates: any changed byte (or a wrong key) fails here.
+            raise UndecryptablePayloadError(
+                "the payload was changed after encryption, or sealed with another key"
+            ) from None
         decoded = Payload()
-        decoded.ParseFromString(cipher.decrypt(nonce, sealed, key_id.encode()))
+        try:
+            decoded.ParseFromString(clear)
+        except DecodeError:
+            raise UndecryptablePayloadError("the decrypted payload is not a payload") from None
         return decoded
 
 

@@ -1,10 +1,16 @@
-"""Configuration, read from the environment once at each entry point."""
+"""Configuration, read from the environment once at each entry point.
+
+A malformed setting raises :class:`ConfigError`; each entry point (the CLI, the worker,
+the hook, the dev stack) prints its message and exits non-zero. Library code never exits.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +24,19 @@ DEFAULT_ADMIN_HOOK_PORT = 8000
 DEFAULT_UI_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
 # Enough for the runs in flight on one worker; see docs/performance.md ("idle footprint").
 DEFAULT_MAX_CACHED_WORKFLOWS = 100
+# A shop id in ADMIN_HOOK_TOKENS: the API's id alphabet and length, without ":" (the pair's
+# own separator), so every pair reads one way only.
+TOKEN_SHOP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+DEV_STACK_ENV_FILE = Path(".devstack") / "env"
+"""Where the dev stack writes its ``export`` lines, inside the project folder."""
+PROJECT_MARKER = "pyproject.toml"
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is missing or malformed; the message says which and how
+    to fix it, and never contains a secret."""
 
 
 class Settings(BaseModel):
@@ -78,7 +97,7 @@ class Settings(BaseModel):
             database_url=env.get("DATABASE_URL") or None,
             provider_url=env.get("PAYMENT_PROVIDER_URL") or DEFAULT_PROVIDER_URL,
             provider_webhook_secret=env.get("PAYMENT_PROVIDER_WEBHOOK_SECRET") or None,
-            admin_hook_port=int(env.get("ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT),
+            admin_hook_port=_port(env, "ADMIN_HOOK_PORT") or DEFAULT_ADMIN_HOOK_PORT,
             admin_hook_tokens=parse_tokens(env.get("ADMIN_HOOK_TOKENS", "")),
             provider_accounts=parse_provider_accounts(env.get("PROVIDER_ACCOUNTS", "")),
             payload_encryption_key=env.get("PAYLOAD_ENCRYPTION_KEY") or None,
@@ -88,9 +107,7 @@ class Settings(BaseModel):
                 for o in (env.get("CODEC_CORS_ORIGINS") or ",".join(DEFAULT_UI_ORIGINS)).split(",")
                 if o.strip()
             ],
-            metrics_port=int(env["WORKER_METRICS_PORT"])
-            if env.get("WORKER_METRICS_PORT")
-            else None,
+            metrics_port=_port(env, "WORKER_METRICS_PORT"),
             max_cached_workflows=_positive_int(
                 env, "WORKER_MAX_CACHED_WORKFLOWS", DEFAULT_MAX_CACHED_WORKFLOWS
             ),
@@ -101,9 +118,13 @@ class Settings(BaseModel):
         )
 
     def require_database(self) -> str:
-        """The database URL, or a clear error saying how to get one."""
+        """The database URL.
+
+        Raises:
+            ConfigError: ``DATABASE_URL`` is not set (the message says how to get one).
+        """
         if not self.database_url:
-            raise SystemExit(
+            raise ConfigError(
                 "DATABASE_URL is not set: start the embedded stack with `python -m starter dev`,"
                 " or point DATABASE_URL at your PostgreSQL"
             )
@@ -119,7 +140,20 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise SystemExit(f"{name} must be a positive whole number, not {raw!r}")
+        raise ConfigError(f"{name} must be a positive whole number, not {raw!r}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 65535:
+        raise ConfigError(f"{name} must be a port number (1 to 65535), not {raw!r}")
     return value
 
 
@@ -135,13 +169,35 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
 
 
 def parse_tokens(value: str) -> dict[str, str]:
-    """``shop-a:tok1,shop-b:tok2`` → ``{"tok1": "shop-a", "tok2": "shop-b"}``."""
+    """``shop-a:tok1,shop-b:tok2`` → ``{"tok1": "shop-a", "tok2": "shop-b"}``.
+
+    Anything that could be read two ways is refused: an empty pair or part, a pair with
+    more than one ``:`` (is ``a:b:c`` shop ``a`` or ``a:b``?), a shop id outside the API's
+    id alphabet, a token with spaces, or one token given twice (whose shop would it be?).
+    A shop may have several tokens (to rotate them).
+
+    Raises:
+        ConfigError: Naming the pair by its position, never its token.
+    """
     tokens: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in value.split(","))):
-        shop, sep, token = pair.partition(":")
-        if not sep or not shop or not token:
-            raise ValueError("ADMIN_HOOK_TOKENS must be comma-separated shop_id:token pairs")
+    if not value.strip():
+        return tokens
+    where: dict[str, int] = {}
+    for n, pair in enumerate((p.strip() for p in value.split(",")), start=1):
+        problem = _pair_problem(pair)
+        if problem:
+            raise ConfigError(
+                f"ADMIN_HOOK_TOKENS pair {n} {problem}; expected comma-separated"
+                " shop_id:token pairs"
+            )
+        shop, _, token = pair.partition(":")
+        if token in tokens:
+            raise ConfigError(
+                f"ADMIN_HOOK_TOKENS pairs {where[token]} ({tokens[token]}) and {n} ({shop})"
+                " have the same token; give each pair its own"
+            )
         tokens[token] = shop
+        where[token] = n
     return tokens
 
 
@@ -158,12 +214,99 @@ def parse_provider_accounts(value: str) -> dict[str, str]:
     for pair in filter(None, (p.strip() for p in value.split(","))):
         parts = pair.split(":")
         if len(parts) != 2 or not all(_ACCOUNT_PART.match(p) for p in parts):
-            raise ValueError(
+            raise ConfigError(
                 f"PROVIDER_ACCOUNTS: {pair!r} is not shop_id:account_id"
                 " (ids of letters, digits, '_', '.', '-')"
             )
         shop, account = parts
         if shop in accounts:
-            raise ValueError(f"PROVIDER_ACCOUNTS names shop {shop!r} twice")
+            raise ConfigError(f"PROVIDER_ACCOUNTS names shop {shop!r} twice")
         accounts[shop] = account
     return accounts
+
+
+def _pair_problem(pair: str) -> str | None:
+    """What is wrong with one ``shop_id:token`` pair, in words that quote none of it."""
+    if not pair:
+        return "is empty (two commas in a row, or one at an end)"
+    colons = pair.count(":")
+    if colons != 1:
+        return "has no ':'" if colons == 0 else f"has {colons} ':' (shop ids can't contain ':')"
+    shop, _, token = pair.partition(":")
+    if not shop or not token:
+        return "has an empty shop id" if not shop else "has an empty token"
+    if not TOKEN_SHOP_ID.fullmatch(shop):
+        return (
+            "has a shop id that is not an id (1 to 64 letters, digits, '_', '.' or '-',"
+            " starting with a letter or digit)"
+        )
+    if any(c.isspace() for c in token):
+        return "has a token with spaces in it"
+    return None
+
+
+# -- the dev stack's environment, for commands run in another shell -----------------------
+
+
+def find_project_folder(start: Path) -> Path | None:
+    """The nearest folder from ``start`` upward that holds ``pyproject.toml``, or ``None``."""
+    for folder in (start, *start.parents):
+        if (folder / PROJECT_MARKER).is_file():
+            return folder
+    return None
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of the ``export NAME=value …`` lines the dev stack writes (shell
+    quoting as :func:`shlex.quote` writes it); ``{}`` when there is no such file."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("export "):
+            continue
+        try:
+            pairs = shlex.split(line.removeprefix("export "))
+        except ValueError as err:  # an unclosed quote: someone edited the file
+            raise ConfigError(f"{path}: an export line can't be read ({err})") from None
+        for pair in pairs:
+            name, sep, value = pair.partition("=")
+            if sep and name:
+                values[name] = value
+    return values
+
+
+def environment_with_fallback(env: Mapping[str, str], env_file: Path) -> dict[str, str]:
+    """``env``, with the variables it lacks (or has empty) taken from ``env_file``."""
+    merged = dict(env)
+    for name, value in read_env_file(env_file).items():
+        if not merged.get(name):
+            merged[name] = value
+    return merged
+
+
+def dev_stack_environment(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """``env`` plus the running dev stack's variables, where a command runs inside the project.
+
+    The project folder is found from ``cwd`` upward; its ``.devstack/env`` (written by
+    ``python -m starter dev``) fills in what ``env`` does not set, so a second shell needs no
+    ``source .devstack/env``. Variables set in ``env`` always win.
+    """
+    project = find_project_folder(cwd)
+    if project is None or not _written_by_a_dev_stack_of_ours(project / DEV_STACK_ENV_FILE):
+        return dict(env)
+    return environment_with_fallback(env, project / DEV_STACK_ENV_FILE)
+
+
+def _written_by_a_dev_stack_of_ours(path: Path) -> bool:
+    """The dev stack writes its env file as ours and private (0600). A file that is not, say
+    one checked out with a repository someone else made, is never read: it would point the
+    commands, and what they send, at servers of its author's choosing."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o077

@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import secrets
-import shlex
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,9 +60,9 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.shop import ShopSettings
-from starter import cli
+from starter import card_payments, cli
 from starter.client import CancellationClient
-from starter.config import Settings
+from starter.config import ConfigError, Settings, environment_with_fallback
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = REPO_ROOT / ".devstack" / "env"
@@ -141,7 +140,8 @@ async def place_order(
     for n, (kind, amount) in enumerate(amounts, start=1):
         payment_id = None
         if kind is TenderKind.CARD:
-            payment = await provider.create_payment(
+            payment = await card_payments.create_payment(
+                provider,
                 amount,
                 CURRENCY,
                 capture=plan.capture,
@@ -1264,8 +1264,12 @@ def main(argv: list[str]) -> int:
         help=f"where to find unset variables (default {DEFAULT_ENV_FILE}, by the dev stack)",
     )
     args = parser.parse_args(argv)
-    env = environment_with_fallback(os.environ, args.env_file)
-    settings = Settings.from_env(env)
+    try:
+        env = environment_with_fallback(os.environ, args.env_file)
+        settings = Settings.from_env(env)
+    except ConfigError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
     ui_url = env.get("TEMPORAL_UI_URL") or DEFAULT_UI_URL
     if not settings.database_url:
         print(
@@ -1275,24 +1279,6 @@ def main(argv: list[str]) -> int:
         )
         return 1
     return asyncio.run(_walk(settings, ui_url, as_json=args.json))
-
-
-def environment_with_fallback(env: Mapping[str, str], env_file: Path) -> dict[str, str]:
-    """``env``, with the variables it lacks taken from the dev stack's ``export`` lines."""
-    merged = dict(env)
-    try:
-        text = env_file.read_text()
-    except FileNotFoundError:
-        return merged
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("export "):
-            continue
-        for pair in shlex.split(line.removeprefix("export ")):
-            name, sep, value = pair.partition("=")
-            if sep and not merged.get(name):
-                merged[name] = value
-    return merged
 
 
 async def _walk(settings: Settings, ui_url: str, *, as_json: bool) -> int:

@@ -54,7 +54,7 @@ from domain.errors import CancellationError
 from starter import ports
 from starter.client import CancellationClient
 from starter.codec import new_key
-from starter.config import Settings
+from starter.config import ConfigError, Settings, parse_tokens
 from starter.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
 from starter.embedded_postgres import EmbeddedPostgres
 from starter.temporal_server import DevServer
@@ -197,7 +197,8 @@ class StackOptions:
         """Read the options; ``--help`` and usage errors exit through argparse.
 
         Raises:
-            DevStackError: The environment holds a malformed port setting.
+            DevStackError: The environment holds a malformed port setting or
+                ``ADMIN_HOOK_TOKENS``.
         """
         parser = argparse.ArgumentParser(
             prog="python -m starter dev",
@@ -223,12 +224,18 @@ class StackOptions:
             help="don't load the demo shop's settings, stock, customers and orders",
         )
         args = parser.parse_args(argv)
+        admin_hook_tokens = env.get("ADMIN_HOOK_TOKENS") or None
+        try:
+            # Checked here, so a bad pair is reported as itself, not as a hook that won't start.
+            parse_tokens(admin_hook_tokens or "")
+        except ConfigError as error:
+            raise DevStackError(str(error)) from None
         return cls(
             state_dir=Path(args.state_dir).absolute(),
             ports=PortPlan.from_env(env),
             fresh=args.fresh,
             demo_data=args.demo_data,
-            admin_hook_tokens=env.get("ADMIN_HOOK_TOKENS") or None,
+            admin_hook_tokens=admin_hook_tokens,
             child_env=dict(env),
         )
 
@@ -666,7 +673,10 @@ class DevStack:
     async def _load_demo_data(self) -> None:
         # Only the stack's own variables: the demo data goes into this stack, wherever the
         # developer's shell points.
-        settings = Settings.from_env(self.endpoints.all_env_vars())
+        try:
+            settings = Settings.from_env(self.endpoints.all_env_vars())
+        except ConfigError as error:
+            raise DevStackError(f"the demo data could not be loaded: {error}") from None
         try:
             client = await CancellationClient.connect(settings)
             try:

@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.order import OrderStatus
     from domain.refund_plan import RefundChannel, RefundMethod, plan_refund
     from domain.rules import allowed_actions, check_accept, restorable_status
-    from domain.scope import refundable_amount
+    from domain.scope import refundable_amount, refundable_before_acceptance
     from domain.transitions import (
         check_line_action,
         find_line,
@@ -178,6 +178,11 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
         self._run.order = opened.order
         self._run.settings = opened.settings
         self._run.refunded_by_tender = opened.refunded_by_tender
+        # Money from the start: what accepting would refund, and 0 refunded so far.
+        self._view.refundable = refundable_before_acceptance(
+            opened.order, start.items, opened.refunded_by_tender
+        )
+        recount(self._view)
         self._view.order_status = opened.order.status
         self._view.created_at = opened.created_at
         self._view.allowed_actions = allowed_actions(self._view)
@@ -560,6 +565,15 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
             raise refusal(
                 ErrorCode.INVALID_TRANSITION, "the cancellation is still opening; try again"
             )
+        if validating and action is Action.UNDO and self._undo_window_closed():
+            # Only when validating: validators don't run on replay, so a history with an
+            # undo signal that raced the window's end replays as it ran.
+            until = self._view.undo_until
+            raise refusal(
+                ErrorCode.UNDO_WINDOW_CLOSED,
+                f"the undo window of {self._view.cancellation_id} closed at"
+                f" {until:%Y-%m-%d %H:%M:%S} UTC; ask the customer to order again",
+            )
         if action not in allowed_actions(self._view):
             raise refusal(
                 ErrorCode.INVALID_TRANSITION,
@@ -582,6 +596,15 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
                 )
             except CancellationError as err:
                 raise application_error(err) from None
+
+    def _undo_window_closed(self) -> bool:
+        """Canceled, and the shop's undo window is over (at once, for a window of zero)."""
+        until = self._view.undo_until
+        return (
+            self._view.status is CancellationStatus.CANCELED
+            and until is not None
+            and until <= workflow.now()
+        )
 
     # ------------------------------------------------------------------ messages
 

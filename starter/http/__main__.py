@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from starter import ports
-from starter.config import Settings
-from starter.http.server import issue_token, serve
+from starter.config import ConfigError, Settings
+from starter.http.server import InvalidShopIdError, issue_token, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +28,16 @@ def main(argv: list[str] | None = None) -> int:
         "--issue-token", metavar="SHOP_ID", help="store a new token for the shop and print it"
     )
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.issue_token:
-        print(asyncio.run(issue_token(settings, args.issue_token)))
-        return 0
-    asyncio.run(serve(settings, host=args.host))
+    try:
+        settings = Settings.from_env()
+        if args.issue_token:
+            print(asyncio.run(issue_token(settings, args.issue_token)))
+            return 0
+        asyncio.run(serve(settings, host=args.host))
+    except (ConfigError, InvalidShopIdError) as error:
+        print(f"admin hook: {error}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -18,7 +18,11 @@ from starter.config import Settings
 from starter.http import admin, backend, cancellations, codec, webhooks
 from starter.http.auth import Authenticator
 from starter.http.context import Hook, hook
-from starter.http.errors import BodyLimitMiddleware, install_error_handlers
+from starter.http.errors import (
+    BodyLimitMiddleware,
+    install_error_handlers,
+    install_log_redaction,
+)
 from starter.http.idempotency import forget_old_keys
 from starter.http.models import Health
 
@@ -63,6 +67,8 @@ def create_app(client: CancellationClient, settings: Settings, admin_store: Admi
     app.state.authenticator = authenticator
     app.state.webhook_secret = settings.provider_webhook_secret
     install_error_handlers(app)
+    # The codec's token may come as a path segment: keep it out of every log line.
+    install_log_redaction()
     app.add_middleware(BodyLimitMiddleware)
     app.include_router(cancellations.router)
     app.include_router(backend.router)

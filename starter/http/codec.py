@@ -6,6 +6,10 @@
 on), or the same token as a path segment, ``/codec/<token>/decode``, for a UI that can't
 send headers (the dev stack configures the UI that way). Browsers reach them from the
 UI's origin through CORS (``CODEC_CORS_ORIGINS``).
+
+A body that is not a payload list, or a payload that can't be decrypted (changed, cut, or
+sealed with a key we don't hold), answers ``400 invalid_payloads``. The path token is kept
+out of every log line (:func:`starter.http.errors.install_log_redaction`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from starlette.responses import JSONResponse
 from temporalio.api.common.v1 import Payloads
 
 from domain.errors import CancellationError, ErrorCode
-from starter.codec import EncryptionCodec
+from starter.codec import EncryptionCodec, UndecryptablePayloadError
 from starter.http.context import Hook, hook
-from starter.http.errors import error_responses
+from starter.http.errors import RouteErrorCode, error_response, error_responses
 
 router = APIRouter(tags=["operations"])
 
@@ -47,34 +51,44 @@ def _authorize(hook: Hook, request: Request, path_token: str | None) -> None:
         raise CancellationError(ErrorCode.UNAUTHORIZED, "an operator's codec token is required")
 
 
+class InvalidPayloadsError(Exception):
+    """The body is not Temporal's payload list, or a payload in it can't be decrypted."""
+
+
 async def _payloads(request: Request) -> Payloads:
     try:
         body: Any = await request.json()
-        if not isinstance(body, dict) or len(body.get("payloads") or []) > MAX_PAYLOADS:
-            raise ValueError("expected {'payloads': [...]}")
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested past any use
+        raise InvalidPayloadsError("the body is not JSON") from None
+    payloads = body.get("payloads") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(payloads, list | None):
+        raise InvalidPayloadsError('expected {"payloads": [...]}')
+    if len(payloads or []) > MAX_PAYLOADS:
+        raise InvalidPayloadsError(f"at most {MAX_PAYLOADS} payloads per request")
+    try:
         return json_format.ParseDict(body, Payloads(), ignore_unknown_fields=True)
-    except (ValueError, json_format.ParseError) as err:
-        raise CancellationError(ErrorCode.VALIDATION_ERROR, f"not a payload list: {err}") from None
+    except (json_format.ParseError, ValueError, TypeError, RecursionError):
+        # The parser's message may quote the input (clear text, for encode): not echoed.
+        raise InvalidPayloadsError(
+            'not a payload list: each payload is {"metadata": {name: base64}, "data": base64}'
+        ) from None
 
 
 async def _run(request: Request, hook: Hook, path_token: str | None, encode: bool) -> JSONResponse:
     _authorize(hook, request, path_token)
     codec = _codec(hook)
-    payloads = await _payloads(request)
     try:
+        payloads = await _payloads(request)
         done = await (codec.encode if encode else codec.decode)(list(payloads.payloads))
-    except (ValueError, KeyError) as err:
-        # Unknown key id, or a payload tampered with: say which kind, not the bytes.
-        raise CancellationError(
-            ErrorCode.VALIDATION_ERROR, f"can't decode: {type(err).__name__}"
-        ) from None
+    except (InvalidPayloadsError, UndecryptablePayloadError) as err:
+        return error_response(RouteErrorCode.INVALID_PAYLOADS, str(err), status=400)
     return JSONResponse(json_format.MessageToDict(Payloads(payloads=done)))
 
 
 HookDep = Annotated[Hook, Depends(hook)]
 
 
-CODEC_ERRORS = error_responses(401, 422)
+CODEC_ERRORS = error_responses(400, 401, 422)
 
 
 @router.post(

@@ -7,9 +7,10 @@ go wrong reaches the caller through it:
 - request validation (pydantic, malformed JSON, oversized bodies) → ``validation_error``;
 - Temporal that does not answer (``RPCError``, a lazy client's failed connect) →
   ``temporal_unavailable``;
-- the store database that does not answer (asyncpg connection errors, ``OSError``) →
-  ``database_unavailable``; a value it can't store (``asyncpg.DataError``) →
-  ``validation_error``;
+- the store database that does not answer or can't serve now (:data:`DATABASE_ERRORS`:
+  lost connections, ``OSError``, a full disk and other exhausted resources, shutdowns,
+  I/O errors, a read-only standby) → ``database_unavailable``; a value it can't store
+  (``asyncpg.DataError``) → ``validation_error``;
 - unknown routes and methods → ``not_found`` / ``method_not_allowed``.
 
 Anything else is a bug: it answers ``500 internal_error`` without details, and the
@@ -19,6 +20,7 @@ traceback goes to the server log (never a request body).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any, Final
@@ -34,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain.errors import CancellationError, ErrorCode
+from starter import outages
 
 log = logging.getLogger("starter.http")
 
@@ -74,6 +77,9 @@ class RouteErrorCode(StrEnum):
     """The path exists, but not with this method."""
     INTERNAL_ERROR = "internal_error"
     """A bug: the server log has the details."""
+    INVALID_PAYLOADS = "invalid_payloads"
+    """The codec endpoints got no Temporal payload list, or a payload they can't decrypt
+    (``400``, as codec servers answer the Web UI)."""
 
 
 class ErrorDetail(BaseModel):
@@ -94,6 +100,7 @@ class ErrorResponse(BaseModel):
 
 
 _DESCRIPTIONS: Final[Mapping[int, str]] = {
+    400: "`invalid_payloads`: not a payload list, or a payload that can't be decrypted",
     401: "`unauthorized`: no bearer token, or one we don't know",
     403: "`forbidden`: the token belongs to another shop",
     404: "`order_not_found`, `cancellation_not_found` or `refund_not_found`",
@@ -170,25 +177,16 @@ def as_cancellation_error(exc: BaseException) -> CancellationError | None:
         return CancellationError(ErrorCode.TEMPORAL_UNAVAILABLE, "Temporal does not answer")
     if isinstance(exc, DATABASE_ERRORS):
         return CancellationError(
-            ErrorCode.DATABASE_UNAVAILABLE, "the store database does not answer; try again soon"
+            ErrorCode.DATABASE_UNAVAILABLE,
+            "the store database can't serve requests right now; try again soon",
         )
     return None
 
 
-DATABASE_ERRORS: Final = (
-    # Refused or dropped connections and timeouts (TimeoutError is an OSError); in the
-    # hook, the database is the only thing reached through plain sockets.
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    # A pooled connection the server closed at shutdown, caught before asyncpg noticed.
-    asyncpg.InternalClientError,
-)
-"""Exceptions that mean the store database does not answer (not that a query is wrong)."""
+DATABASE_ERRORS: Final = outages.DATABASE_OUTAGES
+"""Exceptions that mean the store database does not answer or can't serve now (not that a
+query or a value is wrong): each answers ``503 database_unavailable``. The classes are listed,
+with why, in :data:`starter.outages.DATABASE_OUTAGES`, which the CLI shares."""
 
 
 async def _on_cancellation_error(request: Request, exc: Exception) -> Response:
@@ -207,12 +205,12 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
     match exc.status_code:
         case 404:
             return error_response(
-                RouteErrorCode.NOT_FOUND, f"no route {request.url.path}", status=404
+                RouteErrorCode.NOT_FOUND, f"no route {redact_path(request.url.path)}", status=404
             )
         case 405:
             return error_response(
                 RouteErrorCode.METHOD_NOT_ALLOWED,
-                f"{request.method} is not allowed on {request.url.path}",
+                f"{request.method} is not allowed on {redact_path(request.url.path)}",
                 status=405,
             )
         case 413:
@@ -238,7 +236,7 @@ async def _on_unstorable_value(request: Request, exc: Exception) -> Response:
     log.info(
         "%s %s: value refused by the database (%s)",
         request.method,
-        request.url.path,
+        redact_path(request.url.path),
         type(exc).__name__,
     )
     return error_response(
@@ -250,13 +248,23 @@ async def _on_infrastructure_error(request: Request, exc: Exception) -> Response
     error = as_cancellation_error(exc)
     if error is None:
         return await _on_bug(request, exc)
-    log.warning("%s %s: %s (%s)", request.method, request.url.path, error.code, type(exc).__name__)
+    log.warning(
+        "%s %s: %s (%s)",
+        request.method,
+        redact_path(request.url.path),
+        error.code,
+        type(exc).__name__,
+    )
     return error_response(error.code, error.message)
 
 
 async def _on_bug(request: Request, exc: Exception) -> Response:
     log.error(
-        "%s %s failed: %s", request.method, request.url.path, type(exc).__name__, exc_info=exc
+        "%s %s failed: %s",
+        request.method,
+        redact_path(request.url.path),
+        type(exc).__name__,
+        exc_info=exc,
     )
     return error_response(
         RouteErrorCode.INTERNAL_ERROR, "something went wrong on our side; it is logged", status=500
@@ -272,6 +280,53 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(infrastructure, _on_infrastructure_error)
     app.add_exception_handler(asyncpg.DataError, _on_unstorable_value)
     app.add_exception_handler(Exception, _on_bug)
+
+
+# ---------------------------------------------------------------------- codec token in logs
+
+# ``/codec/<token>/decode``: the segment after ``/codec/`` is the operator's token unless it
+# is the last one and names the operation (``/codec/decode`` sends the token as a header).
+_CODEC_PATH_TOKEN: Final = re.compile(
+    r"(/codec/)(?:[^/?#\s\"]+(?=/)|(?!(?:en|de)code(?![^/?#\s\"]))[^/?#\s\"]+)",
+    re.IGNORECASE,
+)
+REDACTED: Final = "***"
+
+LOGGERS_WITH_PATHS: Final = ("uvicorn.access", "uvicorn.error", "starter.http")
+"""The loggers whose lines may carry a request path: the access log, uvicorn's own, ours."""
+
+
+def redact_path(text: str) -> str:
+    """``text`` with the codec token of every ``/codec/<token>/…`` path replaced by ``***``."""
+    return _CODEC_PATH_TOKEN.sub(rf"\g<1>{REDACTED}", text)
+
+
+class RedactCodecToken(logging.Filter):
+    """The codec's path token never reaches a log line: redacted in the message and in every
+    string argument (the access log's formatter reads its arguments one by one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact_path(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_path(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {
+                k: redact_path(v) if isinstance(v, str) else v for k, v in record.args.items()
+            }
+        return True
+
+
+def install_log_redaction() -> None:
+    """Put :class:`RedactCodecToken` on every logger of :data:`LOGGERS_WITH_PATHS`, once.
+
+    Filters on these loggers survive uvicorn's own logging setup, which replaces their
+    handlers but keeps their filters.
+    """
+    for name in LOGGERS_WITH_PATHS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCodecToken) for f in logger.filters):
+            logger.addFilter(RedactCodecToken())
 
 
 # ---------------------------------------------------------------------- request size

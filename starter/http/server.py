@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from starter import ports
 from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
 from starter.http.app import create_app
+from starter.http.errors import install_log_redaction
 from starter.http.params import IDENTIFIER
 
 # Long enough that guessing is hopeless (256 bits), short enough to paste.
@@ -54,25 +54,12 @@ async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
         await client.close()
 
 
-class RedactCodecToken(logging.Filter):
-    """The codec's path token (``/codec/<token>/decode``) never reaches the access log."""
-
-    _TOKEN = re.compile(r"(/codec/)[^/\s]+(/(?:en|de)code)")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1***\2", a) if isinstance(a, str) else a for a in record.args
-            )
-        return True
-
-
 async def serve(settings: Settings, *, host: str = ports.LOOPBACK) -> None:
     """Serve the hook on ``host``:``ADMIN_HOOK_PORT`` until SIGINT or SIGTERM.
 
     The access log has the method, path and status of each request, never a body.
     """
-    logging.getLogger("uvicorn.access").addFilter(RedactCodecToken())
+    install_log_redaction()  # create_app does too; before uvicorn logs anything, to be sure
     async with open_hook(settings) as app:
         config = uvicorn.Config(
             app,
@@ -86,10 +73,19 @@ async def serve(settings: Settings, *, host: str = ports.LOOPBACK) -> None:
         await uvicorn.Server(config).serve()
 
 
+class InvalidShopIdError(ValueError):
+    """A token was asked for something that is not a shop id."""
+
+
 async def issue_token(settings: Settings, shop_id: str) -> str:
-    """Make a new token for ``shop_id``; only its hash is stored, so print it now."""
-    if not re.match(IDENTIFIER, shop_id) or len(shop_id) > 64:
-        raise SystemExit(f"not a shop id: {shop_id!r}")
+    """Make a new token for ``shop_id``; only its hash is stored, so print it now.
+
+    Raises:
+        InvalidShopIdError: ``shop_id`` is not an id the API accepts.
+        ConfigError: ``DATABASE_URL`` is not set.
+    """
+    if not re.fullmatch(IDENTIFIER, shop_id) or len(shop_id) > 64:
+        raise InvalidShopIdError(f"not a shop id: {shop_id!r}")
     database_url = settings.require_database()
     await apply_migrations(database_url)
     pool = await create_pool(database_url)

@@ -34,8 +34,9 @@ from activities.database import StoreRepository, create_pool
 from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
-from starter import ports
+from starter import card_payments, ports
 from starter.client import CancellationClient, connect_temporal
+from starter.codec import new_key
 from starter.config import Settings
 from starter.http.app import create_app
 from starter.http.server import open_hook
@@ -188,6 +189,25 @@ def hook_stack(
             yield HookStack(url=url, sandbox_url=sandbox.url, settings=settings)
 
 
+@dataclass(frozen=True)
+class CodecHook:
+    """A hook that serves the codec endpoints, and the operators' token for them."""
+
+    url: str
+    token: str
+    encryption_key: str
+
+
+@pytest.fixture(scope="session")
+def codec_hook(dev_env: WorkflowEnvironment, database_url: str) -> Iterator[CodecHook]:
+    """The production wiring (:func:`open_hook`) with payload encryption and a codec token."""
+    token = "codec-" + secrets.token_urlsafe(24)
+    key = f"k1:{new_key()}"
+    settings = _settings(dev_env, database_url, payload_encryption_key=key, codec_auth_token=token)
+    with serve_in_thread(lambda: open_hook(settings)) as hook:
+        yield CodecHook(url=hook.url, token=token, encryption_key=key)
+
+
 @pytest.fixture(scope="session")
 def dead_temporal_hook(database_url: str) -> Iterator[str]:
     """A hook whose Temporal address has nothing listening (the database is fine)."""
@@ -290,18 +310,19 @@ class Shop:
     async def card_payment(
         self, amount: int, capture: bool = True, currency: str = "KRW", **behavior: Any
     ) -> str:
-        async with self._sandbox() as sandbox:
-            answer = await sandbox.post(
-                "/v1/payments",
-                json={
-                    "amount": amount,
-                    "currency": currency,
-                    "capture": capture,
-                    "behavior": behavior,
-                },
+        provider = PaymentProviderClient(self.sandbox)
+        try:
+            payment = await card_payments.create_payment(
+                provider,
+                amount,
+                currency,
+                capture=capture,
+                behavior=behavior or None,
+                account=self.account,
             )
-            answer.raise_for_status()
-            return str(answer.json()["id"])
+        finally:
+            await provider.aclose()
+        return str(payment["id"])
 
     async def payment(self, payment_id: str) -> dict[str, Any]:
         async with self._sandbox() as sandbox:

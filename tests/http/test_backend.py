@@ -107,9 +107,45 @@ async def test_settings_use_iso_8601_durations_both_ways(shop):
     assert put.status_code == 200, put.text
     assert put.json() == new
     assert (await shop.http.get(f"{shop.base}/settings")).json() == put.json()
-    too_short = await shop.http.put(f"{shop.base}/settings", json={"undo_window": "PT1S"})
-    assert too_short.status_code == 422
-    assert "undo_window" in too_short.json()["error"]["message"]
+
+
+async def test_settings_take_any_duration_from_a_second_and_no_undo_at_all(shop):
+    """Tests and demos use seconds; ``undo_window`` ``PT0S`` means no undo."""
+    seconds = {
+        "customer_cancellation_requests": True,
+        "request_reminder_after": "PT1S",
+        "undo_window": "PT0S",
+        "repayment_window": "PT1S",
+    }
+    put = await shop.http.put(f"{shop.base}/settings", json=seconds)
+    assert put.status_code == 200, put.text
+    assert put.json() == seconds
+    assert (await shop.http.get(f"{shop.base}/settings")).json() == seconds
+    ten_years = {"request_reminder_after": "P3650D", "undo_window": "P10Y"}
+    put = await shop.http.put(f"{shop.base}/settings", json=ten_years)
+    assert put.status_code == 200, put.text
+    assert put.json()["undo_window"] == "P3650D"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("request_reminder_after", "PT0S"),
+        ("repayment_window", "PT0S"),
+        ("undo_window", "-PT1S"),
+        ("undo_window", "PT0.5S"),
+        ("request_reminder_after", "P3651D"),
+        ("undo_window", "P11Y"),
+        ("repayment_window", "P99999999D"),
+    ],
+)
+async def test_settings_refuse_durations_out_of_bounds(shop, field, value):
+    """At most ten years keeps every timer and deadline in range; no waits of zero but the
+    undo window."""
+    answer = await shop.http.put(f"{shop.base}/settings", json={field: value})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "validation_error"
+    assert field in answer.json()["error"]["message"]
 
 
 async def test_stock_is_set_and_read_and_unknown_skus_have_none(shop):

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+import activities
+from domain.cancellation import CancellationView
+from domain.money import Money
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -158,6 +164,70 @@ async def test_a_cancellation_may_name_items_and_a_later_one_takes_the_rest(shop
     assert rest.json()["refundable"]["amount"] == 20000
     listed = await shop.http.get(shop.order_path(order_id, "/cancellations"))
     assert len(listed.json()["items"]) == 2
+
+
+KRW = "KRW"
+
+
+def _money(amount: int) -> dict[str, Any]:
+    return {"amount": amount, "currency": KRW}
+
+
+async def test_refundable_and_refunded_are_money_from_the_start(shop):
+    """Before acceptance the view already says what accepting would refund, and 0 refunded:
+    in the start's answer, the live view, the stored list, and after a rejection."""
+    order_id = await shop.put_order()
+    requested = await shop.request_cancellation(order_id)
+    assert (requested["refundable"], requested["refunded"]) == (_money(30000), _money(0))
+    live = await shop.view(order_id)
+    assert (live["refundable"], live["refunded"]) == (_money(30000), _money(0))
+    # The shop's list reads the store's views, which the run wrote as it opened.
+    listed = (await shop.http.get(f"{shop.base}/cancellations")).json()["items"]
+    assert [(v["refundable"], v["refunded"]) for v in listed] == [(_money(30000), _money(0))]
+
+    rejected = await shop.http.post(
+        shop.cancellation_path(order_id, "/reject"), json={"reason": "already packed"}
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert (rejected.json()["refundable"], rejected.json()["refunded"]) == (
+        _money(30000),
+        _money(0),
+    )
+    stored = (await shop.http.get(shop.order_path(order_id, "/cancellations"))).json()["items"]
+    assert stored[0]["refunded"] == _money(0)
+
+    # A partial request: only its items' price (no shipping fee).
+    partial = await shop.request_cancellation(order_id, items=[{"item_id": "i2", "quantity": 1}])
+    assert (partial["refundable"], partial["refunded"]) == (_money(7000), _money(0))
+
+
+async def test_views_stored_before_money_from_the_start_read_with_0_refunded(shop, pool):
+    """A view an earlier release stored before acceptance (no money at all) gets 0 refunded
+    in its cancellation's currency from the migration, and money from the view's own
+    currency when it names one."""
+    order_id = await shop.put_order()
+    view = await shop.request_cancellation(order_id)
+    cid = view["cancellation_id"]
+    await pool.execute(
+        'UPDATE cancellations SET view = view || \'{"refundable": null, "refunded": null}\''
+        " WHERE cancellation_id = $1",
+        cid,
+    )
+    before = (await shop.http.get(f"{shop.base}/cancellations")).json()["items"][0]
+    assert before["refunded"] is None  # nothing in that old view names a currency
+
+    migration = Path(activities.__file__).parent / "migrations"
+    (sql,) = [f.read_text() for f in migration.glob("*_view_refunded_from_the_start.sql")]
+    await pool.execute(sql)
+    after = (await shop.http.get(f"{shop.base}/cancellations")).json()["items"][0]
+    assert after["refunded"] == _money(0)
+
+    # An accepted view of an earlier release always had both; one with only `refundable`
+    # (or only `repayment_due`) takes its currency from there.
+    stored = CancellationView.model_validate_json(
+        json.dumps({**view, "refundable": {"amount": 5, "currency": "USD"}, "refunded": None})
+    )
+    assert stored.refunded == Money(amount=0, currency="USD")
 
 
 async def test_a_second_customer_request_while_open_answers_200_with_the_same_run(shop):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import asyncpg
 import httpx
 import pytest
 
@@ -100,6 +103,64 @@ async def test_without_the_database_every_call_is_database_unavailable(
         answer = await stranger.get(f"/v1/shops/{shop_id}/settings")
         assert answer.status_code == 503
         assert answer.json()["error"]["code"] == "database_unavailable"
+
+
+# Every SQLSTATE class that means "the database can't serve now", with a member of each;
+# asyncpg raises its class for the state (DiskFullError for 53100, and so on).
+OUTAGE_STATES = {
+    "disk_full": "53100",
+    "insufficient_resources": "53000",
+    "out_of_memory": "53200",
+    "too_many_connections": "53300",
+    "configuration_limit_exceeded": "53400",
+    "operator_intervention": "57000",
+    "query_canceled": "57014",
+    "admin_shutdown": "57P01",
+    "crash_shutdown": "57P02",
+    "cannot_connect_now": "57P03",
+    "database_dropped": "57P04",
+    "system_error": "58000",
+    "io_error": "58030",
+    "connection_failure": "08006",
+    "read_only_sql_transaction": "25006",
+}
+
+
+@asynccontextmanager
+async def _stock_writes_failing_with(
+    pool: asyncpg.Pool, shop_id: str, sqlstate: str
+) -> AsyncIterator[None]:
+    """PostgreSQL itself refuses the shop's stock writes with ``sqlstate`` (a trigger): the
+    real error through the real wire protocol, for this shop only."""
+    name = f"outage_{uuid.uuid4().hex[:12]}"
+    await pool.execute(
+        f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN RAISE EXCEPTION 'injected outage' USING ERRCODE = '{sqlstate}'; END $$;
+            CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON stock FOR EACH ROW
+              WHEN (NEW.shop_id = '{shop_id}') EXECUTE FUNCTION {name}();"""
+    )
+    try:
+        yield
+    finally:
+        await pool.execute(f"DROP TRIGGER {name} ON stock; DROP FUNCTION {name}();")
+
+
+@pytest.mark.parametrize("sqlstate", OUTAGE_STATES.values(), ids=OUTAGE_STATES.keys())
+async def test_every_database_outage_is_database_unavailable(pool, shop, sqlstate):
+    """A full disk, exhausted resources, a shutdown, an I/O error or a read-only standby is
+    ``503 database_unavailable``, never a 500; once it is over, the same call works."""
+    path = f"{shop.base}/stock/sku-1"
+    async with _stock_writes_failing_with(pool, shop.shop_id, sqlstate):
+        answer = await shop.http.put(path, json={"available": 3})
+    assert answer.status_code == 503, answer.text
+    assert answer.json() == {
+        "error": {
+            "code": "database_unavailable",
+            "message": "the store database can't serve requests right now; try again soon",
+        }
+    }
+    assert answer.headers["Retry-After"]
+    assert (await shop.http.put(path, json={"available": 3})).status_code == 200
 
 
 async def test_unknown_routes_and_methods_answer_json(shop, anonymous):

@@ -84,7 +84,7 @@ async def test_the_codec_path_token_is_redacted_from_the_access_log():
     """The Web UI's codec URL carries the operator token; the access log must not."""
     import logging
 
-    from starter.http.server import RedactCodecToken
+    from starter.http.errors import RedactCodecToken
 
     record = logging.LogRecord(
         "uvicorn.access",

@@ -626,21 +626,59 @@ class TestFaults:
         assert response.status_code == 503
         assert movements(await get_payment(client, payment["id"])) == movements(payment)
 
-    async def test_creation_and_fault_config_are_never_faulted(
+    async def test_payment_creation_is_faulted_like_every_post(
         self, client: httpx.AsyncClient, faults: SetFaults
     ) -> None:
-        await faults(error_rate=1, hang_seconds=12)
+        """``POST /v1/payments`` too: nothing is created before the effect, and a payment made
+        but unanswered comes back (the same one) to a retry with its key."""
+        body = {"amount": 1200, "currency": "EUR"}
+        key = new_key()
+        await faults(error_rate=1)
+        refused = await client.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+        assert (refused.status_code, error_code(refused)) == (503, "service_unavailable")
 
-        payment = await create_payment(client)
+        await faults(error_after_effect_rate=1)
+        lost = await client.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+        lost_again = await client.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+        assert (lost.status_code, lost_again.status_code) == (503, 503)
+
+        await faults()
+        retry = await client.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+        assert retry.status_code == 201
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        again = await client.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+        assert again.json()["id"] == retry.json()["id"]
+        assert movements(retry.json()) == [("authorize", 1200), ("capture", 1200)]
+
+    async def test_a_hanging_payment_creation_answers_503_without_a_payment(
+        self, client: httpx.AsyncClient, faults: SetFaults
+    ) -> None:
+        key = new_key()
+        body = {"amount": 700, "currency": "EUR"}
+        await faults(hang_rate=1, hang_seconds=0.3)
+        hung = await client.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+        assert hung.status_code == 503
+        await faults()
+        first = await client.post("/v1/payments", json=body, headers={"Idempotency-Key": key})
+        assert first.status_code == 201
+        assert "Idempotent-Replayed" not in first.headers
+
+    async def test_the_fault_config_itself_is_never_faulted(
+        self, client: httpx.AsyncClient, faults: SetFaults
+    ) -> None:
+        await faults(error_rate=1, hang_rate=1, error_after_effect_rate=1, hang_seconds=12)
+
         config = await client.get("/v1/faults")
+        changed = await client.put("/v1/faults", json={"error_rate": 1, "hang_seconds": 11})
 
-        assert payment["status"] == "captured"
         assert config.json() == {
             "error_rate": 1.0,
-            "hang_rate": 0.0,
-            "error_after_effect_rate": 0.0,
+            "hang_rate": 1.0,
+            "error_after_effect_rate": 1.0,
             "hang_seconds": 12.0,
         }
+        assert changed.status_code == 200
+        assert changed.json()["hang_seconds"] == 11.0
 
     async def test_rates_outside_zero_to_one_are_refused(
         self, client: httpx.AsyncClient, faults: SetFaults

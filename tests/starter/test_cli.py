@@ -26,9 +26,10 @@ from activities.store import StoreActivities
 from domain.cancellation import CancellationView
 from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
-from starter import cli
+from starter import card_payments, cli
 from starter.client import CancellationClient
-from starter.config import Settings
+from starter.config import Settings, dev_stack_environment
+from starter.devstack import Endpoints
 from worker import build_workers
 
 ACCOUNT_NUMBER = "110-123-456789"
@@ -124,8 +125,8 @@ class Cli:
         for n, (kind, amount) in enumerate(tenders or [(TenderKind.CARD, 30000)], start=1):
             payment_id = None
             if kind is TenderKind.CARD:
-                payment = await self.system.provider.create_payment(
-                    amount, "KRW", behavior=card_behavior
+                payment = await card_payments.create_payment(
+                    self.system.provider, amount, "KRW", behavior=card_behavior
                 )
                 payment_id = str(payment["id"])
             doc_tenders.append(
@@ -435,6 +436,30 @@ async def test_load_orders_creates_sandbox_payments_and_writes_the_store(
     assert reloaded.tenders[0].payment_id == captured.tenders[0].payment_id
 
 
+async def test_a_full_disk_exits_5_as_database_unavailable(run: Cli, tmp_path: Path) -> None:
+    """PostgreSQL itself refuses the shop's stock writes as out of disk (SQLSTATE 53100):
+    the CLI reports the outage with its code, not a traceback."""
+    database_url = run.system.settings.database_url
+    assert database_url is not None
+    conn = await asyncpg.connect(database_url)
+    name = f"disk_full_{uuid.uuid4().hex[:12]}"
+    await conn.execute(
+        f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$;
+            CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON stock FOR EACH ROW
+              WHEN (NEW.shop_id = '{run.shop_id}') EXECUTE FUNCTION {name}();"""
+    )
+    try:
+        path = _orders_file(tmp_path, run.shop_id, {}, stock={"sku-mug": 5})
+        outcome = await run("load-orders", str(path), "--json")
+    finally:
+        await conn.execute(f"DROP TRIGGER {name} ON stock; DROP FUNCTION {name}();")
+        await conn.close()
+    assert outcome.code == cli.EXIT_UNAVAILABLE, outcome
+    assert outcome.json["error"]["code"] == "database_unavailable"
+    assert "DiskFullError" in outcome.json["error"]["message"]
+
+
 async def test_bad_orders_file_reports_every_problem_and_writes_nothing(
     run: Cli, tmp_path: Path
 ) -> None:
@@ -594,6 +619,119 @@ async def test_missing_database_url_exits_5_with_a_hint(capsys: pytest.CaptureFi
 )
 def test_exit_code_follows_the_kind_of_error(code: ErrorCode, status: int) -> None:
     assert cli.exit_code(code) == status
+
+
+# ---------------------------------------------------------- the dev stack's environment
+
+# Variables a developer's shell may hold that would point the CLI elsewhere.
+STACK_VARIABLES = [
+    "DATABASE_URL",
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "TEMPORAL_PROFILE",
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_API_KEY",
+    "PAYMENT_PROVIDER_URL",
+    "PAYLOAD_ENCRYPTION_KEY",
+    "ADMIN_HOOK_TOKENS",
+]
+
+
+def _project_with_running_stack(root: Path, endpoints: Endpoints) -> Path:
+    """A project folder whose dev stack wrote its ``env`` file as the dev stack writes it;
+    returns a folder two levels inside the project."""
+    project = root / "project"
+    (project / ".devstack").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "shop"\n')
+    (project / ".devstack" / "env").write_text(
+        "# Written by the dev stack (python -m starter dev). In another shell:\n"
+        f"#   source {project / '.devstack' / 'env'}\n"
+        f"{endpoints.export_line(with_secrets=True)}\n"
+    )
+    (project / ".devstack" / "env").chmod(0o600)  # as the dev stack writes it
+    inside = project / "docs" / "notes"
+    inside.mkdir(parents=True)
+    return inside
+
+
+def _endpoints(system: System, dev_env: WorkflowEnvironment, **changes: Any) -> Endpoints:
+    values: dict[str, Any] = {
+        "temporal_address": dev_env.client.service_client.config.target_host,
+        "ui_url": "http://127.0.0.1:1",
+        "sandbox_url": system.settings.provider_url,
+        "database_url": system.settings.database_url,
+        "hook_url": "http://127.0.0.1:1",
+        "admin_hook_port": 1,
+        "secrets": {"CODEC_AUTH_TOKEN": "it's a 'quoted' secret"},
+    }
+    return Endpoints(**(values | changes))
+
+
+@pytest.fixture
+def shell_without_stack(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """A shell that never ran ``source .devstack/env``."""
+    for name in STACK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+async def test_status_and_list_inside_the_project_find_the_running_dev_stack(
+    run: Cli, dev_env: WorkflowEnvironment, shell_without_stack: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No ``source .devstack/env``: run from inside the project folder, the CLI reads it."""
+    shop, order_id = run.shop_id, await run.order()
+    started = await run.json("request", shop, order_id)
+    inside = _project_with_running_stack(tmp_path, _endpoints(run.system, dev_env))
+    shell_without_stack.chdir(inside)
+
+    # No client and no settings: the CLI connects as the environment says, as from a shell.
+    code = await cli.run(["status", shop, order_id, "--json"])
+    out, err = run.capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["cancellation_id"] == started["cancellation"]["cancellation_id"]
+    code = await cli.run(["list", shop, "--json"])
+    out, err = run.capsys.readouterr()
+    assert code == 0, err
+    assert [v["order_id"] for v in json.loads(out)["items"]] == [order_id]
+
+
+async def test_variables_the_shell_sets_win_over_the_dev_stack_file(
+    run: Cli, dev_env: WorkflowEnvironment, shell_without_stack: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    inside = _project_with_running_stack(tmp_path, _endpoints(run.system, dev_env))
+    shell_without_stack.chdir(inside)
+    shell_without_stack.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+
+    code = await cli.run(["status", run.shop_id, "o1"])
+    assert code == cli.EXIT_UNAVAILABLE
+    assert "error: database_unavailable: " in run.capsys.readouterr().err
+
+    env = dev_stack_environment({"DATABASE_URL": "mine", "TEMPORAL_ADDRESS": ""}, inside)
+    assert env["DATABASE_URL"] == "mine"
+    assert env["TEMPORAL_ADDRESS"] == dev_env.client.service_client.config.target_host
+    assert env["CODEC_AUTH_TOKEN"] == "it's a 'quoted' secret"
+
+
+async def test_an_env_file_others_may_read_or_write_is_not_the_dev_stacks(
+    run: Cli, dev_env: WorkflowEnvironment, shell_without_stack: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One checked out with somebody's repository (0644) is never read: it could point the
+    commands at servers of its author's choosing."""
+    inside = _project_with_running_stack(tmp_path, _endpoints(run.system, dev_env))
+    (tmp_path / "project" / ".devstack" / "env").chmod(0o644)
+    assert dev_stack_environment({}, inside) == {}
+    shell_without_stack.chdir(inside)
+    assert await cli.run(["status", run.shop_id, "o1"]) == cli.EXIT_UNAVAILABLE
+    assert "DATABASE_URL is not set" in run.capsys.readouterr().err
+
+
+async def test_outside_any_project_no_dev_stack_file_is_read(
+    shell_without_stack: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shell_without_stack.chdir(tmp_path)
+    assert dev_stack_environment({"A": "1"}, tmp_path) == {"A": "1"}
+    assert await cli.run(["status", "s1", "o1"]) == cli.EXIT_UNAVAILABLE
+    assert "DATABASE_URL is not set" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- dev and demo

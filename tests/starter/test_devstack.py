@@ -36,13 +36,12 @@ from domain.cancellation import (
 from domain.requests import AcceptRequest, StartRequest
 from starter import ports
 from starter.client import CancellationClient
-from starter.config import Settings
+from starter.config import Settings, environment_with_fallback
 from starter.demo import (
     CUSTOMER_ID,
     DEMO_SHOP_ID,
     SCENARIOS,
     OrderPlan,
-    environment_with_fallback,
     place_order,
 )
 from starter.devstack import DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, StateDir, stop_orphans

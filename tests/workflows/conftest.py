@@ -25,6 +25,7 @@ from activities.store import StoreActivities
 from domain.cancellation import CancellationStatus, CancellationView
 from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
 from domain.shop import ShopSettings
+from starter import card_payments
 from starter.client import CancellationClient
 from worker import build_workers
 from workflows.order_cancellation import OrderCancellationWorkflow
@@ -64,8 +65,8 @@ class Harness:
 
     async def card_payment(self, amount: int, currency: str = "KRW", **behavior: Any) -> str:
         capture = behavior.pop("capture", True)
-        payment = await self.provider.create_payment(
-            amount, currency, capture=capture, behavior=behavior or None
+        payment = await card_payments.create_payment(
+            self.provider, amount, currency, capture=capture, behavior=behavior or None
         )
         return str(payment["id"])
 

@@ -17,7 +17,14 @@ from domain.bank import BankAccount
 from domain.cancellation import CancellationStatus
 from domain.order import TenderKind
 from domain.requests import AcceptRequest, ConfirmRefundRequest, StartRequest
-from starter.codec import EncryptionCodec, EncryptionKeyError, data_converter, new_key, parse_keys
+from starter.codec import (
+    EncryptionCodec,
+    EncryptionKeyError,
+    UndecryptablePayloadError,
+    data_converter,
+    new_key,
+    parse_keys,
+)
 from starter.config import Settings
 from starter.http.app import create_app
 from workflows.order_cancellation import OrderCancellationWorkflow
@@ -143,7 +150,7 @@ async def test_rotated_keys_still_decrypt_old_payloads():
     assert back.data == b'"hi"'
     (fresh,) = await rotated.encode([back])
     assert fresh.metadata["encryption-key-id"] == b"k2"
-    with pytest.raises(EncryptionKeyError, match="k1"):
+    with pytest.raises(UndecryptablePayloadError, match="k1"):
         await EncryptionCodec.from_setting(KEY).decode(sealed)
 
 

@@ -5,7 +5,8 @@ from datetime import timedelta
 import pytest
 
 from domain.cancellation import Attention, CancellationStatus
-from domain.requests import AcceptRequest, StartRequest
+from domain.errors import CancellationError, ErrorCode
+from domain.requests import AcceptRequest, StartRequest, UndoRequest
 from workflows.search_attributes import NEEDS_ATTENTION
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -63,3 +64,33 @@ async def test_run_closes_when_the_undo_window_has_passed(ts):
     assert result.closed
     stored = await ts.client.get_cancellation(ts.shop_id, order_id)
     assert stored.status is CancellationStatus.CANCELED
+
+
+async def test_an_undo_window_of_zero_closes_the_run_as_soon_as_it_is_canceled(ts):
+    """``undo_window`` ``PT0S``: no undo. The canceled run closes without starting a timer,
+    and an undo is refused with ``undo_window_closed``."""
+    await ts.settings(undo_window=timedelta(0))
+    order_id = await ts.order()
+    merchant = StartRequest(
+        initiated_by="merchant",
+        channel="admin",
+        reason_code="sold_out",
+        accept=AcceptRequest(reason_code="sold_out"),
+    )
+    view, _ = await ts.client.start_cancellation(ts.shop_id, order_id, merchant)
+    handle = ts.handle(view.cancellation_id)
+    result = await handle.result()  # no timer to skip: the run ends by itself
+    assert result.status is CancellationStatus.CANCELED
+    assert result.closed
+    assert result.undo_until == result.canceled_at
+    assert result.allowed_actions == []
+    history = await handle.fetch_history()
+    assert not [e for e in history.events if e.HasField("timer_started_event_attributes")]
+
+    with pytest.raises(CancellationError) as refused:
+        await ts.client.undo(ts.shop_id, order_id, UndoRequest(reason="oops"))
+    assert refused.value.code is ErrorCode.UNDO_WINDOW_CLOSED
+    stored = await ts.client.get_cancellation(ts.shop_id, order_id)
+    assert stored.status is CancellationStatus.CANCELED
+    assert stored.closed
+    assert stored.allowed_actions == []
