@@ -6,7 +6,8 @@ Every POST goes through one pipeline, `SandboxApi._mutate`:
    body;
 2. refuse the key while another request with it is still being processed (`409
    idempotency_key_in_use`, as Stripe does), else mark it in flight until this one ends;
-3. roll the injected faults that strike before any effect (503 or a hang, then 503);
+3. roll the injected faults that strike before any effect (503; a hang, then 503; or a
+   slow answer: a hang, then the effect as usual);
 4. validate the body (422 on anything odd);
 5. in one transaction: settle due refunds, replay the stored answer for a key seen within
    the retention period (409 if the body differs), or apply the effect and store its answer
@@ -315,6 +316,11 @@ class SandboxApi:
         if self._strikes(faults.hang_rate):
             await asyncio.sleep(faults.hang_seconds)
             raise _injected_fault("after hanging, before the effect")
+        if self._strikes(faults.slow_rate):
+            # A slow provider: the request goes on to its effect and answer, but only after
+            # the client may have given up on it and sent its retry (which meets the key
+            # still in use).
+            await asyncio.sleep(faults.hang_seconds)
 
     def _strikes(self, rate: float) -> bool:
         return self._random.random() < rate

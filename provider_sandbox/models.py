@@ -118,11 +118,18 @@ class AdvanceClockRequest(_Strict):
 
 
 class FaultsConfig(_Strict):
-    """Body of `PUT /v1/faults`: the share of faulted POSTs, each rolled independently."""
+    """Body of `PUT /v1/faults`: the share of faulted POSTs, each rolled independently.
+
+    `hang_rate` hangs `hang_seconds` and answers 503 with no effect; `slow_rate` hangs as
+    long and then applies the effect; while either holds a request, its idempotency key is
+    in use (`409 idempotency_key_in_use` for a retry).
+    """
 
     error_rate: Rate = 0.0
     hang_rate: Rate = 0.0
     error_after_effect_rate: Rate = 0.0
+    slow_rate: Rate = 0.0
+    """Share of POSTs that wait `hang_seconds`, then apply their effect and answer as usual."""
     hang_seconds: Annotated[float, pydantic.Field(ge=0, le=MAX_HANG_SECONDS)] = 30.0
 
 

@@ -675,6 +675,7 @@ class TestFaults:
             "error_rate": 1.0,
             "hang_rate": 0.0,
             "error_after_effect_rate": 0.0,
+            "slow_rate": 0.0,
             "hang_seconds": 12.0,
         }
 
@@ -1038,6 +1039,27 @@ class TestIdempotencyKeyInUse:
         assert hung.status_code == 503
         assert third.status_code == 201
         assert "Idempotent-Replayed" not in third.headers
+        assert movements(await get_payment(client, payment["id"])).count(("refund", 100)) == 1
+
+    async def test_a_slow_first_request_pays_once_and_its_retry_replays_it(
+        self, client: httpx.AsyncClient, faults: SetFaults
+    ) -> None:
+        """The client gives up on a slow refund and retries: `409`, then the first answer."""
+        payment = await create_payment(client)
+        key = new_key()
+        await faults(slow_rate=1, hang_seconds=1.0)
+
+        first = asyncio.create_task(refund(client, payment["id"], 100, key))
+        await asyncio.sleep(0.3)
+        in_use = await refund(client, payment["id"], 100, key)
+        await faults()
+        applied = await first
+        retry = await refund(client, payment["id"], 100, key)
+
+        assert (in_use.status_code, error_code(in_use)) == (409, "idempotency_key_in_use")
+        assert applied.status_code == 201
+        assert (retry.status_code, retry.json()) == (201, applied.json())
+        assert retry.headers["Idempotent-Replayed"] == "true"
         assert movements(await get_payment(client, payment["id"])).count(("refund", 100)) == 1
 
     async def test_another_key_is_not_held_up(
