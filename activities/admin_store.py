@@ -241,12 +241,15 @@ class AdminStore:
         )
         return [SettlingCancellation(r["shop_id"], r["cancellation_id"], r["run_id"]) for r in rows]
 
-    async def claim_provider_event(self, event_id: str, account: str, lease: timedelta) -> bool:
-        """Claim a provider event to act on it; ``False`` when it was handled already, or is
-        being handled by another request right now (younger than ``lease``).
+    async def claim_provider_event(
+        self, event_id: str, account: str, lease: timedelta
+    ) -> ClaimOutcome:
+        """Claim a provider event to act on it.
 
-        ``account`` is the provider account the event comes from (``""`` for the default):
-        event ids are only unique within one.
+        ``CLAIMED``: act, then :meth:`finish_provider_event` (or release it on failure).
+        ``REPLAY``: it was acted on already. ``IN_PROGRESS``: another request is acting on it
+        right now (claimed less than ``lease`` ago). ``account`` is the provider account the
+        event comes from (``""`` for the default): event ids are only unique within one.
         """
         claimed = await self._pool.fetchval(
             """INSERT INTO provider_events (event_id, account) VALUES ($1, $2)
@@ -258,7 +261,16 @@ class AdminStore:
             account,
             lease,
         )
-        return claimed is not None
+        if claimed is not None:
+            return ClaimOutcome.CLAIMED
+        handled = await self._pool.fetchval(
+            "SELECT handled_at IS NOT NULL FROM provider_events"
+            " WHERE event_id = $1 AND account = $2",
+            event_id,
+            account,
+        )
+        # Gone meanwhile (released by a failed request): let the provider deliver it again.
+        return ClaimOutcome.REPLAY if handled else ClaimOutcome.IN_PROGRESS
 
     async def finish_provider_event(self, event_id: str, account: str) -> None:
         """Record that a claimed provider event was acted on: repeats are ignored from now."""

@@ -9,7 +9,9 @@ be replayed later. Missing, garbled, stale or wrong: ``401 unauthorized``.
 
 **Once per event id**: each event id (per provider account) is acted on once, however often
 the provider delivers it; a repeat answers ``200 {"ignored": true}`` and signals nothing.
-The ids are kept :data:`EVENT_RETENTION`.
+A repeat that arrives while another request still acts on the event answers ``409
+invalid_transition``, so the provider delivers it again later (should that request fail,
+the event is released and the redelivery acts). The ids are kept :data:`EVENT_RETENTION`.
 
 **What it does**: ``refund.succeeded`` and ``refund.failed`` name a refund and its payment.
 The runs that may hold that refund are the cancellations with a line carrying its id and
@@ -39,7 +41,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.admin_store import SETTLING_STATUSES, SettlingCancellation
+from activities.admin_store import SETTLING_STATUSES, ClaimOutcome, SettlingCancellation
 from activities.provider import ProviderRefundSettled
 from domain.cancellation import CancellationStatus, CancellationView, RefundStatus
 from domain.errors import CancellationError, ErrorCode
@@ -163,7 +165,7 @@ router = APIRouter(route_class=SignedWebhookRoute)
 
 @router.post(
     "/v1/provider/webhooks",
-    responses=error_responses(401, 422, 503),
+    responses=error_responses(401, 409, 422, 503),
     tags=["provider"],
     summary="The payment provider's signed callbacks (no bearer token)",
 )
@@ -185,9 +187,16 @@ async def provider_webhook(
     """Act once per event id: signal the runs whose refund line the event changes."""
     store = hook.admin_store
     account = event.account or ""
-    if not await store.claim_provider_event(event.id, account, EVENT_LEASE):
-        log.info("provider event %s ignored: already received", event.id)
+    claim = await store.claim_provider_event(event.id, account, EVENT_LEASE)
+    if claim is ClaimOutcome.REPLAY:
+        log.info("provider event %s ignored: already acted on", event.id)
         return WebhookAnswer(ignored=True)
+    if claim is ClaimOutcome.IN_PROGRESS:
+        # Not "ignored": should that request fail, this delivery's retry must act.
+        raise CancellationError(
+            ErrorCode.INVALID_TRANSITION,
+            f"event {event.id} is being handled by another request; deliver it again later",
+        )
     try:
         signaled = await _act_on(event, hook)
     except BaseException:

@@ -9,12 +9,14 @@ import hmac
 import json
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from activities.admin_store import AdminStore, ClaimOutcome
 from activities.provider import ProviderRefundSettled
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -306,3 +308,50 @@ async def test_events_for_refunds_the_run_does_not_hold_signal_nothing(shop, tem
     final = await shop.wait_for(order_id, lambda v: v["status"] == "canceled", within=15)
     assert final["refunds"][0]["status"] == "succeeded"
     assert len(await _signals(temporal, workflow_id)) == 1
+
+
+async def test_an_event_being_handled_elsewhere_is_delivered_again_later(
+    anonymous, hook_stack, pool
+):
+    """A delivery that meets its event claimed by a running request gets `409` (retry), not
+    `ignored`: should that request fail, the event must still be acted on."""
+    store = AdminStore(pool)
+    event = _event()
+    secret = hook_stack.settings.provider_webhook_secret
+    claimed = await store.claim_provider_event(event["id"], "", timedelta(seconds=30))
+
+    body, headers = _signed(secret, event)
+    meanwhile = await anonymous.post(WEBHOOKS, content=body, headers=headers)
+    await store.release_provider_event(event["id"], "")  # that request failed
+    body, headers = _signed(secret, event)
+    redelivered = await anonymous.post(WEBHOOKS, content=body, headers=headers)
+    body, headers = _signed(secret, event)
+    again = await anonymous.post(WEBHOOKS, content=body, headers=headers)
+
+    assert claimed is ClaimOutcome.CLAIMED
+    assert (meanwhile.status_code, meanwhile.json()["error"]["code"]) == (
+        409,
+        "invalid_transition",
+    )
+    assert (redelivered.status_code, redelivered.json()) == (200, {"ignored": True})
+    assert await store.claim_provider_event(event["id"], "", timedelta(0)) is ClaimOutcome.REPLAY
+    assert (again.status_code, again.json()) == (200, {"ignored": True})
+
+
+async def test_a_claim_left_by_a_dead_request_expires(pool):
+    store = AdminStore(pool)
+    event_id = f"evt_{uuid.uuid4().hex}"
+    lease = timedelta(seconds=0.2)
+
+    first = await store.claim_provider_event(event_id, "acct_x", lease)
+    second = await store.claim_provider_event(event_id, "acct_x", lease)
+    other_account = await store.claim_provider_event(event_id, "acct_y", lease)
+    await asyncio.sleep(0.3)
+    after_lease = await store.claim_provider_event(event_id, "acct_x", lease)
+
+    assert (first, second, other_account, after_lease) == (
+        ClaimOutcome.CLAIMED,
+        ClaimOutcome.IN_PROGRESS,
+        ClaimOutcome.CLAIMED,
+        ClaimOutcome.CLAIMED,
+    )
