@@ -194,23 +194,6 @@ class AdminStore:
 
     # ------------------------------------------------------------------ provider webhooks
 
-    async def settling_cancellations(self, payment_id: str) -> list[SettlingCancellation]:
-        """The latest cancellation of each order paid by card ``payment_id``, where it is
-        in progress (or undoing), so a refund of that payment may be in flight."""
-        rows = await self._pool.fetch(
-            """SELECT c.shop_id, c.cancellation_id, c.run_id
-               FROM tenders t
-               JOIN LATERAL (
-                   SELECT shop_id, cancellation_id, status, run_id FROM cancellations
-                   WHERE shop_id = t.shop_id AND order_id = t.order_id
-                   ORDER BY seq DESC LIMIT 1
-               ) c ON true
-               WHERE t.payment_id = $1 AND t.kind = 'card' AND c.status = ANY($2::text[])""",
-            payment_id,
-            [s.value for s in SETTLING_STATUSES],
-        )
-        return [SettlingCancellation(r["shop_id"], r["cancellation_id"], r["run_id"]) for r in rows]
-
     async def refund_cancellations(
         self,
         payment_id: str,
