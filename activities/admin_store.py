@@ -2,7 +2,8 @@
 
 The hook reads and writes orders and cancellations only through the client
 (:class:`~starter.client.CancellationClient`); what lives here is what only the HTTP edge
-needs. The tables come from ``migrations/002_admin_hook.sql``.
+needs. The tables come from ``migrations/002_admin_hook.sql`` and, for the provider events
+acted on, ``migrations/006_provider_events.sql``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -192,19 +194,88 @@ class AdminStore:
 
     # ------------------------------------------------------------------ provider webhooks
 
-    async def settling_cancellations(self, payment_id: str) -> list[SettlingCancellation]:
-        """The latest cancellation of each order paid by card ``payment_id``, where it is
-        in progress (or undoing), so a refund of that payment may be in flight."""
+    async def refund_cancellations(
+        self,
+        payment_id: str,
+        provider_reference: str,
+        statuses: Iterable[CancellationStatus],
+    ) -> list[SettlingCancellation]:
+        """The cancellations in ``statuses`` a provider refund may belong to: those with a
+        refund line carrying ``provider_reference``, and the latest cancellation of each
+        order paid by card ``payment_id`` (its line may not be stored yet)."""
         rows = await self._pool.fetch(
-            """SELECT c.shop_id, c.cancellation_id, c.run_id
-               FROM tenders t
-               JOIN LATERAL (
-                   SELECT shop_id, cancellation_id, status, run_id FROM cancellations
-                   WHERE shop_id = t.shop_id AND order_id = t.order_id
-                   ORDER BY seq DESC LIMIT 1
-               ) c ON true
-               WHERE t.payment_id = $1 AND t.kind = 'card' AND c.status = ANY($2::text[])""",
+            """SELECT shop_id, cancellation_id, run_id FROM cancellations
+               WHERE status = ANY($3::text[]) AND cancellation_id IN (
+                   SELECT cancellation_id FROM refund_lines WHERE provider_reference = $2
+                   UNION
+                   SELECT c.cancellation_id
+                   FROM tenders t
+                   JOIN LATERAL (
+                       SELECT cancellation_id FROM cancellations
+                       WHERE shop_id = t.shop_id AND order_id = t.order_id
+                       ORDER BY seq DESC LIMIT 1
+                   ) c ON true
+                   WHERE t.payment_id = $1 AND t.kind = 'card'
+               )
+               ORDER BY cancellation_id""",
             payment_id,
-            [s.value for s in SETTLING_STATUSES],
+            provider_reference,
+            [s.value for s in statuses],
         )
         return [SettlingCancellation(r["shop_id"], r["cancellation_id"], r["run_id"]) for r in rows]
+
+    async def claim_provider_event(
+        self, event_id: str, account: str, lease: timedelta
+    ) -> ClaimOutcome:
+        """Claim a provider event to act on it.
+
+        ``CLAIMED``: act, then :meth:`finish_provider_event` (or release it on failure).
+        ``REPLAY``: it was acted on already. ``IN_PROGRESS``: another request is acting on it
+        right now (claimed less than ``lease`` ago). ``account`` is the provider account the
+        event comes from (``""`` for the default): event ids are only unique within one.
+        """
+        claimed = await self._pool.fetchval(
+            """INSERT INTO provider_events (event_id, account) VALUES ($1, $2)
+               ON CONFLICT (event_id, account) DO UPDATE SET received_at = now()
+               WHERE provider_events.handled_at IS NULL
+                 AND provider_events.received_at < now() - $3::interval
+               RETURNING 1""",
+            event_id,
+            account,
+            lease,
+        )
+        if claimed is not None:
+            return ClaimOutcome.CLAIMED
+        handled = await self._pool.fetchval(
+            "SELECT handled_at IS NOT NULL FROM provider_events"
+            " WHERE event_id = $1 AND account = $2",
+            event_id,
+            account,
+        )
+        # Gone meanwhile (released by a failed request): let the provider deliver it again.
+        return ClaimOutcome.REPLAY if handled else ClaimOutcome.IN_PROGRESS
+
+    async def finish_provider_event(self, event_id: str, account: str) -> None:
+        """Record that a claimed provider event was acted on: repeats are ignored from now."""
+        await self._pool.execute(
+            "UPDATE provider_events SET handled_at = now() WHERE event_id = $1 AND account = $2",
+            event_id,
+            account,
+        )
+
+    async def release_provider_event(self, event_id: str, account: str) -> None:
+        """Drop the claim of an event whose handling failed, so a redelivery acts on it."""
+        await self._pool.execute(
+            "DELETE FROM provider_events"
+            " WHERE event_id = $1 AND account = $2 AND handled_at IS NULL",
+            event_id,
+            account,
+        )
+
+    async def forget_provider_events(self, older_than: timedelta) -> int:
+        """Delete provider events received before ``older_than`` ago; returns how many."""
+        rows = await self._pool.fetch(
+            "DELETE FROM provider_events WHERE received_at < now() - $1::interval RETURNING 1",
+            older_than,
+        )
+        return len(rows)

@@ -132,6 +132,9 @@ class ProviderRefundSettled(BaseModel):
     provider_reference: str
     """The provider's refund id (``re_…``)."""
     status: str = "succeeded"
+    failure_code: str | None = None
+    """Why the provider says the refund failed (``status="failed"``), e.g.
+    ``expired_or_canceled_card``; ``None`` otherwise."""
 
 
 # The provider's answers to a refund of a payment that was only authorized (or whose

@@ -3,8 +3,10 @@
 Exception tree::
 
     ProviderError                 anything the provider said or failed to say
-    ├── ProviderUnavailable       5xx, timeouts, connection errors: try again later
-    └── ProviderRefused           a 4xx answer: asking again changes nothing
+    ├── ProviderUnavailable       5xx, timeouts, connection errors, and ``409
+    │                             idempotency_key_in_use`` (the same key is still being
+    │                             processed): try again later, with the same key
+    └── ProviderRefused           any other 4xx answer: asking again changes nothing
         └── RefundDeclined        the card network declined the refund
 """
 
@@ -18,6 +20,11 @@ import httpx
 ACCOUNT_HEADER = "Provider-Account"
 """Names the shop's account at the provider (Stripe's ``Stripe-Account``); without it the
 provider's default account answers, which only the dev stack uses."""
+
+KEY_IN_USE = "idempotency_key_in_use"
+"""The provider's ``409`` while a request with the same idempotency key is in flight (e.g.
+our own earlier attempt, abandoned on a timeout, still running there). Nothing was decided:
+the answer to wait for is the first request's, so this is retried, never a failure."""
 
 # The sandbox can hang on purpose; a refund that takes longer than this is retried by
 # Temporal with the same idempotency key, so giving up early never pays twice.
@@ -87,16 +94,49 @@ class PaymentProviderClient:
         return await self._request("POST", "/v1/payments", body, idempotency_key, account=account)
 
     async def refund(
-        self, payment_id: str, amount: int, idempotency_key: str, *, account: str | None = None
+        self,
+        payment_id: str,
+        amount: int,
+        idempotency_key: str,
+        *,
+        account: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Refund (part of) a captured payment; the answer is the refund object."""
+        """Refund (part of) a captured payment; the answer is the refund object.
+
+        ``metadata`` (e.g. ``{"refund_id": …}``) is stored with the refund, so
+        :meth:`list_refunds` can tell which refund is ours. It is sent only when given: a
+        retry of an attempt that sent none must send the same body, or the provider refuses
+        the key as reused.
+        """
+        body: dict[str, Any] = {"amount": amount}
+        if metadata is not None:
+            body["metadata"] = metadata
         return await self._request(
             "POST",
             f"/v1/payments/{segment(payment_id)}/refunds",
-            {"amount": amount},
+            body,
             idempotency_key,
             account=account,
         )
+
+    async def list_refunds(
+        self, payment_id: str, *, account: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every refund of a payment, newest first, each with its status and metadata.
+
+        This is how to learn what an idempotency key that may have expired already did.
+        """
+        answer = await self._request(
+            "GET", f"/v1/payments/{segment(payment_id)}/refunds", account=account
+        )
+        refunds = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(refunds, list) or not all(isinstance(r, dict) for r in refunds):
+            raise ProviderUnavailable(
+                f"GET /v1/payments/{segment(payment_id)}/refunds: unreadable answer",
+                status=200,
+            )
+        return refunds
 
     async def get_refund(self, refund_id: str, *, account: str | None = None) -> dict[str, Any]:
         """A refund's current state (pending ones settle later)."""
@@ -170,6 +210,8 @@ class PaymentProviderClient:
             error = payload.get("error") or {}
             code = str(error.get("code", "provider_refused"))
             message = f"{method} {path}: {code}: {error.get('message', '')}".rstrip(": ")
+            if response.status_code == 409 and code == KEY_IN_USE:
+                raise ProviderUnavailable(message, code=code, status=response.status_code)
             kind = RefundDeclined if code == "refund_declined" else ProviderRefused
             raise kind(message, code=code, status=response.status_code)
         return payload

@@ -3,22 +3,43 @@
 Each flag falls back to an environment variable, and this is the only module that reads the
 environment. Prefer `PAYMENT_PROVIDER_WEBHOOK_SECRET` over `--webhook-secret`: command
 lines are visible to every user of the machine.
+
+A real provider's rules, with Stripe's defaults, each adjustable for tests (flag, then its
+environment variable):
+
+- `--idempotency-retention-seconds` (`PAYMENT_PROVIDER_IDEMPOTENCY_RETENTION_SECONDS`,
+  default 86400): a key's answer is replayed this long, in provider time; after that the
+  key is new, and a retry moves money again.
+- `--clock-speed` (`PAYMENT_PROVIDER_CLOCK_SPEED`, default 1): provider seconds per real
+  second, for settling, failing, recapture windows and key expiry; 3600 makes a day pass in
+  24 s.
+- `--webhook-delay-seconds` (`PAYMENT_PROVIDER_WEBHOOK_DELAY_SECONDS`, default 0): every
+  webhook delivery is first tried this late (real seconds).
+- `--webhook-duplicate-rate` (`PAYMENT_PROVIDER_WEBHOOK_DUPLICATE_RATE`, default 0): the
+  share of events delivered twice.
+- `--webhook-shuffle-seconds` (`PAYMENT_PROVIDER_WEBHOOK_SHUFFLE_SECONDS`, default 0): every
+  delivery waits a further random 0 to this many seconds, so events arrive out of order.
+
+Provider time can also be moved forward while the sandbox runs: `POST /v1/clock/advance`
+`{"seconds": 90000}`.
 """
 
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
 
-from provider_sandbox.app import create_app
+from provider_sandbox.app import DEFAULT_IDEMPOTENCY_RETENTION_SECONDS, SandboxOptions, create_app
+from provider_sandbox.webhooks import WebhookPolicy
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
@@ -36,6 +57,7 @@ class Settings:
     db_path: Path
     webhook_url: str | None
     webhook_secret: str | None
+    options: SandboxOptions = field(default_factory=SandboxOptions)
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
@@ -72,6 +94,41 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         default=env.get("PAYMENT_PROVIDER_WEBHOOK_SECRET"),
         help="HMAC key for X-Signature (PAYMENT_PROVIDER_WEBHOOK_SECRET; preferred)",
     )
+    parser.add_argument(
+        "--idempotency-retention-seconds",
+        type=_non_negative,
+        default=env.get(
+            "PAYMENT_PROVIDER_IDEMPOTENCY_RETENTION_SECONDS",
+            str(DEFAULT_IDEMPOTENCY_RETENTION_SECONDS),
+        ),
+        help="how long (provider time) a key's answer is replayed; after it the key is new"
+        " (PAYMENT_PROVIDER_IDEMPOTENCY_RETENTION_SECONDS, default 86400: 24 h, like Stripe)",
+    )
+    parser.add_argument(
+        "--clock-speed",
+        type=_positive,
+        default=env.get("PAYMENT_PROVIDER_CLOCK_SPEED", "1"),
+        help="provider seconds per real second (PAYMENT_PROVIDER_CLOCK_SPEED, default 1)",
+    )
+    parser.add_argument(
+        "--webhook-delay-seconds",
+        type=_non_negative,
+        default=env.get("PAYMENT_PROVIDER_WEBHOOK_DELAY_SECONDS", "0"),
+        help="first try each webhook delivery this late (PAYMENT_PROVIDER_WEBHOOK_DELAY_SECONDS)",
+    )
+    parser.add_argument(
+        "--webhook-duplicate-rate",
+        type=_rate,
+        default=env.get("PAYMENT_PROVIDER_WEBHOOK_DUPLICATE_RATE", "0"),
+        help="share of events delivered twice, 0 to 1 (PAYMENT_PROVIDER_WEBHOOK_DUPLICATE_RATE)",
+    )
+    parser.add_argument(
+        "--webhook-shuffle-seconds",
+        type=_non_negative,
+        default=env.get("PAYMENT_PROVIDER_WEBHOOK_SHUFFLE_SECONDS", "0"),
+        help="delay each delivery a further random 0 to this many seconds, so events arrive"
+        " out of order (PAYMENT_PROVIDER_WEBHOOK_SHUFFLE_SECONDS)",
+    )
     args = parser.parse_args(argv)
     if args.db is None:
         parser.error("--db or PAYMENT_PROVIDER_DB is required")
@@ -81,12 +138,54 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         db_path=Path(args.db),
         webhook_url=args.webhook_url or None,
         webhook_secret=args.webhook_secret or None,
+        options=SandboxOptions(
+            idempotency_retention_seconds=args.idempotency_retention_seconds,
+            clock_speed=args.clock_speed,
+            webhooks=WebhookPolicy(
+                delay_seconds=args.webhook_delay_seconds,
+                duplicate_rate=args.webhook_duplicate_rate,
+                shuffle_seconds=args.webhook_shuffle_seconds,
+            ),
+        ),
     )
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
+    return value
 
 
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, announcing the address once the socket listens."""
-    app = create_app(settings.db_path, settings.webhook_url, settings.webhook_secret)
+    app = create_app(
+        settings.db_path, settings.webhook_url, settings.webhook_secret, options=settings.options
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

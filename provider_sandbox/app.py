@@ -2,12 +2,22 @@
 
 Every POST goes through one pipeline, `SandboxApi._mutate`:
 
-1. roll the injected faults that strike before any effect (503 or a hang, then 503);
-2. require the `Idempotency-Key` header where the product always sends one;
-3. decode and validate the body (422 on anything odd);
-4. in one transaction: settle due refunds, replay the stored answer for a known key (409 if
-   the body differs), or apply the effect and store its answer under the key;
-5. roll the fault that strikes after the effect (503, though the effect is committed).
+1. require the `Idempotency-Key` header where the product always sends one, and read the
+   body;
+2. refuse the key while another request with it is still being processed (`409
+   idempotency_key_in_use`, as Stripe does), else mark it in flight until this one ends;
+3. roll the injected faults that strike before any effect (503; a hang, then 503; or a
+   slow answer: a hang, then the effect as usual);
+4. validate the body (422 on anything odd);
+5. in one transaction: settle due refunds, replay the stored answer for a key seen within
+   the retention period (409 if the body differs), or apply the effect and store its answer
+   under the key; a key older than the retention period (24 h by default, measured on the
+   provider clock) is forgotten, so its retry is a new request and moves money again;
+6. roll the fault that strikes after the effect (503, though the effect is committed).
+
+Test-only routes besides the provider API: `PUT /v1/faults` (fault injection) and
+`GET /v1/clock`, `POST /v1/clock/advance` `{"seconds"}` (the provider clock, see
+`provider_sandbox.clock`).
 """
 
 import asyncio
@@ -18,9 +28,9 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic
 
@@ -31,9 +41,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from provider_sandbox.clock import Clock, system_clock
+from provider_sandbox.clock import Clock, ClockAnchor, ScaledClock, system_clock, to_iso
 from provider_sandbox.errors import ApiError, ErrorCode, error_body
 from provider_sandbox.models import (
+    AdvanceClockRequest,
     CreatePaymentRequest,
     FaultsConfig,
     ModelT,
@@ -44,7 +55,12 @@ from provider_sandbox.models import (
 )
 from provider_sandbox.operations import DEFAULT_ACCOUNT, JSONObject, Outcome, PaymentProvider
 from provider_sandbox.storage import Store, StoredResponse
-from provider_sandbox.webhooks import DELIVERY_TIMEOUT, WebhookSender
+from provider_sandbox.webhooks import (
+    DELIVERY_TIMEOUT,
+    WebhookOutbox,
+    WebhookPolicy,
+    WebhookSender,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +77,21 @@ MAX_KEY_LENGTH = 255
 
 BACKGROUND_INTERVAL_SECONDS = 0.5
 """How often pending refunds are settled and webhooks sent without anybody asking."""
+
+DEFAULT_IDEMPOTENCY_RETENTION_SECONDS = 24 * 3600.0
+"""Stripe forgets an idempotency key after 24 hours; so does the sandbox by default."""
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """A real provider's rules, each adjustable for tests (see `python -m provider_sandbox -h`)."""
+
+    idempotency_retention_seconds: float = DEFAULT_IDEMPOTENCY_RETENTION_SECONDS
+    """How long a key's answer is replayed, in provider time; after that the key is new."""
+    clock_speed: float = 1.0
+    """Provider seconds per real second (ignored when a clock is injected)."""
+    webhooks: WebhookPolicy = field(default_factory=WebhookPolicy)
+    """Late, duplicated and shuffled webhook deliveries."""
 
 
 @dataclass(frozen=True)
@@ -80,20 +111,35 @@ class SandboxApi:
 
     Args:
         store: The database.
-        clock: The time source for settling, windows and timestamps.
+        clock: Provider time, for settling, windows, key retention and timestamps.
+        wall_clock: Real time, for webhook deliveries and their signatures.
         webhook_url: Where to send webhook events; None sends nothing.
         webhook_secret: Signs webhook bodies.
+        options: The provider's rules.
     """
 
     def __init__(
-        self, store: Store, clock: Clock, webhook_url: str | None, webhook_secret: str | None
+        self,
+        store: Store,
+        clock: Clock,
+        wall_clock: Clock,
+        webhook_url: str | None,
+        webhook_secret: str | None,
+        options: SandboxOptions,
     ) -> None:
         self._store = store
         self._clock = clock
+        self._wall_clock = wall_clock
         self._webhook_url = webhook_url
         self._webhook_secret = webhook_secret
-        self._provider = PaymentProvider(store, emit_webhooks=webhook_url is not None)
+        self._retention = timedelta(seconds=options.idempotency_retention_seconds)
         self._random = random.Random()
+        outbox = None
+        if webhook_url is not None:
+            outbox = WebhookOutbox(store, options.webhooks, wall_clock, self._random)
+        self._provider = PaymentProvider(store, outbox)
+        self._in_flight: set[tuple[str, str]] = set()
+        """(scope, key) of the POSTs being processed right now."""
 
     def routes(self) -> list[Route]:
         """The API's routes."""
@@ -102,12 +148,15 @@ class SandboxApi:
             Route("/v1/payments", self.create_payment, methods=["POST"]),
             Route("/v1/payments/{payment_id}", self.get_payment, methods=["GET"]),
             Route("/v1/payments/{payment_id}/refunds", self.refund_payment, methods=["POST"]),
+            Route("/v1/payments/{payment_id}/refunds", self.list_refunds, methods=["GET"]),
             Route("/v1/payments/{payment_id}/void", self.void_payment, methods=["POST"]),
             Route("/v1/payments/{payment_id}/recapture", self.check_recapture, methods=["GET"]),
             Route("/v1/payments/{payment_id}/recapture", self.recapture, methods=["POST"]),
             Route("/v1/refunds/{refund_id}", self.get_refund, methods=["GET"]),
             Route("/v1/faults", self.get_faults, methods=["GET"]),
             Route("/v1/faults", self.put_faults, methods=["PUT"]),
+            Route("/v1/clock", self.get_clock, methods=["GET"]),
+            Route("/v1/clock/advance", self.advance_clock, methods=["POST"]),
         ]
 
     # Handlers
@@ -155,6 +204,12 @@ class SandboxApi:
         account = _account(request)
         return self._read(lambda now: self._provider.get_recapture_check(payment_id, now, account))
 
+    async def list_refunds(self, request: Request) -> Response:
+        """`GET /v1/payments/{payment_id}/refunds`: newest first, metadata included."""
+        payment_id = request.path_params["payment_id"]
+        account = _account(request)
+        return self._read(lambda now: self._provider.list_refunds(payment_id, account))
+
     async def get_refund(self, request: Request) -> Response:
         """`GET /v1/refunds/{refund_id}`."""
         refund_id = request.path_params["refund_id"]
@@ -171,6 +226,28 @@ class SandboxApi:
         with self._store.transaction():
             self._store.save_faults(faults)
         return JSONResponse(faults.model_dump())
+
+    async def get_clock(self, request: Request) -> Response:
+        """`GET /v1/clock`: provider time and how fast it runs."""
+        return JSONResponse(self._clock_json())
+
+    async def advance_clock(self, request: Request) -> Response:
+        """`POST /v1/clock/advance` `{"seconds"}`: jump provider time forward (tests only).
+
+        Whatever falls due in the jump (settlements, failures, expired keys) happens at once.
+        """
+        command = parse_body(AdvanceClockRequest, await _read_json_object(request))
+        if not isinstance(self._clock, ScaledClock):
+            message = "this sandbox runs on an injected clock; move that one instead"
+            raise ApiError(422, ErrorCode.VALIDATION_ERROR, message)
+        self._clock.advance(command.seconds)
+        with self._store.transaction():
+            self._provider.settle_due_refunds(self._clock())
+        return JSONResponse(self._clock_json())
+
+    def _clock_json(self) -> JSONObject:
+        speed = self._clock.speed if isinstance(self._clock, ScaledClock) else None
+        return {"now": to_iso(self._clock()), "speed": speed}
 
     # Plumbing
 
@@ -201,16 +278,36 @@ class SandboxApi:
 
     async def _mutate(self, request: Request, mutation: _Mutation[ModelT]) -> Response:
         """Run a POST through faults, idempotency and validation (see the module docstring)."""
-        faults = self._store.load_faults() if mutation.faulted else FaultsConfig()
-        await self._fault_before_effect(faults)
         key = _idempotency_key(request, required=mutation.key_required)
         body = await _read_json_object(request)
-        command = parse_body(mutation.model, body)
-        outcome, replayed = self._apply_once(mutation, command, key, body)
-        if self._strikes(faults.error_after_effect_rate):
-            raise _injected_fault("after the effect")
+        with self._processing(mutation.scope, key):
+            faults = self._store.load_faults() if mutation.faulted else FaultsConfig()
+            await self._fault_before_effect(faults)
+            command = parse_body(mutation.model, body)
+            outcome, replayed = self._apply_once(mutation, command, key, body)
+            if self._strikes(faults.error_after_effect_rate):
+                raise _injected_fault("after the effect")
         headers = {REPLAYED_HEADER: "true"} if replayed else None
         return JSONResponse(outcome.body, outcome.status_code, headers=headers)
+
+    @contextlib.contextmanager
+    def _processing(self, scope: str, key: str | None) -> Iterator[None]:
+        """Hold the key while its request is processed; a second one meanwhile gets `409`.
+
+        Only an await inside (an injected hang) lets another request see the key held:
+        everything else runs on the event loop without yielding.
+        """
+        if key is None:
+            yield
+            return
+        if (scope, key) in self._in_flight:
+            message = "another request with this Idempotency-Key is still being processed"
+            raise ApiError(409, ErrorCode.IDEMPOTENCY_KEY_IN_USE, message)
+        self._in_flight.add((scope, key))
+        try:
+            yield
+        finally:
+            self._in_flight.discard((scope, key))
 
     async def _fault_before_effect(self, faults: FaultsConfig) -> None:
         if self._strikes(faults.error_rate):
@@ -218,6 +315,11 @@ class SandboxApi:
         if self._strikes(faults.hang_rate):
             await asyncio.sleep(faults.hang_seconds)
             raise _injected_fault("after hanging, before the effect")
+        if self._strikes(faults.slow_rate):
+            # A slow provider: the request goes on to its effect and answer, but only after
+            # the client may have given up on it and sent its retry (which meets the key
+            # still in use).
+            await asyncio.sleep(faults.hang_seconds)
 
     def _strikes(self, rate: float) -> bool:
         return self._random.random() < rate
@@ -240,7 +342,7 @@ class SandboxApi:
             if key is None:
                 return _decide(mutation, command, None, now), False
             fingerprint = _fingerprint(body)
-            stored = self._store.find_response(mutation.scope, key)
+            stored = self._store.find_response(mutation.scope, key, since=now - self._retention)
             if stored is not None:
                 if stored.request_hash != fingerprint:
                     message = "this Idempotency-Key was used with a different body"
@@ -261,7 +363,9 @@ class SandboxApi:
         async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT, trust_env=False) as client:
             sender = None
             if self._webhook_url is not None:
-                sender = WebhookSender(self._store, client, self._webhook_url, self._webhook_secret)
+                sender = WebhookSender(
+                    self._store, client, self._webhook_url, self._webhook_secret, self._wall_clock
+                )
             task = asyncio.create_task(self._background(sender))
             try:
                 yield
@@ -274,10 +378,12 @@ class SandboxApi:
     async def _background(self, sender: WebhookSender | None) -> None:
         while True:
             try:
+                now = self._clock()
                 with self._store.transaction():
-                    self._provider.settle_due_refunds(self._clock())
+                    self._provider.settle_due_refunds(now)
+                    self._store.forget_responses(before=now - self._retention)
                 if sender is not None:
-                    await sender.deliver_due(self._clock())
+                    await sender.deliver_due()
             except Exception:
                 # A locked database or a bug in one round must not stop settling for good.
                 logger.exception("background round failed; trying again")
@@ -289,19 +395,30 @@ def create_app(
     webhook_url: str | None = None,
     webhook_secret: str | None = None,
     clock: Clock | None = None,
+    *,
+    options: SandboxOptions | None = None,
+    wall_clock: Clock = system_clock,
 ) -> Starlette:
     """Build the sandbox app over a database file.
 
     Args:
         db_path: The SQLite file; created when missing, reused (with all its state) when not.
-        webhook_url: Where `refund.succeeded` events go; None sends none.
-        webhook_secret: Key for the `X-Signature` HMAC of each webhook body.
-        clock: Time source; tests pass a fake one to settle refunds and expire windows.
+        webhook_url: Where `refund.succeeded` and `refund.failed` events go; None sends none.
+        webhook_secret: Key for the `X-Signature` HMAC of each webhook delivery.
+        clock: Provider time; tests pass a fake one to settle refunds, fail them, expire
+            windows and keys. Without one, provider time is real time run at
+            `options.clock_speed`, anchored in the database.
+        options: The provider's rules (key retention, clock speed, webhook delivery).
+        wall_clock: Real time, which schedules and signs webhook deliveries.
 
     The database opens here, so the app also works without its lifespan (as under
     `httpx.ASGITransport`); the lifespan adds the background loop and closes the database.
     """
-    api = SandboxApi(Store(Path(db_path)), clock or system_clock, webhook_url, webhook_secret)
+    options = options or SandboxOptions()
+    store = Store(Path(db_path))
+    if clock is None:
+        clock = _provider_clock(store, options.clock_speed, wall_clock)
+    api = SandboxApi(store, clock, wall_clock, webhook_url, webhook_secret, options)
     return Starlette(
         routes=api.routes(),
         lifespan=api.lifespan,
@@ -311,6 +428,14 @@ def create_app(
             Exception: _internal_error_response,
         },
     )
+
+
+def _provider_clock(store: Store, speed: float, wall_clock: Clock) -> ScaledClock:
+    def save(anchor: ClockAnchor) -> None:
+        with store.transaction():
+            store.save_clock(anchor)
+
+    return ScaledClock(store.load_clock(), speed, save, wall_clock)
 
 
 def _decide(

@@ -10,6 +10,7 @@ ApiError
 ├── 405 method_not_allowed
 ├── 409 business rejections        (stored and replayed like a success)
 ├── 409 idempotency_key_reused     (never stored)
+├── 409 idempotency_key_in_use     (never stored; retry later with the same key)
 ├── 422 validation_error
 └── 503 service_unavailable        (injected fault)
 """
@@ -27,6 +28,8 @@ class ErrorCode(StrEnum):
     """A refund, void or recapture came without an `Idempotency-Key` header."""
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     """The key was already used on this route and payment with a different body."""
+    IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
+    """Another request with this key is still being processed; retry later with the same key."""
     NOT_FOUND = "not_found"
     """No such route."""
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -88,4 +91,8 @@ class ApiError(Exception):
         and replayed, exactly like a success; bad requests (400, 404, 422) are not,
         because nothing about the payment was decided.
         """
-        return self.status_code in (402, 409) and self.code != ErrorCode.IDEMPOTENCY_KEY_REUSED
+        return self.status_code in (402, 409) and self.code not in _NOT_OUTCOMES
+
+
+_NOT_OUTCOMES = frozenset({ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.IDEMPOTENCY_KEY_IN_USE})
+"""409s about the key, not the payment: nothing was decided, so nothing is stored."""

@@ -25,6 +25,8 @@ class EntryType(StrEnum):
     """Captured money goes back to the customer (written when the refund settles)."""
     RECAPTURE = "recapture"
     """Refunded or voided money is taken from the customer again."""
+    REFUND_REVERSAL = "refund_reversal"
+    """A refund that had succeeded failed afterwards: its money is back with the merchant."""
 
 
 class PaymentStatus(StrEnum):
@@ -44,7 +46,10 @@ class RefundStatus(StrEnum):
     PENDING = "pending"
     """Accepted; the money is reserved and moves when the refund settles."""
     DECLINED = "declined"
-    """Refused by the card network; nothing moved."""
+    """Refused by the card network at once; nothing moved."""
+    FAILED = "failed"
+    """Failed later: a pending refund that never moved money, or a succeeded one whose
+    money came back (`refund_reversal`)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class Balance:
 
     Attributes:
         captured: Captured plus recaptured money.
-        refunded: Settled refunds.
+        refunded: Settled refunds, less those that failed afterwards.
         voided: Released authorizations.
         unrecaptured_refunds: Refunded money not yet recaptured.
         unrecaptured_voids: Voided money not yet recaptured.
@@ -141,6 +146,14 @@ def _apply(balance: Balance, entry: LedgerEntry) -> Balance:
                 captured=balance.captured + entry.amount,
                 unrecaptured_refunds=balance.unrecaptured_refunds - from_refunds,
                 unrecaptured_voids=balance.unrecaptured_voids - (entry.amount - from_refunds),
+            )
+        case EntryType.REFUND_REVERSAL:
+            # The refund never reached the customer after all; what was recaptured of it in
+            # the meantime stays captured (the reconciliation's business, not the ledger's).
+            return dataclasses.replace(
+                balance,
+                refunded=balance.refunded - entry.amount,
+                unrecaptured_refunds=max(balance.unrecaptured_refunds - entry.amount, 0),
             )
 
 

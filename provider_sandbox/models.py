@@ -30,12 +30,34 @@ Rate = Annotated[float, pydantic.Field(ge=0, le=1)]
 _FromValue = pydantic.Strict(False)
 
 
+MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+Metadata = Annotated[
+    dict[
+        Annotated[
+            str, pydantic.StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)
+        ],
+        Annotated[str, pydantic.StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)],
+    ],
+    pydantic.Field(max_length=MAX_METADATA_KEYS),
+]
+"""The caller's own data on a refund (Stripe's `metadata`): at most 20 string keys of 1-40
+characters, each with a string value of at most 500."""
+
+
 class RefundBehavior(StrEnum):
     """How the simulated card network answers refunds of a payment."""
 
     SUCCEED = "succeed"
     DECLINE = "decline"
     PENDING = "pending"
+    """Pending for `settle_after_seconds` (any length, days included), then succeeded."""
+    PENDING_THEN_FAIL = "pending_then_fail"
+    """Pending for `settle_after_seconds`, then failed: nothing moved, `refund.failed`."""
+    FAIL_AFTER_SUCCESS = "fail_after_success"
+    """Succeeded (money back to the customer), then failed `fail_after_seconds` later:
+    the money returns to the merchant (`refund_reversal`), `refund.failed`."""
 
 
 class RecaptureOutcome(StrEnum):
@@ -58,6 +80,7 @@ class Behavior(_Strict):
 
     refund: Annotated[RefundBehavior, _FromValue] = RefundBehavior.SUCCEED
     settle_after_seconds: Seconds = 5.0
+    fail_after_seconds: Seconds = 5.0
     recapture: Annotated[RecaptureOutcome, _FromValue] = RecaptureOutcome.RESTORABLE
     recapture_window_seconds: Seconds = 86400.0
 
@@ -75,6 +98,7 @@ class RefundRequest(_Strict):
     """Body of `POST /v1/payments/{id}/refunds`."""
 
     amount: Amount
+    metadata: Metadata | None = None
 
 
 class VoidRequest(_Strict):
@@ -87,12 +111,25 @@ class RecaptureRequest(_Strict):
     amount: Amount
 
 
+class AdvanceClockRequest(_Strict):
+    """Body of `POST /v1/clock/advance`: move provider time forward (never back)."""
+
+    seconds: Seconds
+
+
 class FaultsConfig(_Strict):
-    """Body of `PUT /v1/faults`: the share of faulted POSTs, each rolled independently."""
+    """Body of `PUT /v1/faults`: the share of faulted POSTs, each rolled independently.
+
+    `hang_rate` hangs `hang_seconds` and answers 503 with no effect; `slow_rate` hangs as
+    long and then applies the effect; while either holds a request, its idempotency key is
+    in use (`409 idempotency_key_in_use` for a retry).
+    """
 
     error_rate: Rate = 0.0
     hang_rate: Rate = 0.0
     error_after_effect_rate: Rate = 0.0
+    slow_rate: Rate = 0.0
+    """Share of POSTs that wait `hang_seconds`, then apply their effect and answer as usual."""
     hang_seconds: Annotated[float, pydantic.Field(ge=0, le=MAX_HANG_SECONDS)] = 30.0
 
 

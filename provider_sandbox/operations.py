@@ -5,7 +5,6 @@ before its first write, so a rejected request leaves nothing behind. Mutations r
 `Outcome` (status code and body) that the HTTP layer stores under the idempotency key.
 """
 
-import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,13 +29,18 @@ from provider_sandbox.models import (
     VoidRequest,
 )
 from provider_sandbox.storage import PaymentRecord, RefundRecord, Store
+from provider_sandbox.webhooks import WebhookOutbox
 
 JSONObject = dict[str, Any]
 
 CARD_DECLINED = "card_declined"
-"""The only failure code the simulated network gives for a declined refund."""
+"""The failure code of a refund declined at once, or of a pending one that fails."""
+
+CARD_CLOSED = "expired_or_canceled_card"
+"""The failure code of a refund that failed after it had succeeded (as Stripe names it)."""
 
 REFUND_SUCCEEDED_EVENT = "refund.succeeded"
+REFUND_FAILED_EVENT = "refund.failed"
 
 
 @dataclass(frozen=True)
@@ -61,13 +65,13 @@ class PaymentProvider:
 
     Args:
         store: Where payments live; the caller holds its transaction.
-        emit_webhooks: Whether settling a refund queues a webhook event (only when a
-            webhook URL is configured, so an unconfigured sandbox doesn't pile up events).
+        outbox: Where webhook events go when a refund settles or fails; None queues none
+            (no webhook URL is configured, so an unconfigured sandbox doesn't pile up events).
     """
 
-    def __init__(self, store: Store, *, emit_webhooks: bool) -> None:
+    def __init__(self, store: Store, outbox: WebhookOutbox | None = None) -> None:
         self._store = store
-        self._emit_webhooks = emit_webhooks
+        self._outbox = outbox
 
     # Reads
 
@@ -82,6 +86,11 @@ class PaymentProvider:
         if refund is None or payment is None or payment.account != account:
             raise ApiError(404, ErrorCode.REFUND_NOT_FOUND, f"no refund {refund_id}")
         return refund_json(refund)
+
+    def list_refunds(self, payment_id: str, account: str = DEFAULT_ACCOUNT) -> JSONObject:
+        """A payment's refunds, newest first: `{"data": [refund, …]}`."""
+        self._payment(payment_id, account)
+        return {"data": [refund_json(refund) for refund in self._store.refunds_of(payment_id)]}
 
     def get_recapture_check(
         self, payment_id: str, now: datetime, account: str = DEFAULT_ACCOUNT
@@ -128,7 +137,7 @@ class PaymentProvider:
         payment = self._payment(payment_id, account)
         balance = self._balance(payment_id)
         self._check_refundable(balance, self._store.pending_refund_total(payment_id), request)
-        refund = self._new_refund(payment, request.amount, key, now)
+        refund = self._new_refund(payment, request, key, now)
         self._store.insert_refund(refund)
         if refund.status == RefundStatus.SUCCEEDED:
             self._record(payment_id, EntryType.REFUND, refund.amount, key, now)
@@ -182,16 +191,24 @@ class PaymentProvider:
         return Outcome(200, self._payment_json(payment))
 
     def settle_due_refunds(self, now: datetime) -> int:
-        """Turn pending refunds whose time has come into succeeded ones.
+        """Decide the refunds whose time has come: pending ones settle (or fail, for
+        `pending_then_fail`), and `fail_after_success` ones fail, giving the money back to
+        the merchant (`refund_reversal`). Each change queues its webhook event.
 
-        The ledger entry is dated at the scheduled settle time, not at the moment somebody
+        Ledger entries are dated at the scheduled time, not at the moment somebody
         noticed, so the ledger and the recapture window don't depend on polling.
 
         Returns:
-            How many refunds settled.
+            How many refunds changed.
         """
         due = self._store.due_refunds(now)
         for refund in due:
+            payment = self._store.get_payment(refund.payment_id)
+            assert payment is not None, "payments are never deleted"
+            if payment.behavior.refund == RefundBehavior.PENDING_THEN_FAIL:
+                self._store.mark_refund_failed(refund.id, CARD_DECLINED)
+                self._queue_event(REFUND_FAILED_EVENT, refund.id, now)
+                continue
             settled_at = refund.settle_at or now
             self._store.mark_refund_settled(refund.id, settled_at)
             self._record(
@@ -201,9 +218,20 @@ class PaymentProvider:
                 refund.idempotency_key,
                 settled_at,
             )
-            if self._emit_webhooks:
-                self._queue_refund_succeeded(refund.id, now)
-        return len(due)
+            self._queue_event(REFUND_SUCCEEDED_EVENT, refund.id, now)
+        failing = self._store.failing_refunds(now)
+        for refund in failing:
+            failed_at = refund.fail_at or now
+            self._store.mark_refund_failed(refund.id, CARD_CLOSED)
+            self._record(
+                refund.payment_id,
+                EntryType.REFUND_REVERSAL,
+                refund.amount,
+                refund.idempotency_key,
+                failed_at,
+            )
+            self._queue_event(REFUND_FAILED_EVENT, refund.id, now)
+        return len(due) + len(failing)
 
     # Helpers
 
@@ -235,19 +263,22 @@ class PaymentProvider:
 
     @staticmethod
     def _new_refund(
-        payment: PaymentRecord, amount: int, key: str | None, now: datetime
+        payment: PaymentRecord, request: RefundRequest, key: str | None, now: datetime
     ) -> RefundRecord:
         behavior = payment.behavior
         status = {
             RefundBehavior.SUCCEED: RefundStatus.SUCCEEDED,
             RefundBehavior.DECLINE: RefundStatus.DECLINED,
             RefundBehavior.PENDING: RefundStatus.PENDING,
+            RefundBehavior.PENDING_THEN_FAIL: RefundStatus.PENDING,
+            RefundBehavior.FAIL_AFTER_SUCCESS: RefundStatus.SUCCEEDED,
         }[behavior.refund]
         settle_at = now + timedelta(seconds=behavior.settle_after_seconds)
+        fail_at = now + timedelta(seconds=behavior.fail_after_seconds)
         return RefundRecord(
             id=new_id("re"),
             payment_id=payment.id,
-            amount=amount,
+            amount=request.amount,
             currency=payment.currency,
             status=status,
             created_at=now,
@@ -255,22 +286,26 @@ class PaymentProvider:
             settled_at=now if status == RefundStatus.SUCCEEDED else None,
             failure_code=CARD_DECLINED if status == RefundStatus.DECLINED else None,
             idempotency_key=key,
+            fail_at=fail_at if behavior.refund == RefundBehavior.FAIL_AFTER_SUCCESS else None,
+            metadata=request.metadata,
         )
 
-    def _queue_refund_succeeded(self, refund_id: str, now: datetime) -> None:
+    def _queue_event(self, event_type: str, refund_id: str, now: datetime) -> None:
+        if self._outbox is None:
+            return
         refund = self._store.get_refund(refund_id)
-        assert refund is not None, "settled refunds are never deleted"
-        event_id = new_id("evt")
+        assert refund is not None, "refunds are never deleted"
         payment = self._store.get_payment(refund.payment_id)
         account = None if payment is None or payment.account == DEFAULT_ACCOUNT else payment.account
-        event = {
-            "id": event_id,
-            "type": REFUND_SUCCEEDED_EVENT,
-            "account": account,
-            "refund": refund_json(refund),
-        }
-        # The payload is frozen as bytes now, so every retry sends (and signs) the same body.
-        self._store.insert_event(event_id, json.dumps(event).encode(), now)
+        self._outbox.queue(
+            {
+                "id": new_id("evt"),
+                "type": event_type,
+                "created": to_iso(now),
+                "account": account,
+                "refund": refund_json(refund),
+            }
+        )
 
     def _payment_json(self, payment: PaymentRecord) -> JSONObject:
         entries = self._store.ledger(payment.id)
@@ -303,6 +338,7 @@ def refund_json(refund: RefundRecord) -> JSONObject:
         "created_at": to_iso(refund.created_at),
         "settled_at": None if refund.settled_at is None else to_iso(refund.settled_at),
         "failure_code": refund.failure_code,
+        "metadata": refund.metadata or {},
     }
 
 

@@ -1,9 +1,10 @@
 """Durable state of the sandbox in one SQLite file.
 
 Everything a restart must keep lives here: payments, their ledgers, refunds (pending ones
-included, with the moment they settle), idempotency records, the fault configuration and
-the webhook outbox. Callers group writes with `Store.transaction()`, so an effect and the
-idempotency record describing it are committed together or not at all.
+included, with the moment they settle or fail), idempotency records, the fault
+configuration, the webhook outbox and the anchor of the provider clock. Callers group
+writes with `Store.transaction()`, so an effect and the idempotency record describing it
+are committed together or not at all.
 
 All calls are synchronous and meant to run on the event loop thread: each is a tiny local
 transaction, and keeping them inline means no two requests can interleave between the
@@ -19,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from provider_sandbox.clock import from_iso, to_iso
+from provider_sandbox.clock import ClockAnchor, from_iso, to_iso
 from provider_sandbox.ledger import EntryType, LedgerEntry, RefundStatus
 from provider_sandbox.models import Behavior, FaultsConfig
 
@@ -68,7 +69,7 @@ CREATE TABLE IF NOT EXISTS faults (
     config  TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS webhook_events (
-    id               TEXT PRIMARY KEY,
+    id               TEXT PRIMARY KEY,  -- the delivery: the event id, or a duplicate's id
     payload          BLOB NOT NULL,
     created_at       TEXT NOT NULL,
     attempts         INTEGER NOT NULL DEFAULT 0,
@@ -78,7 +79,22 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 CREATE INDEX IF NOT EXISTS webhook_events_due
     ON webhook_events (next_attempt_at) WHERE delivered_at IS NULL AND abandoned_at IS NULL;
+CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_at);
+CREATE TABLE IF NOT EXISTS clock (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    wall      TEXT NOT NULL,
+    provider  TEXT NOT NULL,
+    speed     REAL NOT NULL
+);
 """
+
+_ADDED_COLUMNS = {
+    "payments": {"account": "TEXT NOT NULL DEFAULT 'default'"},
+    "refunds": {"fail_at": "TEXT", "metadata": "TEXT"},
+}
+"""Columns newer than the first schema: added to an older database when it is opened, so a
+sandbox keeps its state across an upgrade. A payment from before accounts belongs to the
+default account; a refund from before metadata has none."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,10 @@ class RefundRecord:
     settled_at: datetime | None
     failure_code: str | None
     idempotency_key: str | None
+    fail_at: datetime | None = None
+    """When a succeeded refund turns failed (`fail_after_success`); None otherwise."""
+    metadata: dict[str, str] | None = None
+    """The caller's own keys and values, returned as given."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +142,11 @@ class StoredResponse:
 
 @dataclass(frozen=True)
 class WebhookEvent:
-    """An event in the outbox, with the exact bytes that are signed and sent."""
+    """One delivery in the outbox, with the exact event bytes that are signed and sent.
+
+    `id` names the delivery: the event's own id for its first delivery, with a suffix for
+    a duplicate; the event id the receiver sees is inside the payload.
+    """
 
     id: str
     payload: bytes
@@ -151,12 +175,15 @@ class Store:
         # Another process on the same file (a stale sandbox) waits instead of failing.
         self._db.execute("PRAGMA busy_timeout = 5000")
         self._db.executescript(_SCHEMA)
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(payments)")}
-        if "account" not in columns:
-            # A database from before accounts: its payments belong to the default account.
-            self._db.execute(
-                "ALTER TABLE payments ADD COLUMN account TEXT NOT NULL DEFAULT 'default'"
-            )
+        for table, added in _ADDED_COLUMNS.items():
+            columns = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, definition in added.items():
+                if name not in columns:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS refunds_failing ON refunds (fail_at)"
+            " WHERE fail_at IS NOT NULL"
+        )
 
     def close(self) -> None:
         """Close the database."""
@@ -237,8 +264,8 @@ class Store:
         """Store a new refund."""
         self._db.execute(
             "INSERT INTO refunds (id, payment_id, amount, currency, status, created_at,"
-            " settle_at, settled_at, failure_code, idempotency_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " settle_at, settled_at, failure_code, idempotency_key, fail_at, metadata)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 refund.id,
                 refund.payment_id,
@@ -250,6 +277,8 @@ class Store:
                 _iso_or_none(refund.settled_at),
                 refund.failure_code,
                 refund.idempotency_key,
+                _iso_or_none(refund.fail_at),
+                None if refund.metadata is None else json.dumps(refund.metadata),
             ),
         )
 
@@ -257,6 +286,14 @@ class Store:
         """Load a refund, or None when the id is unknown."""
         row = self._db.execute("SELECT * FROM refunds WHERE id = ?", (refund_id,)).fetchone()
         return None if row is None else _refund(row)
+
+    def refunds_of(self, payment_id: str) -> list[RefundRecord]:
+        """A payment's refunds, newest first."""
+        rows = self._db.execute(
+            "SELECT * FROM refunds WHERE payment_id = ? ORDER BY created_at DESC, rowid DESC",
+            (payment_id,),
+        ).fetchall()
+        return [_refund(row) for row in rows]
 
     def pending_refund_total(self, payment_id: str) -> int:
         """The sum of a payment's refunds that have not settled yet."""
@@ -281,13 +318,35 @@ class Store:
             (RefundStatus.SUCCEEDED.value, to_iso(settled_at), refund_id),
         )
 
+    def failing_refunds(self, now: datetime) -> list[RefundRecord]:
+        """Succeeded refunds whose failure time has come, earliest first."""
+        rows = self._db.execute(
+            "SELECT * FROM refunds WHERE fail_at IS NOT NULL AND fail_at <= ? AND status = ?"
+            " ORDER BY fail_at, id",
+            (to_iso(now), RefundStatus.SUCCEEDED.value),
+        ).fetchall()
+        return [_refund(row) for row in rows]
+
+    def mark_refund_failed(self, refund_id: str, failure_code: str) -> None:
+        """Record that a refund failed (a pending one, or a succeeded one after the fact)."""
+        self._db.execute(
+            "UPDATE refunds SET status = ?, settle_at = NULL, fail_at = NULL, failure_code = ?"
+            " WHERE id = ?",
+            (RefundStatus.FAILED.value, failure_code, refund_id),
+        )
+
     # Idempotency records
 
-    def find_response(self, scope: str, key: str) -> StoredResponse | None:
-        """The answer first given to this key in this scope, if any."""
+    def find_response(self, scope: str, key: str, since: datetime) -> StoredResponse | None:
+        """The answer first given to this key in this scope, unless it is older than `since`.
+
+        A record older than that is forgotten, as a real provider forgets keys: the key is
+        new again (and `save_response` replaces the old record).
+        """
         row = self._db.execute(
-            "SELECT request_hash, status_code, body FROM idempotency WHERE scope = ? AND key = ?",
-            (scope, key),
+            "SELECT request_hash, status_code, body FROM idempotency"
+            " WHERE scope = ? AND key = ? AND created_at >= ?",
+            (scope, key, to_iso(since)),
         ).fetchone()
         if row is None:
             return None
@@ -298,7 +357,8 @@ class Store:
     ) -> None:
         """Remember the answer given to a key so retries get it again."""
         self._db.execute(
-            "INSERT INTO idempotency (scope, key, request_hash, status_code, body, created_at)"
+            "INSERT OR REPLACE INTO idempotency"
+            " (scope, key, request_hash, status_code, body, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (
                 scope,
@@ -309,6 +369,11 @@ class Store:
                 to_iso(created_at),
             ),
         )
+
+    def forget_responses(self, before: datetime) -> int:
+        """Delete idempotency records created before `before`; returns how many."""
+        cursor = self._db.execute("DELETE FROM idempotency WHERE created_at < ?", (to_iso(before),))
+        return cursor.rowcount
 
     # Fault injection
 
@@ -327,12 +392,17 @@ class Store:
 
     # Webhook outbox
 
-    def insert_event(self, event_id: str, payload: bytes, created_at: datetime) -> None:
-        """Queue a webhook event for delivery right away."""
+    def insert_delivery(
+        self, delivery_id: str, payload: bytes, created_at: datetime, first_attempt_at: datetime
+    ) -> None:
+        """Queue one delivery of a webhook event (an event delivered twice has two rows).
+
+        Both times are wall-clock time (see `provider_sandbox.clock`).
+        """
         self._db.execute(
             "INSERT INTO webhook_events (id, payload, created_at, next_attempt_at)"
             " VALUES (?, ?, ?, ?)",
-            (event_id, payload, to_iso(created_at), to_iso(created_at)),
+            (delivery_id, payload, to_iso(created_at), to_iso(first_attempt_at)),
         )
 
     def due_events(self, now: datetime) -> list[WebhookEvent]:
@@ -366,6 +436,24 @@ class Store:
                 (to_iso(retry_at), event_id),
             )
 
+    # The provider clock
+
+    def load_clock(self) -> ClockAnchor | None:
+        """Where the provider clock stood, or None while it has only ever been real time."""
+        row = self._db.execute("SELECT wall, provider, speed FROM clock WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        return ClockAnchor(from_iso(row["wall"]), from_iso(row["provider"]), row["speed"])
+
+    def save_clock(self, anchor: ClockAnchor) -> None:
+        """Persist the provider clock's anchor."""
+        self._db.execute(
+            "INSERT INTO clock (id, wall, provider, speed) VALUES (1, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET wall = excluded.wall,"
+            " provider = excluded.provider, speed = excluded.speed",
+            (to_iso(anchor.wall), to_iso(anchor.provider), anchor.speed),
+        )
+
 
 def _iso_or_none(moment: datetime | None) -> str | None:
     return None if moment is None else to_iso(moment)
@@ -383,4 +471,6 @@ def _refund(row: sqlite3.Row) -> RefundRecord:
         settled_at=None if row["settled_at"] is None else from_iso(row["settled_at"]),
         failure_code=row["failure_code"],
         idempotency_key=row["idempotency_key"],
+        fail_at=None if row["fail_at"] is None else from_iso(row["fail_at"]),
+        metadata=None if row["metadata"] is None else json.loads(row["metadata"]),
     )

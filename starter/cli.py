@@ -876,7 +876,7 @@ PAYMENT_PLACEHOLDER = "to-be-created-by-load-orders"
 
 
 class SandboxBehavior(BaseModel):
-    """The provider sandbox's test knobs for a card payment (spec section 5)."""
+    """The provider sandbox's test knobs for a card payment."""
 
     model_config = ConfigDict(extra="forbid")
 

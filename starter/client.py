@@ -2,7 +2,7 @@
 
 Every action returns the :class:`~domain.cancellation.CancellationView` after the
 action took effect, or raises :class:`~domain.errors.CancellationError` with one of
-the spec's codes. The CLI and the HTTP hook are thin layers over this class.
+the error codes of ``domain.errors``. The CLI and the HTTP hook are thin layers over this class.
 
 Rule numbers are those of ``docs/rules.md``.
 """

@@ -60,7 +60,7 @@ HTTP_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.PAYMENT_MISMATCH: 422,
     ErrorCode.ORDER_LOCKED: 409,
 }
-"""The one mapping from error code to HTTP status (spec section 4)."""
+"""The one mapping from error code to HTTP status."""
 
 # A caller that got 503 should come back soon; the outages we expect are restarts.
 RETRY_AFTER_SECONDS = 5

@@ -1,4 +1,4 @@
-"""The ids built from a caller's ids never collide across shops (spec 7.1)."""
+"""The ids built from a caller's ids never collide across shops."""
 
 import string
 

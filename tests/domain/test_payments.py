@@ -1,5 +1,5 @@
 """A card tender names a payment of the shop's own account, in its currency, with enough
-money on it (spec 7.1)."""
+money on it."""
 
 from domain.order import Tender, TenderKind
 from domain.payments import ProviderPayment, card_tenders_by_payment, payment_mismatch

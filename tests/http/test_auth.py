@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 ACCEPT = {"reason_code": "changed_mind", "reason": "asked", "refund_method": "original"}
 
-# Every route under /v1/shops/{shop_id} (the spec's table, both addressings), with a body that
+# Every route under /v1/shops/{shop_id} (the route table, both addressings), with a body that
 # would be valid for the victim's data, so only the token decides the answer.
 ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "{o}/cancellation", {"initiated_by": "customer", "channel": "my_account"}),

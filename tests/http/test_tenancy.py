@@ -1,5 +1,5 @@
 """Many shops in one deployment: an attacker holding one shop's token reaches nothing of
-another shop's cancellations or money (spec 7.1), tried over HTTP on the real stack."""
+another shop's cancellations or money, tried over HTTP on the real stack."""
 
 from __future__ import annotations
 

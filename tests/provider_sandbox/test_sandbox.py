@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ STARTUP_TIMEOUT_SECONDS = 20.0
 # SIGTERM stops the sandbox in well under a second; more means it ignored the signal.
 STOP_TIMEOUT_SECONDS = 5.0
 WEBHOOK_TIMEOUT_SECONDS = 10.0
+SIGNATURE_CLOCK_SLACK_SECONDS = 30
 LISTENING_LINE = re.compile(rb"provider sandbox listening on (http://\S+)")
 
 
@@ -52,19 +53,26 @@ class SandboxProcess:
 
 @contextlib.asynccontextmanager
 async def running_sandbox(
-    db_path: Path, *, webhook_url: str | None = None
+    db_path: Path,
+    *,
+    webhook_url: str | None = None,
+    flags: Sequence[str] = (),
+    settings: Mapping[str, str] | None = None,
 ) -> AsyncIterator[SandboxProcess]:
     """Run the sandbox on a free port until the block ends, then stop it with SIGTERM.
 
-    The webhook settings go through the environment, so the env fallbacks get exercised too.
+    The webhook settings go through the environment, so the env fallbacks get exercised too;
+    `flags` go on the command line and `settings` into the environment.
     The sandbox's stderr is inherited, so pytest shows its warnings next to a failing test.
     """
     env = {key: value for key, value in os.environ.items() if not key.startswith("PAYMENT_")}
     if webhook_url is not None:
         env["PAYMENT_PROVIDER_WEBHOOK_URL"] = webhook_url
         env["PAYMENT_PROVIDER_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    env.update(settings or {})
     process = await asyncio.create_subprocess_exec(
         *[sys.executable, "-m", "provider_sandbox", "--port", "0", "--db", str(db_path)],
+        *flags,
         cwd=REPO_ROOT,
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -112,6 +120,8 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     answered: int
+    at: float = field(default_factory=time.monotonic)
+    """When it arrived (`time.monotonic()`)."""
 
     @property
     def event(self) -> Json:
@@ -160,6 +170,31 @@ class WebhookReceiver:
         async with self._arrived:
             await asyncio.wait_for(self._arrived.wait_for(done), WEBHOOK_TIMEOUT_SECONDS)
         return about_refund()
+
+    async def wait_for_all(self, refund_ids: set[str], deliveries: int) -> list[Delivery]:
+        """The deliveries about these refunds, once there are at least `deliveries` of them."""
+
+        def about_refunds() -> list[Delivery]:
+            return [d for d in self.deliveries if d.event["refund"]["id"] in refund_ids]
+
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: len(about_refunds()) >= deliveries),
+                WEBHOOK_TIMEOUT_SECONDS,
+            )
+        return about_refunds()
+
+
+def assert_signed_now(delivery: Delivery) -> None:
+    """The delivery carries `X-Signature: t=<now>,v1=<HMAC of "<t>.<body>">`."""
+    match = re.fullmatch(r"t=(\d+),v1=([0-9a-f]{64})", delivery.headers["x-signature"])
+    assert match is not None, delivery.headers["x-signature"]
+    timestamp, signature = match.groups()
+    signed = f"{timestamp}.".encode() + delivery.body
+    expected = hmac.new(WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(signature, expected)
+    # The timestamp is the wall-clock time of the attempt, whatever the provider clock says.
+    assert abs(int(timestamp) - time.time()) < SIGNATURE_CLOCK_SLACK_SECONDS
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -290,6 +325,7 @@ class TestPayments:
         assert payment["behavior"] == {
             "refund": "succeed",
             "settle_after_seconds": 5.0,
+            "fail_after_seconds": 5.0,
             "recapture": "restorable",
             "recapture_window_seconds": 86400.0,
         }
@@ -675,6 +711,7 @@ class TestFaults:
             "error_rate": 1.0,
             "hang_rate": 1.0,
             "error_after_effect_rate": 1.0,
+            "slow_rate": 0.0,
             "hang_seconds": 12.0,
         }
         assert changed.status_code == 200
@@ -772,10 +809,9 @@ class TestWebhooks:
 
         assert [d.answered for d in deliveries] == [500, 500, 200]
         assert len({d.body for d in deliveries}) == 1
-        delivery = deliveries[-1]
-        expected = hmac.new(WEBHOOK_SECRET.encode(), delivery.body, hashlib.sha256).hexdigest()
-        assert hmac.compare_digest(delivery.headers["x-signature"], expected)
-        event = delivery.event
+        for delivery in deliveries:
+            assert_signed_now(delivery)
+        event = deliveries[-1].event
         assert event["id"].startswith("evt_")
         assert event["type"] == "refund.succeeded"
         settled = (await client.get(f"/v1/refunds/{pending['id']}")).json()
@@ -836,7 +872,7 @@ class TestDurability:
         assert deliveries[-1].answered == 200
 
 
-# -- accounts (spec 7.1) ---------------------------------------------------------------------------
+# -- accounts ---------------------------------------------------------------------------
 
 
 class TestAccounts:
@@ -921,3 +957,377 @@ class TestAccounts:
         )
         deliveries = await receiver.wait_for(refunded.json()["id"])
         assert deliveries[-1].event["account"] == "acct_hooks"
+
+
+# -- a real provider's rules -----------------------------------------------------------
+
+DAY = 86400
+
+
+async def advance_clock(client: httpx.AsyncClient, seconds: float) -> Json:
+    """Move the sandbox's provider clock forward."""
+    response = await client.post("/v1/clock/advance", json={"seconds": seconds})
+    assert response.status_code == 200, response.text
+    clock: Json = response.json()
+    return clock
+
+
+async def get_refund(client: httpx.AsyncClient, refund_id: str) -> Json:
+    response = await client.get(f"/v1/refunds/{refund_id}")
+    assert response.status_code == 200, response.text
+    body: Json = response.json()
+    return body
+
+
+@contextlib.asynccontextmanager
+async def own_sandbox(
+    tmp_path: Path,
+    *,
+    webhook_url: str | None = None,
+    flags: Sequence[str] = (),
+    settings: Mapping[str, str] | None = None,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A sandbox of the test's own (its clock can be moved without disturbing others)."""
+    async with (
+        running_sandbox(
+            tmp_path / "own.sqlite3", webhook_url=webhook_url, flags=flags, settings=settings
+        ) as process,
+        httpx.AsyncClient(base_url=process.url, timeout=10.0, trust_env=False) as http,
+    ):
+        yield http
+
+
+class TestIdempotencyKeyRetention:
+    """Keys are kept 24 hours of provider time, as Stripe keeps them; then they are new."""
+
+    async def test_a_key_older_than_a_day_is_a_new_request(self, tmp_path: Path) -> None:
+        """The retry of a day-old key refunds a second time: the hazard the product must avoid."""
+        async with own_sandbox(tmp_path) as client:
+            payment = await create_payment(client, 1000)
+            key = new_key()
+            first = await refund(client, payment["id"], 300, key)
+
+            await advance_clock(client, DAY - 1)
+            within = await refund(client, payment["id"], 300, key)
+            await advance_clock(client, 2)
+            after = await refund(client, payment["id"], 300, key)
+
+            assert (first.status_code, within.status_code, after.status_code) == (201, 201, 201)
+            assert within.json() == first.json()
+            assert within.headers["Idempotent-Replayed"] == "true"
+            assert after.json()["id"] != first.json()["id"]
+            assert "Idempotent-Replayed" not in after.headers
+            ledger = (await get_payment(client, payment["id"]))["ledger"]
+            refunds = [(e["type"], e["amount"], e["idempotency_key"]) for e in ledger[2:]]
+            assert refunds == [("refund", 300, key), ("refund", 300, key)]
+
+    async def test_retention_and_clock_speed_are_configurable(self, tmp_path: Path) -> None:
+        """A minute of retention on a clock 100 times as fast: the key is new within a second."""
+        settings = {
+            "PAYMENT_PROVIDER_IDEMPOTENCY_RETENTION_SECONDS": "60",
+            "PAYMENT_PROVIDER_CLOCK_SPEED": "100",
+        }
+        async with own_sandbox(tmp_path, settings=settings) as client:
+            clock = (await client.get("/v1/clock")).json()
+            payment = await create_payment(client, 1000)
+            key = new_key()
+            first = await refund(client, payment["id"], 100, key)
+            replay = await refund(client, payment["id"], 100, key)
+            await asyncio.sleep(0.8)
+            again = await refund(client, payment["id"], 100, key)
+
+            assert clock["speed"] == 100.0
+            assert replay.json() == first.json()
+            assert again.json()["id"] != first.json()["id"]
+            assert (await get_payment(client, payment["id"]))["refunded_amount"] == 200
+
+    async def test_provider_time_survives_a_restart(self, tmp_path: Path) -> None:
+        db_path = tmp_path / "clock.sqlite3"
+        async with running_sandbox(db_path) as first:
+            async with httpx.AsyncClient(base_url=first.url, trust_env=False) as http:
+                moved = await advance_clock(http, 3 * DAY)
+            assert await stop(first.process) == 0
+
+        async with (
+            running_sandbox(db_path) as second,
+            httpx.AsyncClient(base_url=second.url, trust_env=False) as http,
+        ):
+            after = (await http.get("/v1/clock")).json()
+
+        assert after["now"] >= moved["now"]
+
+
+class TestIdempotencyKeyInUse:
+    async def test_a_key_still_being_processed_answers_409_in_use(
+        self, client: httpx.AsyncClient, faults: SetFaults
+    ) -> None:
+        """While the first request hangs, its retry is refused with `409` and stores nothing."""
+        payment = await create_payment(client)
+        key = new_key()
+        await faults(hang_rate=1, hang_seconds=1.0)
+
+        first = asyncio.create_task(refund(client, payment["id"], 100, key))
+        await asyncio.sleep(0.3)
+        second = await refund(client, payment["id"], 100, key)
+        hung = await first
+        await faults()
+        third = await refund(client, payment["id"], 100, key)
+
+        assert (second.status_code, error_code(second)) == (409, "idempotency_key_in_use")
+        assert hung.status_code == 503
+        assert third.status_code == 201
+        assert "Idempotent-Replayed" not in third.headers
+        assert movements(await get_payment(client, payment["id"])).count(("refund", 100)) == 1
+
+    async def test_a_slow_first_request_pays_once_and_its_retry_replays_it(
+        self, client: httpx.AsyncClient, faults: SetFaults
+    ) -> None:
+        """The client gives up on a slow refund and retries: `409`, then the first answer."""
+        payment = await create_payment(client)
+        key = new_key()
+        await faults(slow_rate=1, hang_seconds=1.0)
+
+        first = asyncio.create_task(refund(client, payment["id"], 100, key))
+        await asyncio.sleep(0.3)
+        in_use = await refund(client, payment["id"], 100, key)
+        await faults()
+        applied = await first
+        retry = await refund(client, payment["id"], 100, key)
+
+        assert (in_use.status_code, error_code(in_use)) == (409, "idempotency_key_in_use")
+        assert applied.status_code == 201
+        assert (retry.status_code, retry.json()) == (201, applied.json())
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert movements(await get_payment(client, payment["id"])).count(("refund", 100)) == 1
+
+    async def test_another_key_is_not_held_up(
+        self, client: httpx.AsyncClient, faults: SetFaults
+    ) -> None:
+        payment = await create_payment(client)
+        await faults(hang_rate=1, hang_seconds=0.6)
+        first = asyncio.create_task(refund(client, payment["id"], 100, new_key()))
+        await asyncio.sleep(0.2)
+        await faults()
+
+        other = await refund(client, payment["id"], 100, new_key())
+
+        assert other.status_code == 201
+        assert (await first).status_code == 503
+
+
+class TestRefundBehaviours:
+    async def test_fail_after_success_gives_the_money_back_to_the_merchant(
+        self, client: httpx.AsyncClient, receiver: WebhookReceiver
+    ) -> None:
+        """The refund succeeds, then fails: a `refund_reversal` and a signed `refund.failed`."""
+        payment = await create_payment(
+            client, 1000, refund="fail_after_success", fail_after_seconds=0.3
+        )
+        key = new_key()
+
+        created = await client.post(
+            f"/v1/payments/{payment['id']}/refunds",
+            json={"amount": 400, "metadata": {"refund_id": "c1-r1"}},
+            headers={"Idempotency-Key": key},
+        )
+        right_after = await get_payment(client, payment["id"])
+        deliveries = await receiver.wait_for(created.json()["id"])
+
+        assert (created.status_code, created.json()["status"]) == (201, "succeeded")
+        assert (right_after["status"], right_after["refunded_amount"]) == (
+            "partially_refunded",
+            400,
+        )
+        failed = await get_refund(client, created.json()["id"])
+        assert (failed["status"], failed["failure_code"]) == ("failed", "expired_or_canceled_card")
+        assert failed["metadata"] == {"refund_id": "c1-r1"}
+        event = deliveries[-1].event
+        assert_signed_now(deliveries[-1])
+        assert (event["type"], event["refund"]) == ("refund.failed", failed)
+        assert event["id"].startswith("evt_")
+        after = await get_payment(client, payment["id"])
+        assert movements(after) == [
+            ("authorize", 1000),
+            ("capture", 1000),
+            ("refund", 400),
+            ("refund_reversal", 400),
+        ]
+        assert after["ledger"][-1]["idempotency_key"] == key
+        assert (after["status"], after["refunded_amount"], after["refundable_amount"]) == (
+            "captured",
+            0,
+            1000,
+        )
+        # The key still answers what it answered: the refund as it was created.
+        replay = await client.post(
+            f"/v1/payments/{payment['id']}/refunds",
+            json={"amount": 400, "metadata": {"refund_id": "c1-r1"}},
+            headers={"Idempotency-Key": key},
+        )
+        assert replay.json() == created.json()
+
+    async def test_fail_after_success_waits_its_delay(self, tmp_path: Path) -> None:
+        async with own_sandbox(tmp_path) as client:
+            payment = await create_payment(client, refund="fail_after_success")
+            created = (await refund(client, payment["id"], 1000)).json()
+
+            await advance_clock(client, 4.9)
+            still = await get_refund(client, created["id"])
+            await advance_clock(client, 0.2)
+            failed = await get_refund(client, created["id"])
+
+            assert (still["status"], failed["status"]) == ("succeeded", "failed")
+            assert (await get_payment(client, payment["id"]))["refunded_amount"] == 0
+
+    async def test_a_refund_can_stay_pending_for_days(self, tmp_path: Path) -> None:
+        async with own_sandbox(tmp_path) as client:
+            payment = await create_payment(client, refund="pending", settle_after_seconds=3 * DAY)
+            created = (await refund(client, payment["id"], 600)).json()
+
+            await advance_clock(client, 2 * DAY)
+            two_days = await get_refund(client, created["id"])
+            listed = (await client.get(f"/v1/payments/{payment['id']}/refunds")).json()
+            waiting = await get_payment(client, payment["id"])
+            await advance_clock(client, DAY)
+            settled = await get_refund(client, created["id"])
+
+            assert two_days["status"] == "pending"
+            assert [r["status"] for r in listed["data"]] == ["pending"]
+            assert (waiting["pending_refund_amount"], waiting["refunded_amount"]) == (600, 0)
+            assert settled["status"] == "succeeded"
+            assert (await get_payment(client, payment["id"]))["refunded_amount"] == 600
+
+    async def test_a_pending_refund_that_fails_moves_nothing(
+        self, client: httpx.AsyncClient, receiver: WebhookReceiver
+    ) -> None:
+        payment = await create_payment(client, refund="pending_then_fail", settle_after_seconds=0.2)
+
+        created = (await refund(client, payment["id"], 700)).json()
+        deliveries = await receiver.wait_for(created["id"])
+
+        assert created["status"] == "pending"
+        event = deliveries[-1].event
+        assert (event["type"], event["refund"]["status"]) == ("refund.failed", "failed")
+        assert event["refund"]["failure_code"] == "card_declined"
+        after = await get_payment(client, payment["id"])
+        assert movements(after) == movements(payment)
+        assert (after["pending_refund_amount"], after["refundable_amount"]) == (0, 1000)
+
+
+class TestRefundMetadataAndListing:
+    async def test_metadata_is_kept_and_refunds_are_listed_newest_first(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        headers = {"Provider-Account": "acct_listing"}
+        created = await client.post(
+            "/v1/payments", json={"amount": 1000, "currency": "EUR"}, headers=headers
+        )
+        payment_id = created.json()["id"]
+        answers = []
+        for n in (1, 2, 3):
+            answer = await client.post(
+                f"/v1/payments/{payment_id}/refunds",
+                json={"amount": 100, "metadata": {"refund_id": f"c1-r{n}", "note": ""}},
+                headers=headers | {"Idempotency-Key": new_key()},
+            )
+            assert answer.status_code == 201, answer.text
+            answers.append(answer.json())
+        plain = await refund(client, "pay_missing", 1)  # another payment's noise: 404
+
+        listed = await client.get(f"/v1/payments/{payment_id}/refunds", headers=headers)
+        elsewhere = await client.get(f"/v1/payments/{payment_id}/refunds")
+
+        assert plain.status_code == 404
+        assert answers[0]["metadata"] == {"refund_id": "c1-r1", "note": ""}
+        assert listed.status_code == 200
+        assert listed.json() == {"data": answers[::-1]}
+        for item in listed.json()["data"]:
+            assert {"id", "amount", "status", "metadata", "created_at", "failure_code"} <= set(item)
+        assert (elsewhere.status_code, error_code(elsewhere)) == (404, "payment_not_found")
+
+    async def test_a_refund_without_metadata_has_an_empty_one(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        payment = await create_payment(client)
+
+        created = (await refund(client, payment["id"], 100)).json()
+
+        assert created["metadata"] == {}
+        listed = (await client.get(f"/v1/payments/{payment['id']}/refunds")).json()
+        assert listed == {"data": [created]}
+
+    async def test_same_key_with_other_metadata_is_refused(self, client: httpx.AsyncClient) -> None:
+        payment = await create_payment(client)
+        key = new_key()
+        path = f"/v1/payments/{payment['id']}/refunds"
+        first = await client.post(
+            path, json={"amount": 100, "metadata": {"a": "1"}}, headers={"Idempotency-Key": key}
+        )
+
+        other = await client.post(
+            path, json={"amount": 100, "metadata": {"a": "2"}}, headers={"Idempotency-Key": key}
+        )
+
+        assert first.status_code == 201
+        assert (other.status_code, error_code(other)) == (409, "idempotency_key_reused")
+
+    @pytest.mark.parametrize(
+        "metadata",
+        [
+            {f"k{n}": "v" for n in range(21)},
+            {"k": 1},
+            {"k": None},
+            {"": "v"},
+            {"k" * 41: "v"},
+            {"k": "v" * 501},
+            ["k", "v"],
+        ],
+        ids=["21 keys", "number", "null", "empty key", "long key", "long value", "list"],
+    )
+    async def test_invalid_metadata_is_422(self, client: httpx.AsyncClient, metadata: Any) -> None:
+        payment = await create_payment(client)
+
+        response = await post(
+            client, f"/v1/payments/{payment['id']}/refunds", {"amount": 1, "metadata": metadata}
+        )
+
+        assert (response.status_code, error_code(response)) == (422, "validation_error")
+        assert (await client.get(f"/v1/payments/{payment['id']}/refunds")).json() == {"data": []}
+
+
+class TestWebhookRedelivery:
+    async def test_webhooks_come_late_twice_and_out_of_order(
+        self, tmp_path: Path, receiver: WebhookReceiver
+    ) -> None:
+        """Every event twice, each delivery at least 0.5 s late and shuffled within 1.5 s."""
+        flags = [
+            "--webhook-delay-seconds",
+            "0.5",
+            "--webhook-duplicate-rate",
+            "1",
+            "--webhook-shuffle-seconds",
+            "1.5",
+        ]
+        async with own_sandbox(tmp_path, webhook_url=receiver.url, flags=flags) as client:
+            refund_ids = []
+            for _ in range(8):
+                payment = await create_payment(client, refund="pending", settle_after_seconds=0)
+                created = time.monotonic()
+                refund_ids.append((await refund(client, payment["id"], 100)).json()["id"])
+            deliveries = await receiver.wait_for_all(set(refund_ids), 16)
+
+        by_refund: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_refund.setdefault(delivery.event["refund"]["id"], []).append(delivery)
+        assert {refund_id: len(each) for refund_id, each in by_refund.items()} == dict.fromkeys(
+            refund_ids, 2
+        )
+        for each in by_refund.values():
+            first, second = each
+            assert first.body == second.body  # the same event: same id, same bytes
+            assert_signed_now(first)
+            assert_signed_now(second)
+        # The last refund settled at `created`; none of its deliveries came sooner than 0.5 s.
+        assert min(d.at for d in by_refund[refund_ids[-1]]) >= created + 0.5
+        arrival = list(dict.fromkeys(d.event["refund"]["id"] for d in deliveries))
+        assert arrival != refund_ids, "8 events shuffled within 1.5 s arrived in order"

@@ -9,12 +9,13 @@ from provider_sandbox.models import Behavior, RecaptureOutcome
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
-A, C, V, R, X = (
+A, C, V, R, X, F = (
     EntryType.AUTHORIZE,
     EntryType.CAPTURE,
     EntryType.VOID,
     EntryType.REFUND,
     EntryType.RECAPTURE,
+    EntryType.REFUND_REVERSAL,
 )
 
 
@@ -56,6 +57,18 @@ def ledger(*movements: tuple[EntryType, int]) -> list[LedgerEntry]:
             100,
             id="void-recaptured-then-refunded",
         ),
+        pytest.param(
+            [(A, 100), (C, 100), (R, 100), (F, 100)],
+            PaymentStatus.CAPTURED,
+            0,
+            id="refund-failed-after-success",
+        ),
+        pytest.param(
+            [(A, 100), (C, 100), (R, 30), (R, 20), (F, 30)],
+            PaymentStatus.PARTIALLY_REFUNDED,
+            20,
+            id="one-of-two-refunds-failed",
+        ),
     ],
 )
 def test_status_and_recapturable_follow_the_ledger(
@@ -85,3 +98,10 @@ def test_recapture_window_counts_from_the_last_release() -> None:
         last_refund + timedelta(seconds=60),
     )
     assert (outside.outcome, outside.until) == (RecaptureOutcome.REAUTH_REQUIRED, None)
+
+
+def test_a_failed_refund_is_refundable_again() -> None:
+    """The money of a refund that failed after success is the merchant's again, to the unit."""
+    balance = fold(ledger((A, 100), (C, 100), (R, 60), (F, 60)))
+
+    assert (balance.refunded, balance.net_captured, balance.refundable(0)) == (0, 100, 100)
