@@ -84,6 +84,7 @@ def build_workers(
         provider.await_refund_settlement,
         provider.check_recapture,
         provider.recapture_payment,
+        provider.find_refund,
     ]
     main = Worker(
         client,

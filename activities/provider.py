@@ -57,6 +57,9 @@ class RefundPaymentInput(BaseModel):
     amount: int
     currency: str
     idempotency_key: str
+    attempt: int = 1
+    """The line's try (the ``n`` of ``{refund_id}/try-{n}``): from the second on, and on
+    every retry of an activity, the provider is asked first what the refund id already did."""
 
 
 class RefundPaymentResult(BaseModel):
@@ -65,6 +68,14 @@ class RefundPaymentResult(BaseModel):
     operation: ProviderOperation
     provider_reference: str
     settled: bool
+
+
+class FindRefundInput(BaseModel):
+    """Ask the provider what it did for one refund line (by its refund id)."""
+
+    shop_id: str
+    refund_id: str
+    payment_id: str
 
 
 class AwaitSettlementInput(BaseModel):
@@ -209,16 +220,28 @@ class ProviderActivities:
         """Refund a captured card payment, or void one that was only authorized.
 
         The idempotency key makes a retry after the provider applied the refund (but
-        before we heard back) return the first result instead of refunding twice.
+        before we heard back) return the first result instead of refunding twice. A
+        provider keeps keys only so long (Stripe: 24 hours), so every retry, and every new
+        try of a line, first asks the provider what this refund id already did (the refund
+        id travels in the refund's metadata) and never creates a second refund for it.
         """
+        account = self._account(input.shop_id)
+        # Runs scheduled before release 2 carry no shop: their first attempt sent no
+        # metadata, so their retries keep that body (the key would otherwise be "reused").
+        tagged = input.shop_id is not None
         try:
+            if tagged and (activity.info().attempt > 1 or input.attempt > 1):
+                earlier = await self._earlier_refund(input, account)
+                if earlier is not None:
+                    return earlier
             try:
                 # Most payments are captured: refund straight away, one round trip.
                 refund = await self._client.refund(
                     input.payment_id,
                     input.amount,
                     input.idempotency_key,
-                    account=self._account(input.shop_id),
+                    account=account,
+                    metadata={"refund_id": input.refund_id} if tagged else None,
                 )
             except ProviderRefused as err:
                 if err.code not in NOT_REFUNDABLE_YET:
@@ -247,6 +270,50 @@ class ProviderActivities:
             provider_reference=refund["id"],
             settled=refund["status"] == "succeeded",
         )
+
+    async def _earlier_refund(
+        self, input: RefundPaymentInput, account: str | None
+    ) -> RefundPaymentResult | None:
+        """What the provider already did for this refund id, when that moved or may move
+        money (succeeded, or still pending); ``None`` when nothing did."""
+        refunds = await self._client.list_refunds(input.payment_id, account=account)
+        mine = [r for r in refunds if (r.get("metadata") or {}).get("refund_id") == input.refund_id]
+        for refund in mine:  # newest first
+            if refund.get("status") in ("succeeded", "pending"):
+                activity.logger.info(
+                    "provider refund %s for %s found before asking again: %s",
+                    refund["id"],
+                    input.refund_id,
+                    refund["status"],
+                )
+                return RefundPaymentResult(
+                    operation=ProviderOperation.REFUND,
+                    provider_reference=str(refund["id"]),
+                    settled=refund["status"] == "succeeded",
+                )
+        return None
+
+    @activity.defn
+    @_with_heartbeats
+    async def find_refund(self, input: FindRefundInput) -> RefundPaymentResult | None:
+        """What the provider did for a refund line, by the refund id in its metadata: a
+        refund that succeeded or is pending, or ``None``. Changes nothing."""
+        try:
+            return await self._earlier_refund(
+                RefundPaymentInput(
+                    shop_id=input.shop_id,
+                    refund_id=input.refund_id,
+                    payment_id=input.payment_id,
+                    amount=0,
+                    currency="",
+                    idempotency_key="",
+                ),
+                self._account(input.shop_id),
+            )
+        except ProviderRefused as err:
+            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
+        except ProviderUnavailable as err:
+            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
 
     async def _void(self, input: RefundPaymentInput) -> RefundPaymentResult:
         """Release an authorization the provider would not refund (never captured)."""

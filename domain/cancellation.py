@@ -125,6 +125,12 @@ class Attention(StrEnum):
     """A refund waits for the merchant's manual bank transfer and its confirmation."""
     UNDO_FAILED = "undo_failed"
     """An undo failed halfway and was rolled back; see the history for why."""
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    """A refund has waited over an hour for the payment provider to answer; it keeps
+    trying with the same idempotency key, and clears this once the provider answers."""
+    REFUND_REVERSED = "refund_reversed"
+    """The provider reversed a refund it had reported as succeeded: the money is back with
+    the store and the customer is owed it again. Retry the line or switch its method."""
 
 
 class CanceledItem(BaseModel):

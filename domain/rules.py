@@ -133,14 +133,29 @@ def undo_window_is_zero(view: CancellationView) -> bool:
     )
 
 
+REVERSED = "refund_reversed"
+"""How a line's ``failure`` starts when the provider reversed a refund after success."""
+
+
 def refund_attention(view: CancellationView) -> Attention | None:
-    """While refunds run, what a person must do: a failed refund first, then an undo that
-    was rolled back, then a bank deposit to make."""
+    """While refunds run, what a person must do: a reversed or failed refund first, then an
+    undo that was rolled back, then a provider that has not answered for an hour, then a
+    bank deposit to make."""
     statuses = {line.status for line in view.refunds}
+    if any(
+        line.failure and line.failure.startswith(REVERSED)
+        for line in view.refunds
+        if line.status is RefundStatus.FAILED
+    ):
+        return Attention.REFUND_REVERSED
     if RefundStatus.FAILED in statuses:
         return Attention.REFUND_FAILED
     if view.needs_attention is Attention.UNDO_FAILED:
         return Attention.UNDO_FAILED
+    if view.needs_attention is Attention.PROVIDER_UNAVAILABLE and (
+        RefundStatus.PROCESSING in statuses
+    ):
+        return Attention.PROVIDER_UNAVAILABLE
     if RefundStatus.AWAITING_CONFIRMATION in statuses:
         return Attention.AWAITING_BANK_DEPOSIT
     return None

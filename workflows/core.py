@@ -18,6 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.provider import ProviderRefundSettled
     from activities.store import (
         ApplyChangesInput,
         StoreActivities,
@@ -76,6 +77,10 @@ class RunState:
     restocked: list[StockChange] = field(default_factory=list)
     """What the acceptance put back in stock (an undo reserves it again)."""
     undo_attempts: int = 0
+    failed_references: set[str] = field(default_factory=set)
+    """Provider refunds the provider's webhook reported as failed while we polled them."""
+    provider_events: list[ProviderRefundSettled] = field(default_factory=list)
+    """The provider's late word on refunds already decided, for ``run()`` to apply."""
     undo: UndoState | None = None
     scope: CancellationScope | None = None
 

@@ -69,6 +69,8 @@ with workflow.unsafe.imports_passed_through():
         store_refusal,
     )
     from workflows.policies import (
+        PROVIDER_REFUND_EVENTS,
+        RECONCILE_BEFORE_SWITCH,
         RETRY_AFTER_FAILING_AGAIN,
         SKIP_QUEUED_REPEATS,
     )
@@ -245,8 +247,14 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
                         task.add_done_callback(self._tasks.discard)
                 self._describe()
             await workflow.wait_condition(
-                lambda: bool(self._commands) or self._fully_refunded() or self._has_pending(),
+                lambda: (
+                    bool(self._commands)
+                    or self._fully_refunded()
+                    or self._has_pending()
+                    or bool(self._run.provider_events)
+                ),
             )
+            await self._apply_provider_events()
             if self._commands:
                 await self._run_next_command()
 
@@ -284,13 +292,15 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
                 return False
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._commands),
+                    lambda: bool(self._commands) or bool(self._run.provider_events),
                     timeout=remaining,
                     timeout_summary=f"Undo window closes at {until:%Y-%m-%d %H:%M} UTC",
                 )
             except TimeoutError:
                 return False
-            await self._run_next_command()
+            await self._apply_provider_events()  # a refund reversed: back to in progress
+            if self._commands and self._view.status is CancellationStatus.CANCELED:
+                await self._run_next_command()
         return True
 
     async def _wait_for_repayment(self) -> None:
@@ -445,7 +455,30 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
         )
 
     async def _retry_refund(self, retry: RetryRefundInput) -> None:
-        """Retry a failed refund, or switch it to bank deposit or credits (rule 7)."""
+        """Retry a failed refund, or switch it to bank deposit or credits (rule 7).
+
+        Before a card line is switched, the provider is asked what its refund id already
+        did: a refund that went through after all settles the line instead (paying the
+        customer twice otherwise), one still pending refuses the switch.
+        """
+        failed = find_line(self._view, retry.refund_id)
+        switching = retry.method not in (None, RefundMethod.ORIGINAL)
+        if (
+            switching
+            and failed.channel is RefundChannel.PROVIDER
+            and failed.payment_id is not None
+            and workflow.patched(RECONCILE_BEFORE_SWITCH)
+        ):
+            earlier = await self._provider_did(failed)
+            if earlier is not None and not earlier.settled:
+                raise refusal(
+                    ErrorCode.INVALID_TRANSITION,
+                    f"the provider is still processing refund {earlier.provider_reference} of"
+                    f" {failed.refund_id}; it can't be switched until the provider decides",
+                )
+            if earlier is not None:
+                await self._refund_reconciled(failed.refund_id, earlier.provider_reference)
+                return
         view = self._next_view()
         line = find_line(view, retry.refund_id)
         line.failure = None
@@ -479,8 +512,17 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
 
     async def _run_next_command(self) -> None:
         command = self._commands.pop()
-        if command.action is Action.UNDO:
+        if command.action is Action.UNDO and self._in_flight():
             # A refund in flight is waited for (rule 11): its outcome decides what to take back.
+            workflow.set_current_details(
+                "Undo requested: waiting for the refunds in flight to finish first ("
+                + "; ".join(
+                    line.refund_id
+                    for line in self._view.refunds
+                    if line.status is RefundStatus.PROCESSING
+                )
+                + ")."
+            )
             await workflow.wait_condition(lambda: not self._in_flight())
         try:
             async with self._lock:
@@ -657,9 +699,26 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps):
 
     @workflow.signal(name="provider_refund_settled")
     def provider_refund_settled(self, settled: ProviderRefundSettled) -> None:
-        """The provider's webhook: a pending refund settled, no need to wait for the poll."""
+        """The provider's webhook: what became of a refund. A pending one stops polling; a
+        late success or a reversal of a decided one is applied by ``run()``."""
         if settled.status == "succeeded":
             self._settled.add(settled.provider_reference)
+        line = next(
+            (x for x in self._view.refunds if x.provider_reference == settled.provider_reference),
+            None,
+        )
+        if line is None:
+            return
+        failed = settled.status == "failed"
+        in_flight = failed and line.status is RefundStatus.PROCESSING
+        late = (failed and line.status is RefundStatus.SUCCEEDED) or (
+            not failed and line.status is RefundStatus.FAILED
+        )
+        if (in_flight or late) and workflow.patched(PROVIDER_REFUND_EVENTS):
+            if in_flight:
+                self._run.failed_references.add(settled.provider_reference)
+            else:
+                self._run.provider_events.append(settled)
 
     @workflow.update(name="accept")
     async def accept_update(self, accept: AcceptInput) -> CancellationView:

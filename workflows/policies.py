@@ -50,8 +50,10 @@ PROVIDER_RETRY = RetryPolicy(
 )
 # Pending refunds usually settle within minutes; the provider gives up on them after a
 # week, and so do we (the line fails and a person looks at it).
+# A pending refund is polled until the provider decides it, however long that takes (a bank
+# can take days): the line fails only when the provider says it failed, never because we
+# stopped asking. Retries of one activity add no history events.
 SETTLEMENT_TIMEOUT = timedelta(seconds=15)
-SETTLEMENT_DEADLINE = timedelta(days=7)
 SETTLEMENT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=1.5,
@@ -59,14 +61,30 @@ SETTLEMENT_RETRY = RetryPolicy(
 )
 
 
-def provider_call(task_queue: str | None) -> dict[str, Any]:
-    """The options of every provider activity (refund, void, recapture and its check)."""
-    return {
+# A refund whose provider call has failed for this long marks the run
+# `NeedsAttention = provider_unavailable` (and keeps trying with the same key); the mark
+# clears when the provider answers. An hour: longer than a restart or a deploy of the
+# provider, short enough that a person hears about a real outage the same day.
+PROVIDER_OUTAGE_ALERT = timedelta(hours=1)
+
+
+def provider_call(
+    task_queue: str | None, *, alert_after: timedelta | None = None
+) -> dict[str, Any]:
+    """The options of every provider activity (refund, void, recapture and its check).
+
+    ``alert_after`` bounds the retries: the activity then fails with a schedule-to-close
+    timeout, so the workflow can say the provider is away and start it again.
+    """
+    options: dict[str, Any] = {
         "task_queue": task_queue,
         "start_to_close_timeout": PROVIDER_TIMEOUT,
         "heartbeat_timeout": PROVIDER_HEARTBEAT,
         "retry_policy": PROVIDER_RETRY,
     }
+    if alert_after is not None:
+        options["schedule_to_close_timeout"] = alert_after
+    return options
 
 
 # ----------------------------------------------------------------------------- patches
@@ -82,3 +100,11 @@ RETRY_AFTER_FAILING_AGAIN = "retry-refund-after-failing-again"
 # signals, or updates without an idempotency key, in one workflow task) is carried out once;
 # before it, the second copy was performed again (a retried refund could pay twice).
 SKIP_QUEUED_REPEATS = "skip-queued-repeats"
+# With this patch the provider's late word on a refund moves the line: a success after the
+# line was marked failed, a failure after it succeeded (the refund was reversed). Before it,
+# such webhooks were ignored. Consulted only when such an event arrives.
+PROVIDER_REFUND_EVENTS = "provider-refund-events"
+# With this patch a failed card line is switched to credits or a bank deposit only after the
+# provider was asked what its refund id already did (a refund that went through after all
+# settles the line instead). Consulted only when such a switch arrives.
+RECONCILE_BEFORE_SWITCH = "reconcile-before-switch"

@@ -21,7 +21,13 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.order_cancellation import OrderCancellationWorkflow
-from workflows.policies import RETRY_AFTER_FAILING_AGAIN, SKIP_QUEUED_REPEATS, STORE_WRITES_LOCAL
+from workflows.policies import (
+    PROVIDER_REFUND_EVENTS,
+    RECONCILE_BEFORE_SWITCH,
+    RETRY_AFTER_FAILING_AGAIN,
+    SKIP_QUEUED_REPEATS,
+    STORE_WRITES_LOCAL,
+)
 
 ROOT = Path(__file__).parent / "histories"
 HISTORIES = sorted(ROOT.glob("*/*.json"))
@@ -57,7 +63,14 @@ def test_every_patch_has_a_history_that_takes_it():
             if marker.marker_name == "core_patch":
                 (payload,) = marker.details["patch-data"].payloads
                 taken.add(json.loads(payload.data)["id"])
-    assert {STORE_WRITES_LOCAL, RETRY_AFTER_FAILING_AGAIN, SKIP_QUEUED_REPEATS} <= taken, taken
+    patches = {
+        STORE_WRITES_LOCAL,
+        RETRY_AFTER_FAILING_AGAIN,
+        SKIP_QUEUED_REPEATS,
+        PROVIDER_REFUND_EVENTS,
+        RECONCILE_BEFORE_SWITCH,
+    }
+    assert patches <= taken, taken
 
 
 @pytest.mark.asyncio(loop_scope="session")

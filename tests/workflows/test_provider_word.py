@@ -1,0 +1,205 @@
+"""The provider has the last word on a refund (docs/rules.md, rule 7): a line fails only
+when the provider says so, a late success or a reversal moves the line, the order and
+``NeedsAttention``, and a long outage is visible while the run keeps asking."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from activities.provider import ProviderRefundSettled
+from domain.cancellation import Attention, CancellationStatus, RefundStatus
+from domain.errors import CancellationError, ErrorCode
+from domain.order import OrderStatus
+from domain.requests import AcceptRequest, RetryRefundRequest, StartRequest
+from workflows.order_cancellation import OrderCancellationWorkflow
+from workflows.search_attributes import NEEDS_ATTENTION
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+CUSTOMER = StartRequest(initiated_by="customer", channel="my_account", reason_code="changed_mind")
+ACCEPT = AcceptRequest(reason_code="changed_mind")
+
+
+async def _set_faults(provider_url: str, **faults: float) -> None:
+    async with httpx.AsyncClient(base_url=provider_url, trust_env=False) as http:
+        (await http.put("/v1/faults", json=faults)).raise_for_status()
+
+
+async def test_a_refund_reversed_after_canceled_reopens_the_cancellation_for_a_person(h):
+    """A refund the provider reverses after it succeeded (Stripe's refund.failed): the
+    cancellation is refunding again, the order with it, flagged with the reason; the
+    merchant's retry pays once more and the cancellation completes again."""
+    order_id = await h.order(
+        card_behavior={"refund": "fail_after_success", "fail_after_seconds": 1}
+    )
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await h.client.accept(h.shop_id, order_id, ACCEPT)
+    canceled = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+    line = canceled.refunds[0]
+    reference = str(line.provider_reference)
+    # The sandbox reverses the refund; its webhook reaches the run as the hook sends it.
+    for _ in range(100):
+        refund = await h.provider.get_refund(reference)
+        if refund["status"] == "failed":
+            break
+        await asyncio.sleep(0.1)
+    assert refund["status"] == "failed"
+    await h.handle(view.cancellation_id).signal(
+        OrderCancellationWorkflow.provider_refund_settled,
+        ProviderRefundSettled(
+            provider_reference=reference, status="failed", failure_code=refund["failure_code"]
+        ),
+    )
+    reopened = await h.wait_for(
+        view.cancellation_id, lambda v: v.status is CancellationStatus.IN_PROGRESS
+    )
+    assert reopened.needs_attention is Attention.REFUND_REVERSED
+    assert reopened.refunds[0].status is RefundStatus.FAILED
+    assert str(refund["failure_code"]) in str(reopened.refunds[0].failure)
+    assert reopened.refunded is not None and reopened.refunded.amount == 0
+    assert await h.order_status(order_id) is OrderStatus.CANCELLATION_IN_PROGRESS
+    description = await h.handle(view.cancellation_id).describe()
+    assert description.typed_search_attributes.get(NEEDS_ATTENTION) == "refund_reversed"
+    assert "refund_reversed" in await h.events(view.cancellation_id)
+
+    await h.client.retry_refund(h.shop_id, order_id, line.refund_id, RetryRefundRequest())
+    again = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+    assert again.needs_attention is None
+    assert await h.order_status(order_id) is OrderStatus.CANCELED
+    ledger = [e["type"] for e in await h.ledger(line.payment_id or "")]
+    assert ledger.count("refund") == 2 and ledger.count("refund_reversal") >= 1
+
+
+async def test_a_pending_refund_the_provider_fails_then_settles_ends_succeeded(h):
+    """The webhook's failure of a pending refund fails the line at once; the provider's
+    later success of the same refund (a late webhook) moves it to succeeded."""
+    order_id = await h.order(card_behavior={"refund": "pending", "settle_after_seconds": 3600})
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await h.client.accept(h.shop_id, order_id, ACCEPT)
+    processing = await h.wait_for(
+        view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference
+    )
+    reference = str(processing.refunds[0].provider_reference)
+    handle = h.handle(view.cancellation_id)
+    await handle.signal(
+        OrderCancellationWorkflow.provider_refund_settled,
+        ProviderRefundSettled(provider_reference=reference, status="failed"),
+    )
+    failed = await h.wait_for(view.cancellation_id, lambda v: v.needs_attention is not None)
+    assert failed.refunds[0].status is RefundStatus.FAILED
+    assert failed.needs_attention is Attention.REFUND_FAILED
+
+    await handle.signal(
+        OrderCancellationWorkflow.provider_refund_settled,
+        ProviderRefundSettled(provider_reference=reference, status="succeeded"),
+    )
+    done = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+    assert done.refunds[0].status is RefundStatus.SUCCEEDED
+    assert done.needs_attention is None
+    assert "refund_succeeded_late" in await h.events(view.cancellation_id)
+
+
+async def test_an_hour_without_the_provider_marks_the_run_until_it_answers(ts, provider_url):
+    """Every POST to the provider fails for over an hour: the run says so
+    (NeedsAttention=provider_unavailable), keeps the same key, and clears the mark once the
+    provider answers; the refund is paid once."""
+    order_id = await ts.order()
+    view, _ = await ts.client.start_cancellation(ts.shop_id, order_id, CUSTOMER)
+    await _set_faults(provider_url, error_rate=1.0)
+    try:
+        await ts.client.accept(ts.shop_id, order_id, ACCEPT)
+        await ts.env.sleep(timedelta(minutes=30))
+        assert (await ts.view(view.cancellation_id)).needs_attention is None
+        await ts.env.sleep(timedelta(minutes=40))
+        flagged = await ts.wait_for(
+            view.cancellation_id,
+            lambda v: v.needs_attention is Attention.PROVIDER_UNAVAILABLE,
+        )
+        assert flagged.refunds[0].status is RefundStatus.PROCESSING
+        description = await ts.handle(view.cancellation_id).describe()
+        assert description.typed_search_attributes.get(NEEDS_ATTENTION) == "provider_unavailable"
+    finally:
+        await _set_faults(provider_url)
+    await ts.env.sleep(timedelta(minutes=2))
+    done = await ts.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+    assert done.needs_attention is None
+    assert len(await ts.refunds_in_ledger(order_id)) == 1
+    events = await ts.events(view.cancellation_id)
+    assert "provider_unavailable" in events and "provider_answered" in events
+
+
+async def test_a_switch_waits_for_what_the_provider_did_and_never_pays_twice(h):
+    """A card line marked failed while the provider still works on it can't be switched to
+    credits; once the provider paid it, the switch settles the line instead of giving
+    credits on top of the card refund."""
+    order_id = await h.order(card_behavior={"refund": "pending", "settle_after_seconds": 2})
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await h.client.accept(h.shop_id, order_id, ACCEPT)
+    processing = await h.wait_for(
+        view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference
+    )
+    line = processing.refunds[0]
+    await h.handle(view.cancellation_id).signal(
+        OrderCancellationWorkflow.provider_refund_settled,
+        ProviderRefundSettled(provider_reference=str(line.provider_reference), status="failed"),
+    )
+    await h.wait_for(view.cancellation_id, lambda v: v.refunds[0].status is RefundStatus.FAILED)
+    to_credits = RetryRefundRequest(method="credits")
+    with pytest.raises(CancellationError) as refused:
+        await h.client.retry_refund(h.shop_id, order_id, line.refund_id, to_credits)
+    assert refused.value.code is ErrorCode.INVALID_TRANSITION
+    assert "still processing" in refused.value.message
+
+    await asyncio.sleep(2.5)
+    assert (await h.provider.get_refund(str(line.provider_reference)))["status"] == "succeeded"
+    settled = await h.client.retry_refund(h.shop_id, order_id, line.refund_id, to_credits)
+    assert settled.refunds[0].status is RefundStatus.SUCCEEDED
+    assert settled.refunds[0].method.value == "original"
+    await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+    assert await h.balances() in (None, (0, 0))
+    assert len(await h.refunds_in_ledger(order_id)) == 1
+    assert "refund_reconciled" in await h.events(view.cancellation_id)
+
+
+async def test_a_retry_after_the_providers_key_expired_never_refunds_twice(h, provider_url):
+    """The provider applied the refund but its answer was lost; the retry comes after the
+    provider forgot the idempotency key (a day later): the product asks first, by the refund
+    id in the refund's metadata, and finds the refund instead of making a second one."""
+    order_id = await h.order()
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await _set_faults(provider_url, error_after_effect_rate=1.0)
+    try:
+        await h.client.accept(h.shop_id, order_id, ACCEPT)
+        for _ in range(100):
+            if await h.refunds_in_ledger(order_id):
+                break
+            await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=provider_url, trust_env=False) as http:
+            advanced = await http.post("/v1/clock/advance", json={"seconds": 25 * 3600})
+            advanced.raise_for_status()
+    finally:
+        await _set_faults(provider_url)
+    done = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED, within=60)
+    assert len(await h.refunds_in_ledger(order_id)) == 1
+    assert done.refunded is not None and done.refunded.amount == done.refunds[0].amount
+
+
+async def test_a_request_still_in_flight_at_the_provider_is_waited_for_not_failed(h, provider_url):
+    """The first call hangs past our timeout while the provider still works on it; the
+    retry with the same key gets 409 idempotency_key_in_use, a wait, not a failure."""
+    order_id = await h.order()
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await _set_faults(provider_url, slow_rate=1.0, hang_seconds=12)
+    try:
+        await h.client.accept(h.shop_id, order_id, ACCEPT)
+        await h.wait_for(view.cancellation_id, lambda v: bool(v.refunds))
+        await asyncio.sleep(11)
+    finally:
+        await _set_faults(provider_url)
+    done = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED, within=60)
+    assert done.refunds[0].status is RefundStatus.SUCCEEDED
+    assert len(await h.refunds_in_ledger(order_id)) == 1
