@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.stripe_provider import StripeProviderClient
@@ -83,6 +84,7 @@ class StripeStack:
     """The hook (in process, through ASGI), authorized as :data:`STRIPE_SHOP`."""
     stripe: StripeProviderClient
     """The tests' own Stripe client, to make and read PaymentIntents."""
+    temporal: Client
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -119,4 +121,10 @@ async def stripe_stack(
         )
         client = StripeProviderClient(localstripe.LOCALSTRIPE_API_KEY, api_base=localstripe_url)
         stack.push_async_callback(client.aclose)
-        yield StripeStack(settings=settings, shop_id=STRIPE_SHOP, http=http, stripe=client)
+        yield StripeStack(
+            settings=settings,
+            shop_id=STRIPE_SHOP,
+            http=http,
+            stripe=client,
+            temporal=dev_env.client,
+        )

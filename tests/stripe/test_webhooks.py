@@ -6,6 +6,7 @@ The events are signed here as Stripe signs them (``t=<unix>,v1=<hex HMAC-SHA256 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -14,11 +15,15 @@ import uuid
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+import respx
+from temporalio.api.enums.v1 import EventType
 
 pytestmark = [pytest.mark.integration]
 
 WEBHOOKS = "/v1/provider/stripe/webhooks"
+TOTAL = 30000
 
 
 def _signed(
@@ -134,3 +139,93 @@ async def test_a_signed_body_that_is_not_an_event_is_refused(stripe_stack):
     )
 
     assert answer.status_code == 422, answer.text
+
+
+async def test_a_pending_refund_is_settled_by_stripes_webhook(stripe_stack, localstripe_url):
+    """localstripe never answers pending, so Stripe's pending answer is replayed (respx)
+    for the refund calls only; the rest is localstripe. The run waits for the refund, the
+    signed ``refund.updated`` arrives, the hook signals the run and it ends canceled."""
+    order_id = f"o-{uuid.uuid4().hex[:8]}"
+    payment = await stripe_stack.stripe.create_payment(TOTAL, "KRW")
+    refund_id = f"re_pending{uuid.uuid4().hex[:10]}"
+    pending = {
+        "id": refund_id,
+        "object": "refund",
+        "amount": TOTAL,
+        "currency": "krw",
+        "metadata": {},
+        "payment_intent": payment["id"],
+        "status": "pending",
+    }
+    with respx.mock(base_url=localstripe_url, assert_all_called=False) as stripe_api:
+        stripe_api.post("/v1/refunds").mock(return_value=httpx.Response(200, json=pending))
+        stripe_api.get(f"/v1/refunds/{refund_id}").mock(
+            return_value=httpx.Response(200, json=pending)
+        )
+        stripe_api.route().pass_through()
+        await _put_order(stripe_stack, order_id, payment["id"])
+        await _request_and_accept(stripe_stack, order_id)
+        waiting = await _wait_for(stripe_stack, order_id, lambda v: v["refunds"])
+        assert waiting["status"] == "in_progress"
+        assert [r["status"] for r in waiting["refunds"]] == ["processing"]
+
+        event = _event(status="succeeded", payment_intent=payment["id"])
+        event["data"]["object"]["id"] = refund_id
+        body, headers = _signed(stripe_stack.settings.stripe_webhook_secret, event)
+        answer = await stripe_stack.http.post(WEBHOOKS, content=body, headers=headers)
+        assert answer.json() == {"ignored": False}
+
+        final = await _wait_for(stripe_stack, order_id, lambda v: v["status"] == "canceled")
+    assert [r["status"] for r in final["refunds"]] == ["succeeded"]
+    history = await stripe_stack.temporal.get_workflow_handle(
+        final["cancellation_id"]
+    ).fetch_history()
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert signals == ["provider_refund_settled"]
+
+
+async def _put_order(stack: Any, order_id: str, payment_id: str) -> None:
+    answer = await stack.http.put(
+        f"/v1/shops/{stack.shop_id}/orders/{order_id}",
+        json={
+            "customer_id": "cust-1",
+            "currency": "KRW",
+            "status": "paid",
+            "shipping_fee": 3000,
+            "items": [{"item_id": "i1", "sku": "sku-mug", "quantity": 1, "unit_price": 27000}],
+            "tenders": [
+                {"tender_id": "t1", "kind": "card", "amount": TOTAL, "payment_id": payment_id}
+            ],
+        },
+    )
+    assert answer.status_code == 201, answer.text
+
+
+async def _request_and_accept(stack: Any, order_id: str) -> None:
+    path = f"/v1/shops/{stack.shop_id}/orders/{order_id}/cancellation"
+    requested = await stack.http.post(
+        path,
+        json={"initiated_by": "customer", "channel": "my_account", "reason_code": "changed_mind"},
+    )
+    assert requested.status_code == 201, requested.text
+    accepted = await stack.http.post(
+        f"{path}/accept",
+        json={"reason_code": "changed_mind", "reason": "asked", "refund_method": "original"},
+    )
+    assert accepted.status_code == 200, accepted.text
+
+
+async def _wait_for(stack: Any, order_id: str, predicate: Any) -> dict[str, Any]:
+    path = f"/v1/shops/{stack.shop_id}/orders/{order_id}/cancellation"
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        view: dict[str, Any] = (await stack.http.get(path)).json()
+        if predicate(view):
+            return view
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached within 20 s: {view}")
+        await asyncio.sleep(0.1)
