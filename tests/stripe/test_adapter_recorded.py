@@ -401,3 +401,56 @@ async def test_refund_list_pages_through_every_refund(client, stripe_api):
 
     assert [r["id"] for r in refunds] == ["re_0", "re_1", "re_2"]
     assert json.loads(json.dumps(refunds))  # plain JSON, ready for an activity result
+
+
+def authorized_intent(**changes: Any) -> dict[str, Any]:
+    """An uncaptured EUR 50.00 PaymentIntent, as Stripe shows it."""
+    intent = payment_intent(status="requires_capture", amount_capturable=5000, amount_received=0)
+    intent["latest_charge"].update(captured=False, amount_captured=0)
+    intent.update(changes)
+    return intent
+
+
+async def test_partial_void_captures_authorized_minus_released(client, stripe_api):
+    stripe_api.get(f"/v1/payment_intents/{PI}").mock(return_value=answer(authorized_intent()))
+    captured = payment_intent(amount_received=3000)
+    captured["latest_charge"]["amount_captured"] = 3000
+    capture = stripe_api.post(f"/v1/payment_intents/{PI}/capture").mock(
+        return_value=answer(captured)
+    )
+
+    released = await client.void(PI, "void-key", amount=2000, account="acct_1Shop")
+
+    form = dict(httpx.QueryParams(capture.calls.last.request.content.decode()))
+    assert form == {"amount_to_capture": "3000"}
+    assert capture.calls.last.request.headers["Idempotency-Key"] == "void-key"
+    assert (released["status"], released["captured_amount"], released["released"]) == (
+        "captured",
+        3000,
+        2000,
+    )
+
+
+async def test_partial_void_repeated_after_its_capture_answers_the_same(client, stripe_api):
+    """The capture happened but its answer was lost: the retry must not be refused."""
+    captured = payment_intent(amount_received=3000)
+    captured["latest_charge"]["amount_captured"] = 3000
+    stripe_api.get(f"/v1/payment_intents/{PI}").mock(return_value=answer(captured))
+    capture = stripe_api.post(f"/v1/payment_intents/{PI}/capture")
+
+    again = await client.void(PI, "void-key", amount=2000)
+
+    assert again["released"] == 2000
+    assert not capture.called
+
+
+async def test_whole_void_repeated_after_the_cancel_answers_the_same(client, stripe_api):
+    stripe_api.get(f"/v1/payment_intents/{PI}").mock(
+        return_value=answer(authorized_intent(status="canceled", amount_capturable=0))
+    )
+    cancel = stripe_api.post(f"/v1/payment_intents/{PI}/cancel")
+
+    again = await client.void(PI, "void-key")
+
+    assert (again["status"], again["released"]) == ("voided", 5000)
+    assert not cancel.called
