@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from activities.provider_client import PaymentProviderClient, ProviderRefused
+from activities.provider_port import PaymentProvider
 from activities.stripe_provider import StripeProviderClient
 
 
@@ -183,3 +184,9 @@ def test_every_call_of_the_sandbox_client_is_overridden():
     assert public
     for name in public:
         assert name in vars(StripeProviderClient), f"StripeProviderClient lacks {name}"
+
+
+async def test_the_stripe_adapter_speaks_the_whole_port(localstripe_url):
+    """Checked by mypy too: the assignment fails type checking if a call's signature drifts."""
+    client: PaymentProvider = StripeProviderClient("sk_test_x", api_base=localstripe_url)
+    await client.aclose()
