@@ -24,10 +24,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.database import StoreRepository, apply_migrations, create_pool
 from activities.provider import ProviderActivities
-from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
 from starter.client import connect_temporal
 from starter.config import DEFAULT_MAX_CACHED_WORKFLOWS, ConfigError, Settings
+from starter.providers import provider_client
 from workflows.order_cancellation import OrderCancellationWorkflow
 
 # In-flight activities get this long to finish after SIGTERM before they are cancelled.
@@ -47,7 +47,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 async def activity_dependencies(settings: Settings) -> AsyncIterator[list[Any]]:
     """The activity classes with their pool and HTTP client, closed on exit."""
     pool = await create_pool(settings.require_database())
-    provider = PaymentProviderClient(settings.provider_url)
+    provider = provider_client(settings)
     try:
         yield [
             StoreActivities(StoreRepository(pool)),

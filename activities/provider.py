@@ -20,19 +20,17 @@ from activities.provider_client import (
     ProviderUnavailable,
     RefundDeclined,
 )
+from domain.errors import FailureType
 
-# Failure types the workflow reacts to (ApplicationError.type).
-PROVIDER_ERROR = "provider_error"
-"""Something no other type names went wrong around a provider call (an answer we can't
-read, a bug): the attempt fails for good and the line needs a person, never an endless
-retry that might pay twice."""
-PAYMENT_MISMATCH = "payment_mismatch"
-REFUND_DECLINED = "refund_declined"
-PROVIDER_REFUSED = "provider_refused"
-PROVIDER_UNAVAILABLE = "provider_unavailable"
-REFUND_PENDING = "refund_pending"
-RECAPTURE_REFUSED = "recapture_refused"
-PARTIAL_VOID_UNSUPPORTED = "partial_void_unsupported"
+# Failure types the workflow reacts to (ApplicationError.type): ``domain.errors.FailureType``.
+PROVIDER_ERROR = FailureType.PROVIDER_ERROR
+PAYMENT_MISMATCH = FailureType.PAYMENT_MISMATCH
+REFUND_DECLINED = FailureType.REFUND_DECLINED
+PROVIDER_REFUSED = FailureType.PROVIDER_REFUSED
+PROVIDER_UNAVAILABLE = FailureType.PROVIDER_UNAVAILABLE
+REFUND_PENDING = FailureType.REFUND_PENDING
+RECAPTURE_REFUSED = FailureType.RECAPTURE_REFUSED
+PARTIAL_VOID_UNSUPPORTED = FailureType.PARTIAL_VOID_UNSUPPORTED
 
 # While a refund is pending, look again after this long (plus Temporal's backoff).
 SETTLEMENT_POLL_DELAY = timedelta(seconds=2)
@@ -319,7 +317,19 @@ class ProviderActivities:
         """Release an authorization the provider would not refund (never captured)."""
         account = self._account(input.shop_id)
         payment = await self._client.get_payment(input.payment_id, account=account)
-        if payment["status"] == "authorized" and input.amount < payment["amount"]:
+        partial = payment["status"] == "authorized" and input.amount < payment["amount"]
+        if partial and self._client.RELEASES_PART:
+            # The honest partial void: capture only what stays sold (Stripe's
+            # amount_to_capture), which gives the rest of the authorization back.
+            released = await self._client.void(
+                input.payment_id, input.idempotency_key, account=account, amount=input.amount
+            )
+            return RefundPaymentResult(
+                operation=ProviderOperation.VOID,
+                provider_reference=f"void:{released['id']}",
+                settled=True,
+            )
+        if partial:
             # A void releases the whole authorization: voiding for part of the order
             # would let go of money the customer still owes for the items they keep.
             raise ApplicationError(
@@ -393,7 +403,7 @@ class ProviderActivities:
                     provider_reference=refund["id"],
                     settled=True,
                 )
-            case "declined" | "failed":
+            case "declined" | "failed" | "canceled":
                 raise ApplicationError(
                     f"refund {refund['id']} was declined: {refund.get('failure_code')}",
                     type=REFUND_DECLINED,

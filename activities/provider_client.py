@@ -12,7 +12,7 @@ Exception tree::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -65,6 +65,10 @@ class PaymentProviderClient:
     Every call names the shop's account at the provider (``account``, sent as
     :data:`ACCOUNT_HEADER`); a payment of another account is not found there.
     """
+
+    RELEASES_PART: ClassVar[bool] = False
+    """Whether ``void(amount=…)`` can give back part of an authorization and keep the rest
+    (Stripe: capture the rest); the sandbox voids whole authorizations only."""
 
     def __init__(self, base_url: str, *, http: httpx.AsyncClient | None = None) -> None:
         self._http = http or httpx.AsyncClient(base_url=base_url, timeout=REQUEST_TIMEOUT)
@@ -143,9 +147,22 @@ class PaymentProviderClient:
         return await self._request("GET", f"/v1/refunds/{segment(refund_id)}", account=account)
 
     async def void(
-        self, payment_id: str, idempotency_key: str, *, account: str | None = None
+        self,
+        payment_id: str,
+        idempotency_key: str,
+        *,
+        account: str | None = None,
+        amount: int | None = None,
     ) -> dict[str, Any]:
-        """Void an authorized, uncaptured payment; the answer is the payment."""
+        """Void an authorized, uncaptured payment, whole; the answer is the payment.
+
+        The sandbox can't release part of an authorization (``amount``): see
+        :attr:`RELEASES_PART`.
+        """
+        if amount is not None:
+            raise ProviderRefused(
+                "the sandbox voids whole authorizations only", code="partial_void_unsupported"
+            )
         return await self._request(
             "POST", f"/v1/payments/{segment(payment_id)}/void", {}, idempotency_key, account=account
         )

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.database import OpenedCancellation, StoreRepository
 from domain.cancellation import CancellationView, StartCancellationInput
 from domain.changes import ChangeResult, ChangeSet
-from domain.errors import CancellationError
+from domain.errors import CancellationError, FailureType
 from domain.money import Money
 from domain.order import Order
 from domain.scope import refundable_before_acceptance
@@ -120,6 +120,6 @@ async def _business_errors() -> AsyncIterator[None]:
         # retrying can't fix it, a person must look.
         raise ApplicationError(
             f"store refused the change: {type(err).__name__}",
-            type="store_constraint",
+            type=FailureType.STORE_CONSTRAINT,
             non_retryable=True,
         ) from None

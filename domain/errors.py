@@ -50,6 +50,51 @@ class ErrorCode(StrEnum):
     """A card tender names a payment that is not the shop's, in another currency, or short."""
     ORDER_LOCKED = "order_locked"
     """The order has a cancellation: its currency, items and tenders can't be replaced."""
+    INTERNAL_ERROR = "internal_error"
+    """A bug or a broken invariant on our side (say, a database constraint); it is logged
+    with its trace, and nothing the caller did can fix it."""
+
+
+class FailureType(StrEnum):
+    """Why a step inside a run failed: the ``type`` of an activity's ``ApplicationError``.
+
+    The workflow reacts to these (a refund line fails, a run waits); they reach a caller
+    only through an :class:`ErrorCode` (:func:`as_error_code`).
+    """
+
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    """The provider did not answer usefully; the activity retries with the same key."""
+    PROVIDER_REFUSED = "provider_refused"
+    """The provider refused the request for good (a 4xx other than a decline)."""
+    REFUND_DECLINED = "refund_declined"
+    """The card network declined the refund."""
+    REFUND_PENDING = "refund_pending"
+    """The refund is still pending: the settlement poll tries again later."""
+    REFUND_FAILED = "refund_failed"
+    """The provider's webhook reported the refund failed."""
+    RECAPTURE_REFUSED = "recapture_refused"
+    """The provider refused to take a canceled payment back after its check allowed it."""
+    PARTIAL_VOID_UNSUPPORTED = "partial_void_unsupported"
+    """Part of an authorization can't be released at this provider."""
+    PAYMENT_MISMATCH = "payment_mismatch"
+    """The provider answered for another currency or amount than asked."""
+    PROVIDER_ERROR = "provider_error"
+    """Anything else around a provider call (an unreadable answer, a bug): fails for good."""
+    STORE_CONSTRAINT = "store_constraint"
+    """The store refused a write on a constraint we rely on: a bug or bad data."""
+    STORE_FAILED = "store_failed"
+    """A store step failed without saying why (the database was away too long)."""
+
+
+def as_error_code(failure_type: str | None) -> ErrorCode:
+    """The caller's code for a run's failure type: its own code when it is one, a database
+    outage as ``database_unavailable``, a provider outage as ``provider_unavailable``, and
+    anything else as ``internal_error`` (never a made-up ``invalid_transition``)."""
+    if failure_type is not None and failure_type in ErrorCode.__members__.values():
+        return ErrorCode(failure_type)
+    if failure_type == FailureType.STORE_FAILED:
+        return ErrorCode.DATABASE_UNAVAILABLE
+    return ErrorCode.INTERNAL_ERROR
 
 
 class CancellationError(Exception):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ from domain.cancellation import (
     WithdrawInput,
 )
 from domain.contract import TASK_QUEUE, cancellation_workflow_id
-from domain.errors import CancellationError, ErrorCode
+from domain.errors import CancellationError, ErrorCode, as_error_code
 from domain.money import Money
 from domain.order import Order, OrderDocument, OrderStatus
 from domain.payments import ProviderPayment, card_tenders_by_payment, payment_mismatch
@@ -77,11 +78,14 @@ from domain.scope import refundable_amount, refundable_before_acceptance, scope_
 from domain.shop import ShopSettings
 from starter.codec import data_converter
 from starter.config import Settings
+from starter.providers import provider_client
 from workflows.order_cancellation import OrderCancellationWorkflow
 from workflows.search_attributes import start_search_attributes
 
 _Body = TypeVar("_Body", bound=BaseModel)
 """The body of one of the run's updates."""
+
+log = logging.getLogger("starter.client")
 
 # How long a start waits for the run to open (check the order, hold it) before
 # answering; opening is one short database transaction.
@@ -153,7 +157,7 @@ class CancellationClient:
             task_queue=settings.task_queue,
             provider_task_queue=settings.provider_task_queue,
             pool=pool,
-            provider=PaymentProviderClient(settings.provider_url),
+            provider=provider_client(settings),
             provider_accounts=settings.provider_accounts,
         )
 
@@ -832,11 +836,18 @@ async def _raise_run_failure(handle: WorkflowHandle[Any, CancellationView]) -> N
 
 
 def _as_cancellation_error(cause: BaseException | None, err: Exception) -> CancellationError:
-    """The workflow's typed refusal as the client's error; anything else is a conflict."""
-    codes = {code.value for code in ErrorCode}
-    if isinstance(cause, ApplicationError) and cause.type in codes:
-        return CancellationError(ErrorCode(str(cause.type)), cause.message)
-    return CancellationError(ErrorCode.INVALID_TRANSITION, str(cause or err))
+    """The workflow's typed refusal as the client's error. A failure of ours (a store
+    constraint, a type nobody maps) is logged with its trace and answered as such, never
+    passed off as the caller's ``invalid_transition``."""
+    failure_type = cause.type if isinstance(cause, ApplicationError) else None
+    code = as_error_code(failure_type)
+    if code is ErrorCode.INTERNAL_ERROR:
+        log.error("a run failed on our side (%s)", failure_type, exc_info=err)
+        return CancellationError(
+            code, "the cancellation failed on our side; it is logged and nothing was changed"
+        )
+    message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+    return CancellationError(code, message)
 
 
 def _rpc_error(err: RPCError) -> CancellationError:

@@ -11,7 +11,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.envconfig import ClientConfigProfile
@@ -22,6 +22,8 @@ DEFAULT_TEMPORAL_ADDRESS = "localhost:7233"
 DEFAULT_PROVIDER_URL = "http://127.0.0.1:8001"
 DEFAULT_ADMIN_HOOK_PORT = 8000
 DEFAULT_UI_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
+DEFAULT_STRIPE_API_BASE = "https://api.stripe.com"
+PaymentProviderName = Literal["sandbox", "stripe"]
 # Enough for the runs in flight on one worker; see docs/performance.md ("idle footprint").
 DEFAULT_MAX_CACHED_WORKFLOWS = 100
 # A shop id in ADMIN_HOOK_TOKENS: the API's id alphabet and length, without ":" (the pair's
@@ -73,6 +75,13 @@ class Settings(BaseModel):
     task_queue: str = TASK_QUEUE
     provider_task_queue: str | None = None
     """A separate queue for provider calls; ``None`` keeps them on ``task_queue``."""
+    payment_provider: PaymentProviderName = "sandbox"
+    """Which provider card payments live at (``PAYMENT_PROVIDER``): our sandbox or Stripe."""
+    stripe_api_key: str | None = Field(default=None, repr=False)
+    stripe_api_base: str = DEFAULT_STRIPE_API_BASE
+    """Where Stripe's API is; tests and the dev stack point it at localstripe."""
+    stripe_webhook_secret: str | None = Field(default=None, repr=False)
+    """``whsec_…``: the hook verifies ``Stripe-Signature`` with it."""
 
     @property
     def temporal_address(self) -> str:
@@ -115,6 +124,10 @@ class Settings(BaseModel):
             admin_cookie_secure=_flag(env, "ADMIN_COOKIE_SECURE", default=True),
             task_queue=env.get("TASK_QUEUE") or TASK_QUEUE,
             provider_task_queue=env.get("PROVIDER_TASK_QUEUE") or None,
+            payment_provider=_payment_provider(env.get("PAYMENT_PROVIDER") or "sandbox"),
+            stripe_api_key=env.get("STRIPE_API_KEY") or None,
+            stripe_api_base=env.get("STRIPE_API_BASE") or DEFAULT_STRIPE_API_BASE,
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
         )
 
     def require_database(self) -> str:
@@ -129,6 +142,16 @@ class Settings(BaseModel):
                 " or point DATABASE_URL at your PostgreSQL"
             )
         return self.database_url
+
+
+def _payment_provider(value: str) -> PaymentProviderName:
+    match value.strip().lower():
+        case "sandbox":
+            return "sandbox"
+        case "stripe":
+            return "stripe"
+        case _:
+            raise ConfigError(f"PAYMENT_PROVIDER must be sandbox or stripe, not {value!r}")
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -165,7 +188,7 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
         return True
     if raw in ("0", "false", "no", "off"):
         return False
-    raise SystemExit(f"{name} must be 1 or 0, not {raw!r}")
+    raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
 
 
 def parse_tokens(value: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         OrderChange,
         StockChange,
     )
-    from domain.errors import CancellationError
+    from domain.errors import CancellationError, FailureType
     from domain.order import Order, OrderStatus
     from domain.refund_plan import RefundChannel
     from domain.rules import allowed_actions, refund_attention
@@ -283,7 +283,7 @@ def store_refusal(err: ActivityError) -> ApplicationError:
     cause = err.cause
     if isinstance(cause, ApplicationError) and cause.type:
         return ApplicationError(cause.message, type=cause.type, non_retryable=True)
-    return ApplicationError(f"store step failed: {err.message}", type="store_failed")
+    return ApplicationError(f"store step failed: {err.message}", type=FailureType.STORE_FAILED)
 
 
 def failure_text(err: ActivityError) -> str:

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         Notification,
         Recipient,
     )
+    from domain.errors import FailureType
     from domain.money import format_money
     from domain.order import OrderStatus
     from domain.rules import REVERSED
@@ -150,7 +151,7 @@ class RefundSteps(CancellationCore):
             await poll
         if reference in self._run.failed_references:
             raise ApplicationError(
-                f"the provider reports refund {reference} failed", type="refund_failed"
+                f"the provider reports refund {reference} failed", type=FailureType.REFUND_FAILED
             )
         return RefundPaymentResult(
             operation=pending.operation, provider_reference=reference, settled=True

@@ -59,6 +59,7 @@ HTTP_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.PROVIDER_UNAVAILABLE: 503,
     ErrorCode.PAYMENT_MISMATCH: 422,
     ErrorCode.ORDER_LOCKED: 409,
+    ErrorCode.INTERNAL_ERROR: 500,
 }
 """The one mapping from error code to HTTP status."""
 

@@ -12,13 +12,13 @@ from fastapi import FastAPI
 
 from activities.admin_store import AdminStore
 from activities.database import StoreRepository, apply_migrations, create_pool
-from activities.provider_client import PaymentProviderClient
 from starter import ports
 from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
 from starter.http.app import create_app
 from starter.http.errors import install_log_redaction
 from starter.http.params import IDENTIFIER
+from starter.providers import provider_client
 
 # Long enough that guessing is hopeless (256 bits), short enough to paste.
 TOKEN_BYTES = 32
@@ -45,7 +45,7 @@ async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
         task_queue=settings.task_queue,
         provider_task_queue=settings.provider_task_queue,
         pool=pool,
-        provider=PaymentProviderClient(settings.provider_url),
+        provider=provider_client(settings),
         provider_accounts=settings.provider_accounts,
     )
     try:

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from starter.config import ConfigError
 from starter.http.auth import ACTOR_PATTERN, MAX_ACTOR_LENGTH
 
 log = logging.getLogger("starter.http.admin")
@@ -77,7 +78,7 @@ class SessionSigner:
             )
             key = secrets.token_urlsafe(32)
         elif len(key) < MIN_KEY_LENGTH:
-            raise SystemExit(f"ADMIN_SESSION_KEY must be at least {MIN_KEY_LENGTH} characters")
+            raise ConfigError(f"ADMIN_SESSION_KEY must be at least {MIN_KEY_LENGTH} characters")
         self._key = hashlib.sha256(b"admin-session\x00" + key.encode()).digest()
 
     def new_session(self, shop_id: str, name: str, *, now: float | None = None) -> str:

@@ -65,6 +65,9 @@ ERROR_SENTENCES: Final[dict[ErrorCode, str]] = {
     ErrorCode.ORDER_LOCKED: (
         "This order already has a cancellation, so its items and payments can't be changed."
     ),
+    ErrorCode.INTERNAL_ERROR: (
+        "Something went wrong on our side; nothing was changed and we have logged it."
+    ),
 }
 """Every error code of the API as a sentence a merchant understands."""
 

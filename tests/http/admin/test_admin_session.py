@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from starter.config import ConfigError
 from starter.http.admin.session import SESSION_SECONDS, BadSession, SessionSigner, valid_name
 
 KEY = "k" * 32
@@ -47,7 +48,7 @@ def test_another_key_or_kind_does_not_verify():
 
 
 def test_a_short_key_stops_the_hook_and_no_key_means_a_random_one(caplog):
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError):
         SessionSigner("short")
     first, second = SessionSigner(None), SessionSigner(None)
     with pytest.raises(BadSession):
