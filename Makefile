@@ -8,7 +8,7 @@ ARGS ?=
 # About 10 minutes on two cores; see docs/performance.md.
 bench:
 	scripts/bootstrap
-	.venv/bin/python -m starter.bench $(ARGS)
+	.venv/bin/python -m tools.bench $(ARGS)
 
 test:
 	scripts/test $(ARGS)

@@ -29,7 +29,7 @@ from playwright.async_api import Page, ViewportSize, async_playwright
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from starter import ports  # noqa: E402 (needs the sys.path line above)
+from tools import ports  # noqa: E402 (needs the sys.path line above)
 
 STACK_START_SECONDS = 180.0
 SHOP = "demo-shop"

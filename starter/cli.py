@@ -2,10 +2,10 @@
 
 Commands::
 
-    dev [ARGS…]                 the embedded dev stack (arguments go to starter.devstack)
-    demo [ARGS…]                walk through the seed's scenarios (arguments go to starter.demo)
-    bench [ARGS…]               the benchmark (arguments go to starter.bench; docs/performance.md)
-    chaos [ARGS…]               the chaos run (arguments go to starter.chaos; docs/reliability.md)
+    dev [ARGS…]                 the embedded dev stack (arguments go to tools.devstack)
+    demo [ARGS…]                walk through the seed's scenarios (arguments go to tools.demo)
+    bench [ARGS…]               the benchmark (arguments go to tools.bench; docs/performance.md)
+    chaos [ARGS…]               the chaos run (arguments go to tools.chaos; docs/reliability.md)
     request SHOP ORDER          a customer's request from My Account; with --merchant, the
                                 merchant's own cancellation, which starts accepted;
                                 --item ITEM_ID:QUANTITY (repeatable) cancels only those
@@ -103,7 +103,7 @@ from domain.requests import (
 from domain.shop import ShopSettings
 from starter import card_payments, outages
 from starter.client import CancellationClient
-from starter.config import ConfigError, Settings, dev_stack_environment
+from starter.config import ConfigError, Settings, dev_stack_environment, find_project_folder
 
 # ---------------------------------------------------------------------------- exit codes
 
@@ -145,10 +145,10 @@ def exit_code(code: ErrorCode) -> int:
 
 # Commands that run their own event loop and parse their own arguments.
 PASS_THROUGH = {
-    "dev": "starter.devstack",
-    "demo": "starter.demo",
-    "bench": "starter.bench",
-    "chaos": "starter.chaos",
+    "dev": "tools.devstack",
+    "demo": "tools.demo",
+    "bench": "tools.bench",
+    "chaos": "tools.chaos",
 }
 
 # A view shows this many of its latest history entries; --json has them all.
@@ -269,10 +269,19 @@ def _run_module(command: str, argv: list[str]) -> int:
     # Imported only now: the dev stack and demo pull in servers the other commands
     # don't need, and the CLI must work where they are not installed.
     module_name = PASS_THROUGH[command]
+    # The tooling (``tools/``) is part of a source checkout, not of the installed product:
+    # found from the project folder the command runs in.
+    project = find_project_folder(Path.cwd())
+    if project is not None and str(project) not in sys.path:
+        sys.path.insert(0, str(project))
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:  # the module, or a server package it needs
-        print(f"error: `{command}` is not available here: {err}", file=sys.stderr)
+        print(
+            f"error: `{command}` is development tooling from a source checkout of this"
+            f" project (run it inside the project folder): {err}",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     entry: Callable[[list[str]], int] = module.main
     return entry(argv)

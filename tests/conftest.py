@@ -30,8 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from starter import ports, temporal_server  # noqa: E402 (needs the sys.path line above)
-from starter.embedded_postgres import EmbeddedPostgres  # noqa: E402 (same)
+from tools import ports, temporal_server  # noqa: E402 (needs the sys.path line above)
+from tools.embedded_postgres import EmbeddedPostgres  # noqa: E402 (same)
 
 # A cold CI machine may need a while to start a Python service; a healthy one answers in ~1 s.
 SANDBOX_STARTUP_TIMEOUT_SECONDS = 30.0

@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from domain import contract
-    from starter import ports, temporal_server
-    from starter.embedded_postgres import EmbeddedPostgres
+    from tools import ports, temporal_server
+    from tools.embedded_postgres import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,8 @@ import asyncio
 import logging
 import sys
 
-from starter import ports
 from starter.config import ConfigError, Settings
-from starter.http.server import InvalidShopIdError, issue_token, serve
+from starter.http.server import LOOPBACK, InvalidShopIdError, issue_token, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m starter.http", description=__doc__)
     parser.add_argument(
         "--host",
-        default=ports.LOOPBACK,
+        default=LOOPBACK,
         help="address to listen on (default %(default)s; 0.0.0.0 behind a proxy)",
     )
     parser.add_argument(

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 
 from activities.admin_store import AdminStore
 from activities.database import StoreRepository, apply_migrations, create_pool
-from starter import ports
 from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
 from starter.http.app import create_app
@@ -22,6 +21,9 @@ from starter.providers import provider_client
 
 # Long enough that guessing is hopeless (256 bits), short enough to paste.
 TOKEN_BYTES = 32
+
+LOOPBACK = "127.0.0.1"
+"""The hook listens here unless told otherwise (``--host``): loopback, behind a proxy."""
 
 
 @asynccontextmanager
@@ -54,7 +56,7 @@ async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
         await client.close()
 
 
-async def serve(settings: Settings, *, host: str = ports.LOOPBACK) -> None:
+async def serve(settings: Settings, *, host: str = LOOPBACK) -> None:
     """Serve the hook on ``host``:``ADMIN_HOOK_PORT`` until SIGINT or SIGTERM.
 
     The access log has the method, path and status of each request, never a body.

@@ -34,12 +34,13 @@ from activities.database import StoreRepository, create_pool
 from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
-from starter import card_payments, ports
+from starter import card_payments
 from starter.client import CancellationClient, connect_temporal
 from starter.codec import new_key
 from starter.config import Settings
 from starter.http.app import create_app
 from starter.http.server import open_hook
+from tools import ports
 from worker import build_workers
 
 WEBHOOK_SECRET = "whsec-test-" + uuid.uuid4().hex

@@ -1,6 +1,6 @@
 """The benchmark runs end to end in a tiny form; it asserts nothing about speed.
 
-CI runs it only to prove that ``python -m starter.bench`` still works: every section runs on real
+CI runs it only to prove that ``python -m tools.bench`` still works: every section runs on real
 servers (a fresh Temporal dev server per batch, PostgreSQL, the sandbox, the worker and the admin
 hook as processes) and the JSON report has every key, with sane values.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from starter.bench import parse_options, percentile
+from tools.bench import parse_options, percentile
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,9 +53,9 @@ BATCH_KEYS = (
 
 
 def _run_bench(arguments: list[str]) -> dict[str, Any]:
-    """``python -m starter.bench`` as a user runs it; stopped by its pid if it hangs."""
+    """``python -m tools.bench`` as a user runs it; stopped by its pid if it hangs."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "starter.bench", *arguments],
+        [sys.executable, "-m", "tools.bench", *arguments],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from starter.chaos import (
+from tools.chaos import (
     ChaosOptions,
     ChaosReport,
     ChaosSession,
@@ -27,8 +27,8 @@ from starter.chaos import (
     parse_options,
     plan_faults,
 )
-from starter.chaos_reconcile import ViolationKind, reconcile
-from starter.chaos_stack import FaultKind
+from tools.chaos_reconcile import ViolationKind, reconcile
+from tools.chaos_stack import FaultKind
 
 SHORT = ChaosOptions(cancellations=20, faults_per_kind=2, seed=20261126)
 # The run takes well under a minute on a quiet machine; a loaded CI box may need twice that.

@@ -5,7 +5,7 @@ from pathlib import Path
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
-from starter.chaos import _local_activity
+from tools.chaos import _local_activity
 
 HISTORY = (
     Path(__file__).parents[1]

@@ -29,12 +29,13 @@ from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKi
 from starter import card_payments, cli
 from starter.client import CancellationClient
 from starter.config import Settings, dev_stack_environment
-from starter.devstack import Endpoints
+from tools import demo
+from tools.devstack import Endpoints
 from worker import build_workers
 
 ACCOUNT_NUMBER = "110-123-456789"
 BANK_OPTIONS = ["--bank", "Shinhan", "--account-number", ACCOUNT_NUMBER, "--holder", "Kim Minji"]
-EXAMPLE_FILE = Path(cli.__file__).with_name("demo_orders.json")
+EXAMPLE_FILE = Path(demo.__file__).with_name("demo_orders.json")
 
 
 @dataclass
@@ -492,7 +493,7 @@ async def test_bad_orders_file_reports_every_problem_and_writes_nothing(
 
 
 def test_example_file_has_every_kind_of_order() -> None:
-    """``starter/demo_orders.json`` is valid and covers the seed's payment situations."""
+    """``tools/demo_orders.json`` is valid and covers the seed's payment situations."""
     orders_file, payments = cli.read_orders_file(EXAMPLE_FILE)
     orders = orders_file.shops["demo-shop"].orders
     tender_kinds = {tuple(sorted(t.kind.value for t in doc.tenders)) for doc in orders.values()}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from starter import cli, devstack
+from starter import cli
 from starter.config import DEFAULT_MAX_CACHED_WORKFLOWS, ConfigError, Settings, parse_tokens
+from tools import devstack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-Token_value"

@@ -1,4 +1,4 @@
-"""The dev stack as people run it: ``python -m starter.devstack`` in one shell, the demo in another.
+"""The dev stack as people run it: ``python -m tools.devstack`` in one shell, the demo in another.
 
 Each stack here is the real thing (PostgreSQL, Temporal with its UI, the sandbox, the worker) in a
 temporary state folder, on ports the kernel picked: never the defaults, which a developer's own
@@ -34,17 +34,17 @@ from domain.cancellation import (
     RefundStatus,
 )
 from domain.requests import AcceptRequest, StartRequest
-from starter import ports
 from starter.client import CancellationClient
 from starter.config import Settings, environment_with_fallback
-from starter.demo import (
+from tools import ports
+from tools.demo import (
     CUSTOMER_ID,
     DEMO_SHOP_ID,
     SCENARIOS,
     OrderPlan,
     place_order,
 )
-from starter.devstack import DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, StateDir, stop_orphans
+from tools.devstack import DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, StateDir, stop_orphans
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ class DevStackProcess:
         """Start the stack and return once it printed ``ready``."""
         self.lines = []
         self._ready.clear()
-        command = [sys.executable, "-m", "starter.devstack", "--state-dir", str(self.state_dir)]
+        command = [sys.executable, "-m", "tools.devstack", "--state-dir", str(self.state_dir)]
         self._process = subprocess.Popen(
             [*command, *self.args],
             cwd=REPO_ROOT,
@@ -245,9 +245,9 @@ def test_stack_prints_its_urls_and_environment_then_ready(stack: DevStackProcess
 
 
 def test_demo_walks_every_scenario_of_the_seed(stack: DevStackProcess) -> None:
-    """``python -m starter.demo --json`` in a second shell: every scenario ends as expected."""
+    """``python -m tools.demo --json`` in a second shell: every scenario ends as expected."""
     result = subprocess.run(
-        [sys.executable, "-m", "starter.demo", "--json"],
+        [sys.executable, "-m", "tools.demo", "--json"],
         cwd=REPO_ROOT,
         env=stack.client_env(),
         capture_output=True,
@@ -269,7 +269,7 @@ def test_demo_walks_every_scenario_of_the_seed(stack: DevStackProcess) -> None:
 def test_second_stack_on_the_same_state_dir_is_refused(stack: DevStackProcess) -> None:
     """It fails at once and leaves the running stack alone."""
     result = subprocess.run(
-        [sys.executable, "-m", "starter.devstack", "--state-dir", str(stack.state_dir)],
+        [sys.executable, "-m", "tools.devstack", "--state-dir", str(stack.state_dir)],
         cwd=REPO_ROOT,
         env=_stack_env(),
         capture_output=True,
@@ -329,7 +329,7 @@ def test_a_port_in_use_fails_fast_naming_its_variable() -> None:
         env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "starter.devstack", "--state-dir", str(state_dir)],
+                [sys.executable, "-m", "tools.devstack", "--state-dir", str(state_dir)],
                 cwd=REPO_ROOT,
                 env=env,
                 capture_output=True,

@@ -1,6 +1,6 @@
 """localstripe as a real process for the Stripe adapter's tests, and a client pointed at it.
 
-localstripe (GPL-3.0) is never imported: :mod:`starter.localstripe` runs it as its own
+localstripe (GPL-3.0) is never imported: :mod:`tools.localstripe` runs it as its own
 process on a free loopback port, once per session, with an empty store.
 """
 
@@ -25,9 +25,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.stripe_provider import StripeProviderClient
-from starter import localstripe, ports
 from starter.config import Settings
 from starter.http.server import open_hook
+from tools import localstripe, ports
 from worker import activity_dependencies, build_workers
 
 # localstripe has nothing to flush; SIGTERM ends it at once.

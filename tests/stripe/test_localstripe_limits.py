@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest_asyncio
 
-from starter import localstripe
+from tools import localstripe
 
 
 @pytest_asyncio.fixture(loop_scope="session")

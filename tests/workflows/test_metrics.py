@@ -6,7 +6,7 @@ from temporalio.client import Client
 
 from domain.cancellation import CancellationStatus
 from domain.requests import AcceptRequest, StartRequest
-from starter import ports
+from tools import ports
 from worker import metrics_runtime
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

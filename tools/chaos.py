@@ -1,22 +1,22 @@
-"""``python -m starter.chaos``: kill anything at any time; every cancellation must still end right.
+"""``python -m tools.chaos``: kill anything at any time; every cancellation must still end right.
 
-The run starts its own stack (:mod:`starter.chaos_stack`: PostgreSQL, Temporal, the provider
+The run starts its own stack (:mod:`tools.chaos_stack`: PostgreSQL, Temporal, the provider
 sandbox with webhooks to the admin hook, the worker, the hook) in a temporary folder on free
 loopback ports, then at once:
 
-- drives ``--cancellations`` orders of mixed shapes (:mod:`starter.chaos_driver`) through the
+- drives ``--cancellations`` orders of mixed shapes (:mod:`tools.chaos_driver`) through the
   admin hook at a steady rate;
 - injects ``--faults-per-kind`` faults of each kind at random times, one at a time: SIGKILL the
   worker, restart the sandbox (SIGTERM or SIGKILL), restart PostgreSQL, turn on the sandbox's
   fault injection for a few seconds.
 
 Then it waits (bounded) for every order to finish its steps, reconciles
-(:mod:`starter.chaos_reconcile`), counts the retries Temporal's histories show, and prints a
+(:mod:`tools.chaos_reconcile`), counts the retries Temporal's histories show, and prints a
 table, or with ``--json`` one JSON object. It exits 1 on any invariant violation, 2 when the
 stack could not run. The state folder (logs of every process) is kept when something failed.
 
-    python -m starter.chaos                                  # 60 cancellations, 3 faults per kind
-    python -m starter.chaos --cancellations 300 --faults-per-kind 30   # the long form
+    python -m tools.chaos                                  # 60 cancellations, 3 faults per kind
+    python -m tools.chaos --cancellations 300 --faults-per-kind 30   # the long form
 """
 
 from __future__ import annotations
@@ -43,12 +43,12 @@ from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from starter.chaos_driver import SHAPES, SHOP_ID, Driver, Endpoints
-from starter.chaos_reconcile import ChaosRecord, Reconciliation, World, reconcile
-from starter.chaos_stack import ChaosStack, ChaosStackError, FaultKind, InjectedFault, inject
 from starter.client import connect_temporal
 from starter.config import Settings
-from starter.devstack import NAMESPACE
+from tools.chaos_driver import SHAPES, SHOP_ID, Driver, Endpoints
+from tools.chaos_reconcile import ChaosRecord, Reconciliation, World, reconcile
+from tools.chaos_stack import ChaosStack, ChaosStackError, FaultKind, InjectedFault, inject
+from tools.devstack import NAMESPACE
 
 DEFAULT_CANCELLATIONS = 60
 DEFAULT_FAULTS_PER_KIND = 3
@@ -428,7 +428,7 @@ def _local_activity(marker: MarkerRecordedEventAttributes) -> tuple[str, int] | 
 def parse_options(argv: Sequence[str]) -> ChaosOptions:
     """Read the command line; ``--help`` and usage errors exit through argparse."""
     parser = argparse.ArgumentParser(
-        prog="python -m starter.chaos",
+        prog="python -m tools.chaos",
         description=(
             "Start a throwaway stack, drive cancellations of every shape through the admin hook"
             " while killing and restarting its parts, then reconcile the database, the"

@@ -1,10 +1,10 @@
-"""``python -m starter.bench``: what a cancellation costs, measured next to Temporal's own floor.
+"""``python -m tools.bench``: what a cancellation costs, measured next to Temporal's own floor.
 
 In one run, on the same kind of Temporal server started the same way (a fresh in-memory
-``temporal server start-dev`` per measured batch, see :mod:`starter.bench_stack`):
+``temporal server start-dev`` per measured batch, see :mod:`tools.bench_stack`):
 
 1. **skeleton**: N bare workflows of the cancellation's shape (start, one update, three
-   activities doing nothing, complete; :mod:`starter.bench_skeleton`) at concurrency C;
+   activities doing nothing, complete; :mod:`tools.bench_skeleton`) at concurrency C;
 2. **product**: N full cancellations at the same concurrency: a customer's request, the
    merchant's acceptance through the Python client, one card refund through the provider
    sandbox, the order canceled in PostgreSQL; then the same with the acceptance sent through the
@@ -55,8 +55,8 @@ from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKi
 from domain.requests import AcceptRequest, ConfirmRefundRequest, StartRequest
 from domain.shop import ShopSettings
 from starter import card_payments
-from starter.bench_skeleton import SKELETON_TASK_QUEUE, SkeletonWorkflow
-from starter.bench_stack import LIFTED_QUEUE_LIMITS, Batch, BenchStack, CpuUsage, http_client
+from tools.bench_skeleton import SKELETON_TASK_QUEUE, SkeletonWorkflow
+from tools.bench_stack import LIFTED_QUEUE_LIMITS, Batch, BenchStack, CpuUsage, http_client
 
 __all__ = ["SkeletonWorkflow", "main", "run_bench"]
 
@@ -1158,7 +1158,7 @@ def _positive(text: str) -> int:
 def parse_options(argv: Sequence[str]) -> Options:
     """Read the command line; ``--help`` and usage errors exit through argparse."""
     parser = argparse.ArgumentParser(
-        prog="python -m starter.bench",
+        prog="python -m tools.bench",
         description=(
             "Measure cancellations against a bare workflow of the same shape, each batch on a "
             "fresh in-memory Temporal dev server, with real PostgreSQL, the provider sandbox "

@@ -1,12 +1,12 @@
 """The chaos run's own stack, and the faults it suffers: kill, restart, misbehave.
 
-Everything runs as in the dev stack (:mod:`starter.devstack`), from the same pieces: the
-embedded PostgreSQL (:class:`~starter.embedded_postgres.EmbeddedPostgres`), Temporal's dev server
-(:class:`~starter.temporal_server.DevServer`), and :class:`~starter.devstack.ChildProcess` for
+Everything runs as in the dev stack (:mod:`tools.devstack`), from the same pieces: the
+embedded PostgreSQL (:class:`~tools.embedded_postgres.EmbeddedPostgres`), Temporal's dev server
+(:class:`~tools.temporal_server.DevServer`), and :class:`~tools.devstack.ChildProcess` for
 ``python -m provider_sandbox``, ``python worker.py`` and the admin hook ``python -m starter.http``.
 The differences are what a chaos run needs:
 
-- a throwaway state folder (a :class:`~starter.devstack.StateDir`) and free loopback ports, never
+- a throwaway state folder (a :class:`~tools.devstack.StateDir`) and free loopback ports, never
   the dev stack's defaults, so a developer's own stack keeps running next to it;
 - the sandbox sends its signed webhooks to the hook, so pending refunds settle both ways;
 - PostgreSQL runs without fsync: the faults here kill processes, not the machine, and the
@@ -33,8 +33,8 @@ from pathlib import Path
 import httpx
 
 from activities.database import apply_migrations
-from starter import ports
-from starter.devstack import (
+from tools import ports
+from tools.devstack import (
     _STATE_MARKER_ENV,
     NAMESPACE,
     POSTGRES_STARTUP_TIMEOUT_SECONDS,
@@ -47,8 +47,8 @@ from starter.devstack import (
     ChildProcess,
     StateDir,
 )
-from starter.embedded_postgres import EmbeddedPostgres
-from starter.temporal_server import DevServer
+from tools.embedded_postgres import EmbeddedPostgres
+from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from starter.chaos_reconcile import ChaosRecord, OrderRecord
+from tools.chaos_reconcile import ChaosRecord, OrderRecord
 
 SHOP_ID = "chaos-shop"
 CURRENCY = "EUR"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from starter import ports
+from tools import ports
 
 # Any key shaped like a secret key is accepted by localstripe; a test-mode prefix keeps the
 # adapter's own checks (and a reader) from mistaking it for a real one.

@@ -1,4 +1,4 @@
-"""The embedded dev stack: ``python -m starter dev`` (or ``python -m starter.devstack``).
+"""The embedded dev stack: ``python -m starter dev`` (or ``python -m tools.devstack``).
 
 Starts every part of the system on loopback, each as a child process stopped by its id:
 PostgreSQL (with the ``store`` database, its migrations and the demo data), the Temporal dev
@@ -51,13 +51,13 @@ from urllib.parse import urlsplit
 from activities.database import apply_migrations
 from domain.contract import TASK_QUEUE
 from domain.errors import CancellationError
-from starter import ports
 from starter.client import CancellationClient
 from starter.codec import new_key
 from starter.config import ConfigError, Settings, parse_tokens
-from starter.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
-from starter.embedded_postgres import EmbeddedPostgres
-from starter.temporal_server import DevServer
+from tools import ports
+from tools.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
+from tools.embedded_postgres import EmbeddedPostgres
+from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO_ROOT / ".devstack"

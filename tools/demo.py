@@ -10,7 +10,7 @@ The settings come from the environment; variables that are unset are taken from 
 ``.devstack/env``, so the demo runs from any shell once ``python -m starter dev`` is up.
 
 This module also loads the demo data the dev stack starts with (:func:`seed_demo_data`): the
-shops, stock, customers and orders of ``starter/demo_orders.json``, through ``load-orders``.
+shops, stock, customers and orders of ``tools/demo_orders.json``, through ``load-orders``.
 
 Rule numbers are those of ``docs/rules.md``.
 """

@@ -3,9 +3,9 @@
 One :class:`BenchStack` per benchmark run holds what every batch shares: an embedded PostgreSQL
 and the payment provider sandbox. Each measured batch then gets a world of its own from
 :meth:`BenchStack.batch`: a brand-new in-memory Temporal dev server (started exactly like the
-tests' and the dev stack's, through :class:`~starter.temporal_server.DevServer`), a fresh
+tests' and the dev stack's, through :class:`~tools.temporal_server.DevServer`), a fresh
 migrated database, and its worker process(es) — ``python worker.py`` for the product,
-``python -m starter.bench_skeleton`` for the skeleton — plus, when asked, the admin hook
+``python -m tools.bench_skeleton`` for the skeleton — plus, when asked, the admin hook
 (``python -m starter.http``). Every process listens on 127.0.0.1 on a port the kernel picked
 and is stopped by its process id.
 
@@ -30,13 +30,13 @@ import asyncpg
 import httpx
 
 from activities.database import StoreRepository, apply_migrations, create_pool
-from starter import ports
-from starter.bench_skeleton import SKELETON_TASK_QUEUE
 from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
-from starter.devstack import WORKER_READY_LINE, ChildProcess
-from starter.embedded_postgres import EmbeddedPostgres
-from starter.temporal_server import DevServer
+from tools import ports
+from tools.bench_skeleton import SKELETON_TASK_QUEUE
+from tools.devstack import WORKER_READY_LINE, ChildProcess
+from tools.embedded_postgres import EmbeddedPostgres
+from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -351,7 +351,7 @@ class BenchStack:
             env_vars["ADMIN_HOOK_TOKENS"] = f"{shop_id}:{hook_token}"
         settings = Settings.from_env(env_vars)
         command = (
-            [sys.executable, "-m", "starter.bench_skeleton"]
+            [sys.executable, "-m", "tools.bench_skeleton"]
             if skeleton
             else [sys.executable, str(REPO_ROOT / "worker.py")]
         )

@@ -37,7 +37,7 @@ from typing import IO, Any, Self
 
 import asyncpg
 
-from starter import ports
+from tools import ports
 
 # The wheel's package __init__ builds a server class that asks platformdirs for a runtime
 # folder at import, which warns on machines without XDG_RUNTIME_DIR; we only use its binaries.

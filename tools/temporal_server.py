@@ -32,7 +32,7 @@ import temporalio.service
 from temporalio.common import SearchAttributeIndexedValueType
 
 from domain import contract
-from starter import ports
+from tools import ports
 
 SEARCH_ATTRIBUTES: dict[str, SearchAttributeIndexedValueType] = {
     **dict.fromkeys(contract.KEYWORD_SEARCH_ATTRIBUTES, SearchAttributeIndexedValueType.KEYWORD),

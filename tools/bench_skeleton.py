@@ -92,6 +92,6 @@ if __name__ == "__main__":
 
     # Run the copy imported by its real name: the sandbox re-imports a workflow's module by
     # name, and "__main__" is not one it can import.
-    from starter import bench_skeleton
+    from tools import bench_skeleton
 
     asyncio.run(bench_skeleton.serve())
