@@ -46,6 +46,10 @@ class ErrorCode(StrEnum):
     """The store database does not answer."""
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """The payment provider does not answer."""
+    WEBHOOK_NOT_FOUND = "webhook_not_found"
+    """The shop has no webhook endpoint with that id."""
+    DELIVERY_NOT_FOUND = "delivery_not_found"
+    """The webhook endpoint has no delivery with that id."""
 
 
 class CancellationError(Exception):
