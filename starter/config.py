@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from temporalio.envconfig import ClientConfigProfile
 
 from domain.contract import TASK_QUEUE
@@ -17,6 +18,15 @@ DEFAULT_ADMIN_HOOK_PORT = 8000
 DEFAULT_UI_ORIGINS = ("http://127.0.0.1:8233", "http://localhost:8233")
 # Enough for the runs in flight on one worker; see docs/performance.md ("idle footprint").
 DEFAULT_MAX_CACHED_WORKFLOWS = 100
+# A receiver has this long to answer a webhook; Standard Webhooks senders use 15 s or less,
+# and a slow receiver only delays its own deliveries (the relay sends many at once).
+DEFAULT_WEBHOOKS_TIMEOUT_SECONDS = 10.0
+# Enough for a day's outage investigation; the table stays bounded (docs/events.md).
+DEFAULT_WEBHOOKS_RETENTION = timedelta(days=7)
+DEFAULT_WEBHOOKS_FAILED_RETENTION = timedelta(days=30)
+# Deliveries in flight per relay: receivers answer in well under a second, so 16 keep up
+# with far more transitions a second than one worker makes.
+DEFAULT_WEBHOOKS_RELAY_CONCURRENCY = 16
 
 
 class Settings(BaseModel):
@@ -45,6 +55,18 @@ class Settings(BaseModel):
     task_queue: str = TASK_QUEUE
     provider_task_queue: str | None = None
     """A separate queue for provider calls; ``None`` keeps them on ``task_queue``."""
+    webhooks_allow_http: bool = False
+    """Development and tests: endpoints may be ``http`` and on loopback."""
+    webhooks_timeout: float = DEFAULT_WEBHOOKS_TIMEOUT_SECONDS
+    """Seconds a receiver has to answer one delivery."""
+    webhooks_retry_scale: float = 1.0
+    """Multiplies the retry schedule (tests shrink a day to seconds)."""
+    webhooks_retention: timedelta = DEFAULT_WEBHOOKS_RETENTION
+    """Delivered deliveries (and events nobody needs any more) are pruned after this."""
+    webhooks_failed_retention: timedelta = DEFAULT_WEBHOOKS_FAILED_RETENTION
+    """Failed deliveries stay listed and redeliverable this long."""
+    webhooks_relay_concurrency: int = DEFAULT_WEBHOOKS_RELAY_CONCURRENCY
+    """Deliveries one relay sends at once."""
 
     @property
     def temporal_address(self) -> str:
@@ -86,6 +108,18 @@ class Settings(BaseModel):
             ),
             task_queue=env.get("TASK_QUEUE") or TASK_QUEUE,
             provider_task_queue=env.get("PROVIDER_TASK_QUEUE") or None,
+            webhooks_allow_http=env.get("WEBHOOKS_ALLOW_HTTP", "") in ("1", "true", "yes"),
+            webhooks_timeout=_positive_float(
+                env, "WEBHOOKS_TIMEOUT", DEFAULT_WEBHOOKS_TIMEOUT_SECONDS
+            ),
+            webhooks_retry_scale=_positive_float(env, "WEBHOOKS_RETRY_SCALE", 1.0),
+            webhooks_retention=_duration(env, "WEBHOOKS_RETENTION", DEFAULT_WEBHOOKS_RETENTION),
+            webhooks_failed_retention=_duration(
+                env, "WEBHOOKS_FAILED_RETENTION", DEFAULT_WEBHOOKS_FAILED_RETENTION
+            ),
+            webhooks_relay_concurrency=_positive_int(
+                env, "WEBHOOKS_RELAY_CONCURRENCY", DEFAULT_WEBHOOKS_RELAY_CONCURRENCY
+            ),
         )
 
     def require_database(self) -> str:
@@ -108,6 +142,32 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
         value = 0
     if value < 1:
         raise SystemExit(f"{name} must be a positive whole number, not {raw!r}")
+    return value
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise SystemExit(f"{name} must be a positive number, not {raw!r}")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = TypeAdapter(timedelta).validate_python(raw)
+    except ValidationError:
+        value = timedelta(0)
+    if value <= timedelta(0):
+        raise SystemExit(f"{name} must be a positive ISO 8601 duration (P7D, PT1H), not {raw!r}")
     return value
 
 
