@@ -134,6 +134,8 @@ def _settings(dev_env: WorkflowEnvironment, database_url: str, **changes: Any) -
         "admin_hook_tokens": {ENV_TOKEN: ENV_SHOP},
         "provider_webhook_secret": WEBHOOK_SECRET,
         "task_queue": f"http-test-{uuid.uuid4().hex}",
+        # Webhook endpoints on the tests' loopback receivers (tests/http/test_events.py).
+        "webhooks_allow_http": True,
     }
     return Settings(**(values | changes))
 
