@@ -70,11 +70,12 @@ class RelayConfig:
     poll_interval: float = POLL_INTERVAL
     close_grace: timedelta = CLOSE_GRACE
     prune_every: timedelta = PRUNE_EVERY
+    lease_margin: timedelta = LEASE_MARGIN
 
     @property
     def lease(self) -> timedelta:
         """How long a claim holds a delivery."""
-        return timedelta(seconds=self.timeout) + LEASE_MARGIN
+        return timedelta(seconds=self.timeout) + self.lease_margin
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RelayConfig:
