@@ -141,6 +141,7 @@ PASS_THROUGH = {
     "demo": "starter.demo",
     "bench": "starter.bench",
     "chaos": "starter.chaos",
+    "events": "starter.events_inbox",
 }
 
 # A view shows this many of its latest history entries; --json has them all.
@@ -381,6 +382,7 @@ _PASS_THROUGH_HELP = {
     "demo": "walk through every scenario against a running stack (arguments go to it)",
     "bench": "measure cancellations against a bare workflow of the same shape (arguments go to it)",
     "chaos": "kill parts of a stack of its own while driving cancellations, then reconcile",
+    "events": "`events tail [-f]`: print the events the dev stack's inbox received",
 }
 
 

@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
-from activities.database import apply_migrations
+from activities.database import apply_migrations, create_pool
+from activities.events import EventStore
 from domain.contract import TASK_QUEUE
 from domain.errors import CancellationError
 from starter import ports
@@ -71,8 +72,12 @@ DEFAULT_POSTGRES_PORT = 5433
 """Not 5432, so the stack runs next to a PostgreSQL the machine may already have."""
 DEFAULT_SANDBOX_PORT = 8001
 DEFAULT_ADMIN_HOOK_PORT = 8000
+DEFAULT_INBOX_PORT = 8002
+INBOX_ENDPOINT_ID = "devstack-inbox"
+"""The demo shop's webhook endpoint that sends every event to the stack's inbox."""
 
 WORKER_READY_LINE = "worker ready"
+RELAY_READY_LINE = "relay ready"
 """What ``worker.py`` prints once it polls its task queues."""
 
 # Start-up limits. Each part is usually up within two seconds; a cold machine (first initdb,
@@ -131,6 +136,7 @@ class PortPlan:
     postgres: int
     sandbox: int
     admin_hook: int
+    inbox: int = DEFAULT_INBOX_PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PortPlan:
@@ -145,6 +151,7 @@ class PortPlan:
             postgres=_int_port(env, "DEVSTACK_POSTGRES_PORT", DEFAULT_POSTGRES_PORT),
             sandbox=_url_port(env, "PAYMENT_PROVIDER_URL", DEFAULT_SANDBOX_PORT),
             admin_hook=_int_port(env, "ADMIN_HOOK_PORT", DEFAULT_ADMIN_HOOK_PORT),
+            inbox=_int_port(env, "DEVSTACK_INBOX_PORT", DEFAULT_INBOX_PORT),
         )
 
     def in_use(self) -> dict[str, tuple[int, str]]:
@@ -155,6 +162,7 @@ class PortPlan:
             "Temporal Web UI": (self.ui, "DEVSTACK_UI_PORT=<port>"),
             "PostgreSQL": (self.postgres, "DEVSTACK_POSTGRES_PORT=<port>"),
             "payment sandbox": (self.sandbox, "PAYMENT_PROVIDER_URL=http://127.0.0.1:<port>"),
+            "events inbox": (self.inbox, "DEVSTACK_INBOX_PORT=<port>"),
         }
 
     def check_free(self) -> None:
@@ -426,6 +434,8 @@ def stop_orphans(state: StateDir) -> None:
 # Users of a part go before the part: the worker before Temporal and PostgreSQL. PostgreSQL's
 # fast shutdown is SIGINT; SIGTERM would wait for every client to disconnect.
 _ORPHAN_STOP_ORDER = (
+    ("relay", signal.SIGTERM),
+    ("inbox", signal.SIGTERM),
     ("worker", signal.SIGTERM),
     ("sandbox", signal.SIGTERM),
     ("temporal", signal.SIGTERM),
@@ -446,6 +456,7 @@ class Endpoints:
     database_url: str
     hook_url: str
     admin_hook_port: int
+    inbox_url: str
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Dev secrets the parts share (webhook secret, payload key, tokens); env file only."""
 
@@ -459,6 +470,9 @@ class Endpoints:
             "TEMPORAL_UI_URL": self.ui_url,
             "ADMIN_HOOK_URL": self.hook_url,
             "ADMIN_HOOK_PORT": str(self.admin_hook_port),
+            "EVENTS_INBOX_URL": self.inbox_url,
+            # The inbox is plain http on loopback (production endpoints must be https).
+            "WEBHOOKS_ALLOW_HTTP": "1",
         }
 
     def all_env_vars(self) -> dict[str, str]:
@@ -502,6 +516,7 @@ class DevStack:
             database_url=self.postgres.dsn(STORE_DATABASE),
             hook_url=hook_url,
             admin_hook_port=plan.admin_hook,
+            inbox_url=f"http://{host}:{plan.inbox}",
             secrets=dev_secrets,
         )
         env = self._child_env()
@@ -534,6 +549,29 @@ class DevStack:
             [sys.executable, "-m", "starter.http", "--host", host],
             env,
             self.state.logs / "hook.log",
+        )
+        self.relay = ChildProcess(
+            "events relay",
+            [sys.executable, "-m", "starter.relay"],
+            env,
+            self.state.logs / "relay.log",
+        )
+        self.inbox = ChildProcess(
+            "events inbox",
+            [
+                sys.executable,
+                "-m",
+                "starter.events_inbox",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(plan.inbox),
+                "--secret-file",
+                str(self.state.root / "inbox-secret"),
+            ],
+            env,
+            self.state.logs / "inbox.log",
         )
         self.timings: list[tuple[str, float]] = []
         self._claimed = False
@@ -601,6 +639,7 @@ class DevStack:
         if self.options.demo_data:
             await self._timed("demo data", self._load_demo_data())
         await self._timed("worker", self._start_worker())
+        await self._timed("events relay and inbox", self._start_events())
         # Last: its /healthz asks Temporal and the database, and it serves the UI's codec.
         await self._timed("admin hook", self._start_hook())
         self.timings.append(("total", time.monotonic() - began))
@@ -677,6 +716,37 @@ class DevStack:
         except (RuntimeError, TimeoutError):
             raise _start_failure(self.worker) from None
 
+    async def _start_events(self) -> None:
+        """The relay, the inbox, and the demo shop's endpoint that feeds the inbox."""
+        pool = await create_pool(self.endpoints.database_url)
+        try:
+            _, secret = await EventStore(pool).put_endpoint(
+                DEMO_SHOP_ID, INBOX_ENDPOINT_ID, f"{self.endpoints.inbox_url}/events", ["*"]
+            )
+        finally:
+            await pool.close()
+        if secret is not None:  # made now: the inbox checks signatures with it
+            secret_file = self.state.root / "inbox-secret"
+            secret_file.touch(mode=0o600)
+            secret_file.write_text(secret)
+        self.state.record_pid("relay", self.relay.launch())
+        self.state.record_pid("inbox", self.inbox.launch())
+        try:
+            async with asyncio.timeout(WORKER_STARTUP_TIMEOUT_SECONDS):
+                while RELAY_READY_LINE not in self.relay.output_since_launch():
+                    if not self.relay.is_running:
+                        raise RuntimeError("the relay exited")
+                    await asyncio.sleep(0.1)
+        except (RuntimeError, TimeoutError):
+            raise _start_failure(self.relay) from None
+        try:
+            async with asyncio.timeout(HOOK_STARTUP_TIMEOUT_SECONDS):
+                await ports.wait_for_http_async(
+                    f"{self.endpoints.inbox_url}/healthz", alive=lambda: self.inbox.is_running
+                )
+        except (RuntimeError, TimeoutError):
+            raise _start_failure(self.inbox) from None
+
     async def _start_hook(self) -> None:
         self.state.record_pid("hook", self.hook.launch())
         try:
@@ -711,6 +781,8 @@ class DevStack:
             f"Worker            task queue {TASK_QUEUE}",
             f"Admin hook        {endpoints.hook_url}  (API docs: {endpoints.hook_url}/docs)",
             f"Payload codec     {endpoints.hook_url}/codec (the Web UI decodes through it)",
+            "Events relay      sends every event to the shops' webhook endpoints",
+            f"Events inbox      {endpoints.inbox_url}/events  (python -m starter events tail -f)",
         ]
         if self.options.admin_hook_tokens is None:
             token = self.state.admin_token_for_demo_shop()
@@ -732,7 +804,7 @@ class DevStack:
 
     def dead_part(self) -> str | None:
         """Which part died on its own, with the tail of its log; None while all run."""
-        for child in (self.hook, self.worker, self.sandbox):
+        for child in (self.hook, self.relay, self.inbox, self.worker, self.sandbox):
             if not child.is_running:
                 return (
                     f"the {child.name} exited unexpectedly ({_exit_text(child.exit_code)}); "
@@ -768,6 +840,9 @@ class DevStack:
             return  # the folder (and the pid files in it) may be another stack's
         self.hook.stop(HOOK_STOP_TIMEOUT_SECONDS)
         self.state.forget_pid("hook")
+        for name, child in (("relay", self.relay), ("inbox", self.inbox)):
+            child.stop(HOOK_STOP_TIMEOUT_SECONDS)
+            self.state.forget_pid(name)
         self.worker.stop(WORKER_STOP_TIMEOUT_SECONDS)
         self.state.forget_pid("worker")
         self.sandbox.stop(SANDBOX_STOP_TIMEOUT_SECONDS)

@@ -363,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m starter.relay", description=__doc__)
     parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # httpx logs every request's URL; a shop's endpoint URL may carry a token of its own.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(Settings.from_env()))
     return 0
 
