@@ -213,6 +213,16 @@ class Claimed:
     data: dict[str, Any]
 
 
+_WAKE_SUCCESSOR = """WITH done AS ({update}
+      RETURNING shop_id, endpoint_id, cancellation_id, sequence)
+    SELECT pg_notify($3, '') FROM done
+    WHERE EXISTS (SELECT 1 FROM webhook_deliveries n
+                  WHERE n.shop_id = done.shop_id AND n.endpoint_id = done.endpoint_id
+                    AND n.cancellation_id = done.cancellation_id AND n.status = 'pending'
+                    AND n.sequence > done.sequence)"""
+"""Finish a delivery and, when the cancellation's next event waits for it, wake the relays
+(another relay may be the one to send it)."""
+
 _ENDPOINT_COLUMNS = """shop_id, endpoint_id, url, events, created_at, updated_at,
     secret_created_at,
     CASE WHEN previous_expires_at > now() THEN previous_expires_at END AS previous_expires_at"""
@@ -429,26 +439,38 @@ class EventStore:
         """The receiver took it (2xx). Guarded by ``attempts``: a relay whose lease ran out
         and whose delivery another relay claimed meanwhile changes nothing."""
         await self._pool.execute(
-            "UPDATE webhook_deliveries SET status='delivered', delivered_at=now(),"
-            " last_error=NULL WHERE delivery_id=$1 AND attempts=$2 AND status='pending'",
+            _WAKE_SUCCESSOR.format(
+                update="UPDATE webhook_deliveries SET status='delivered', delivered_at=now(),"
+                " last_error=NULL WHERE delivery_id=$1 AND attempts=$2 AND status='pending'"
+            ),
             delivery_id,
             attempts,
+            NOTIFY_CHANNEL,
         )
 
     async def attempt_failed(
         self, delivery_id: str, attempts: int, error: str, retry_in: timedelta | None
     ) -> None:
         """An attempt failed: due again after ``retry_in``, or ``failed`` when ``None``."""
+        if retry_in is not None:
+            await self._pool.execute(
+                "UPDATE webhook_deliveries SET last_error=$3, next_attempt_at=now() + $4"
+                " WHERE delivery_id=$1 AND attempts=$2 AND status='pending'",
+                delivery_id,
+                attempts,
+                error[:500],
+                retry_in,
+            )
+            return
         await self._pool.execute(
-            """UPDATE webhook_deliveries SET last_error=$3,
-                 status = CASE WHEN $4::interval IS NULL THEN 'failed' ELSE 'pending' END,
-                 next_attempt_at = CASE WHEN $4::interval IS NULL THEN next_attempt_at
-                                        ELSE now() + $4::interval END
-               WHERE delivery_id=$1 AND attempts=$2 AND status='pending'""",
+            _WAKE_SUCCESSOR.format(
+                update="UPDATE webhook_deliveries SET last_error=$4, status='failed'"
+                " WHERE delivery_id=$1 AND attempts=$2 AND status='pending'"
+            ),
             delivery_id,
             attempts,
+            NOTIFY_CHANNEL,
             error[:500],
-            retry_in,
         )
 
     async def next_due_in(self) -> timedelta | None:

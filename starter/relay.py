@@ -142,9 +142,12 @@ class Relay:
                     if len(claimed) == free:
                         wait = 0.0  # there may be more: look again once a slot frees
                     else:
+                        # A retry falling due before the next poll: wake for it. A due one
+                        # that wasn't claimed waits for an earlier event of its cancellation;
+                        # that one's outcome wakes us (locally, or by NOTIFY from another relay).
                         due = await self._store.next_due_in()
-                        if due is not None:
-                            wait = min(wait, max(due.total_seconds(), 0.0))
+                        if due is not None and due.total_seconds() > 0:
+                            wait = min(wait, due.total_seconds())
                 except Exception as err:  # the database may be restarting: try again soon
                     log.warning("relay: can't claim deliveries: %s", _describe(err))
                     claimed = []
@@ -224,7 +227,7 @@ class Relay:
             error = None if 200 <= status < 300 else f"HTTP {status}"
         except TimeoutError:
             error = f"no answer within {self._config.timeout:g} s"
-        except httpx.HTTPError as err:
+        except Exception as err:  # refused, reset, TLS, a URL httpx won't take: all failures
             error = _describe(err)
         try:
             if error is None:
