@@ -114,8 +114,15 @@ def test_tiny_bench_reports_every_section_with_sane_values() -> None:
         for step in idle["steps"]:
             assert _positive(step["worker_rss_mb"]) and _positive(step["start_s"])
     assert "scale_out" not in report
+    # The relay batch: every event of every measured run delivered, and no history added.
+    relay = report["relay"]
+    assert relay["events_delivered"] == relay["events_expected"] == 4 * 20
+    assert _positive(relay["latency_p50_ms"])
+    assert relay["latency_p50_ms"] <= relay["latency_p95_ms"]
+    assert relay["history_events_per_run"] <= relay["history_events_per_run_without"] + 0.5
+    assert report["product_relay"]["completed"] == 20
     names = {target["target"] for target in report["targets"]}
-    assert {"throughput", "history events", "latency at C=1"} <= names
+    assert {"throughput", "history events", "latency at C=1", "relay latency"} <= names
 
 
 def test_percentiles_interpolate_between_ranks() -> None:
