@@ -473,13 +473,6 @@ class EventStore:
             error[:500],
         )
 
-    async def next_due_in(self) -> timedelta | None:
-        """How long until the next pending delivery is due (``None``: none is pending)."""
-        value: timedelta | None = await self._pool.fetchval(
-            "SELECT min(next_attempt_at) - now() FROM webhook_deliveries WHERE status='pending'"
-        )
-        return value
-
     async def close_expired(self, grace: timedelta, limit: int = 100) -> int:
         """Announce ``closed`` for canceled runs whose undo window ended ``grace`` ago.
 

@@ -137,17 +137,13 @@ class Relay:
             free = self._config.concurrency - len(self._in_flight)
             wait = self._config.poll_interval
             if free > 0:
+                # A retry falls due at most a poll interval before it is sent (the shortest
+                # wait is 5 s). A due delivery that isn't claimed waits for an earlier event
+                # of its cancellation, whose outcome notifies (docs/events.md).
                 try:
                     claimed = await self._store.claim(free, self._config.lease)
                     if len(claimed) == free:
                         wait = 0.0  # there may be more: look again once a slot frees
-                    else:
-                        # A retry falling due before the next poll: wake for it. A due one
-                        # that wasn't claimed waits for an earlier event of its cancellation;
-                        # that one's outcome wakes us (locally, or by NOTIFY from another relay).
-                        due = await self._store.next_due_in()
-                        if due is not None and due.total_seconds() > 0:
-                            wait = min(wait, due.total_seconds())
                 except Exception as err:  # the database may be restarting: try again soon
                     log.warning("relay: can't claim deliveries: %s", _describe(err))
                     claimed = []
@@ -160,9 +156,12 @@ class Relay:
                 await _wait_any(self._wake, stop, wait)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
+        was_full = len(self._in_flight) >= self._config.concurrency
         self._in_flight.discard(task)
-        # A slot is free, and the cancellation's next event may be due now.
-        self._wake.set()
+        # A slot is free again: look for more. (A cancellation's next event, due now that
+        # this one is done, comes with a NOTIFY from the outcome's own statement.)
+        if was_full:
+            self._wake.set()
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """Wake on every commit that queued deliveries; reconnect when the database left."""

@@ -142,6 +142,10 @@ async def test_killing_the_relay_mid_delivery_loses_nothing(pool, dsn, receiver,
         second = start_relay_process(dsn, log, WEBHOOKS_TIMEOUT="2")
         try:
             got = await receiver.wait_for("kill", lambda r: len(r) == 4, within=30)
+            deadline = time.monotonic() + 15
+            while await _delivered(pool, shop_id) < 3:  # recorded after the receiver answered
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
         finally:
             kill(second)
     finally:
@@ -154,13 +158,7 @@ async def test_killing_the_relay_mid_delivery_loses_nothing(pool, dsn, receiver,
     assert got[0].webhook_id == got[1].webhook_id
     # The killed relay's claim ran out (2 s timeout + 5 s margin) before anyone sent it again.
     assert got[1].at - started_again > 3
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE shop_id=$1 AND status='delivered'",
-            shop_id,
-        )
-        == 3
-    )
+    assert await _delivered(pool, shop_id) == 3
 
 
 async def test_a_database_restart_mid_delivery_loses_nothing(pool, dsn, own_postgres, receiver):
@@ -193,19 +191,25 @@ async def test_a_database_restart_mid_delivery_loses_nothing(pool, dsn, own_post
         got = await receiver.wait_for(
             "restart", lambda r: len({x.webhook_id for x in r}) == 9, within=30
         )
+        # The receiver answers before the relay records it: wait for the records too.
+        deadline = time.monotonic() + 15
+        while await _delivered(pool, shop_id) < 9:
+            assert time.monotonic() < deadline, await _delivered(pool, shop_id)
+            await asyncio.sleep(0.1)
 
     by_cancellation = events_of(got)
     for cid in ids:
         sequences = [seq for seq, _ in by_cancellation[cid]]
         assert sorted(set(sequences)) == [1, 2, 3], by_cancellation[cid]
         assert sequences == sorted(sequences), "never out of order"
-    assert (
-        await pool.fetchval(
-            "SELECT count(*) FROM webhook_deliveries WHERE shop_id=$1 AND status='delivered'",
-            shop_id,
-        )
-        == 9
+
+
+async def _delivered(pool: asyncpg.Pool, shop_id: str) -> int:
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE shop_id=$1 AND status='delivered'",
+        shop_id,
     )
+    return count
 
 
 async def test_delivered_rows_are_pruned_after_the_retention(pool, dsn, receiver):
