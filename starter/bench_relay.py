@@ -1,9 +1,11 @@
-"""The benchmark's webhook receiver: how fast the relay delivers the product's events.
+"""A webhook receiver for the benchmark and the chaos run: what the relay delivered, when.
 
-:class:`RelayProbe` serves ``POST /events`` on a loopback port inside the bench process and
-notes, for every delivery, when it arrived and when its transition happened (the body's
-``timestamp``). The bench subscribes it to every event of the batch's shop while a relay
-process runs beside the worker (:meth:`starter.bench_stack.BenchStack.batch`).
+:class:`RelayProbe` serves ``POST /events`` on a loopback port inside the measuring process
+and notes, for every delivery, the event (``webhook-id``, cancellation, sequence, type), when
+it arrived and when its transition happened (the body's ``timestamp``). The bench subscribes
+it to every event of the batch's shop while a relay process runs beside the worker
+(:meth:`starter.bench_stack.BenchStack.batch`); the chaos run checks from it that every event
+arrived, in order per cancellation.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ STARTUP_TIMEOUT_SECONDS = 10.0
 class Arrival:
     """One delivery the probe took."""
 
+    webhook_id: str
     cancellation_id: str
+    sequence: int
     type: str
     arrived: float
     """Wall clock (``time.time()``) on arrival."""
@@ -57,7 +61,9 @@ class RelayProbe:
             document = json.loads(await request.body())
             self.arrivals.append(
                 Arrival(
+                    webhook_id=request.headers.get("webhook-id", ""),
                     cancellation_id=document["data"]["cancellation"]["cancellation_id"],
+                    sequence=int(document["data"]["sequence"]),
                     type=document["type"],
                     arrived=time.time(),
                     happened=datetime.fromisoformat(document["timestamp"]).timestamp(),
