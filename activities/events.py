@@ -12,12 +12,11 @@ the relay's claim, outcome, closing and pruning queries. Tables: ``migrations/00
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
@@ -71,9 +70,11 @@ async def record_events(
     """
     if not events and closes_at is None and not closed:
         return
-    cancellation = json.loads(view.model_dump_json())
-    # The run is over once `closed` is announced: its view says so, as the hook's does.
-    closed_view = cancellation | {"closed": True, "allowed_actions": []}
+    cancellation = closed_json = view.model_dump_json()
+    if any(e.type is EventType.CLOSED for e in events):
+        # The run is over once `closed` is announced: its view says so, as the hook's does.
+        closed_view = view.model_copy(update={"closed": True, "allowed_actions": []})
+        closed_json = closed_view.model_dump_json()
     queued = await conn.fetchval(
         """WITH stream AS (
              INSERT INTO event_streams AS s (shop_id, cancellation_id, last_sequence, closes_at,
@@ -112,12 +113,10 @@ async def record_events(
         [e.source for e in events],
         [e.occurred_at for e in events],
         [
-            json.dumps(
-                event_data(
-                    closed_view if e.type is EventType.CLOSED else cancellation,
-                    notify_customer=e.notify_customer,
-                    customer_note=e.customer_note,
-                )
+            event_data(
+                closed_json if e.type is EventType.CLOSED else cancellation,
+                notify_customer=e.notify_customer,
+                customer_note=e.customer_note,
             )
             for e in events
         ],
@@ -210,7 +209,8 @@ class Claimed:
     type: str
     sequence: int
     occurred_at: datetime
-    data: dict[str, Any]
+    data: str
+    """The event's ``data`` as JSON, without the sequence."""
 
 
 _WAKE_SUCCESSOR = """WITH done AS ({update}
@@ -430,7 +430,7 @@ class EventStore:
                 type=r["type"],
                 sequence=r["sequence"],
                 occurred_at=r["occurred_at"],
-                data=json.loads(r["data"]),
+                data=r["data"],
             )
             for r in rows
         ]

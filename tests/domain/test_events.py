@@ -4,6 +4,7 @@ event filters and endpoint URLs."""
 from __future__ import annotations
 
 import base64
+import json
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -17,6 +18,7 @@ from domain.events import (
     check_endpoint_url,
     check_filters,
     event_body,
+    event_data,
     matches,
     new_secret,
     next_retry,
@@ -35,7 +37,9 @@ def _headers(message_id: str, timestamp: int, signature: str) -> dict[str, str]:
 class TestSignatures:
     def test_standardwebhooks_verifies_what_we_sign(self):
         secret = new_secret(bytes(range(32)))
-        body = event_body("cancellation.accepted", datetime(2026, 1, 2, tzinfo=UTC), 2, {"x": "ü"})
+        body = event_body(
+            "cancellation.accepted", datetime(2026, 1, 2, tzinfo=UTC), 2, '{"x": "ü"}'
+        )
         now = int(time.time())
         document = Webhook(secret).verify(
             body, _headers("evt_1", now, sign([secret], "evt_1", now, body))
@@ -62,6 +66,22 @@ class TestSignatures:
             Webhook(secret).verify(b'{"a":1}', _headers("evt_3", now, signature))
         with pytest.raises(WebhookVerificationError):
             Webhook(secret).verify(b"{}", _headers("evt_4", now, signature))
+
+    def test_the_body_puts_the_sequence_into_the_stored_data(self):
+        data = event_data('{"status":"canceled"}', notify_customer=True, customer_note='a "b"')
+        body = event_body("cancellation.completed", datetime(2026, 1, 2, tzinfo=UTC), 4, data)
+        assert json.loads(body) == {
+            "type": "cancellation.completed",
+            "timestamp": "2026-01-02T00:00:00+00:00",
+            "data": {
+                "sequence": 4,
+                "cancellation": {"status": "canceled"},
+                "notify_customer": True,
+                "customer_note": 'a "b"',
+            },
+        }
+        empty = event_body("x", datetime(2026, 1, 2, tzinfo=UTC), 1, " { } ")
+        assert json.loads(empty)["data"] == {"sequence": 1}
 
     def test_secrets_are_whsec_and_256_bits(self):
         secret = new_secret(b"k" * 32)
