@@ -109,7 +109,7 @@ class Relay:
             headers={"user-agent": USER_AGENT},
         )
         self.delivered = 0
-        """Deliveries this relay completed (2xx); the benchmark reads it."""
+        """Deliveries this relay completed (2xx), for whoever runs it in-process."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, then let deliveries in flight finish."""
