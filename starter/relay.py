@@ -55,6 +55,8 @@ PRUNE_EVERY: Final = timedelta(minutes=10)
 RECONNECT_DELAY: Final = 1.0
 """Seconds between attempts to reach a database that went away."""
 USER_AGENT: Final = "order-cancellations-webhooks/1"
+MAX_ANSWER_BYTES: Final = 64 * 1024
+"""A receiver's answer is read up to this much (only its status counts)."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,13 @@ class Relay:
                 self._http.stream("POST", delivery.url, content=body, headers=headers) as answer,
             ):
                 status = answer.status_code
+                # Read a short answer to its end, so the connection is kept for the next
+                # delivery; a long one is cut (closing the connection), never kept in memory.
+                kept = 0
+                async for chunk in answer.aiter_raw():
+                    kept += len(chunk)
+                    if kept > MAX_ANSWER_BYTES:
+                        break
             error = None if 200 <= status < 300 else f"HTTP {status}"
         except TimeoutError:
             error = f"no answer within {self._config.timeout:g} s"
@@ -273,12 +282,17 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as err:
-            raise httpcore.ConnectError(f"can't resolve {host}: {err.strerror}") from None
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+            addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+                ipaddress.ip_address(host)
+            ]
+        except ValueError:  # a name: resolve it here, and connect to what was checked
+            loop = asyncio.get_running_loop()
+            try:
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as err:
+                raise httpcore.ConnectError(f"can't resolve {host}: {err.strerror}") from None
+            addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         if not addresses or any(
             is_forbidden_address(a, allow_loopback=self._allow_loopback) for a in addresses
         ):
