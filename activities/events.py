@@ -63,7 +63,8 @@ async def record_events(
     closed: bool = False,
 ) -> None:
     """Record a transition's events with the next sequence numbers, queue a delivery for
-    every endpoint of the shop whose filter takes them, and notify the relays.
+    every endpoint of the shop whose filter takes them, and notify the relays. Events no
+    endpoint takes are counted in the sequence but not stored.
 
     Call it inside the transition's transaction. ``closes_at``: when a canceled run closes
     by itself (its undo window); ``closed``: the run has closed now.
@@ -93,6 +94,8 @@ async def record_events(
              FROM stream,
                unnest($3::text[], $4::text[], $5::timestamptz[], $6::text[])
                  WITH ORDINALITY AS x(t, src, at, d, n)
+             WHERE EXISTS (SELECT 1 FROM webhook_endpoints e
+                           WHERE e.shop_id = $1 AND webhook_filter_matches(e.events, x.t))
              ON CONFLICT DO NOTHING
              RETURNING event_id, type, sequence),
            queued AS (
@@ -101,10 +104,7 @@ async def record_events(
              SELECT 'dlv_' || replace(gen_random_uuid()::text, '-', ''), e.shop_id,
                e.endpoint_id, ev.event_id, $2, ev.sequence
              FROM ev JOIN webhook_endpoints e ON e.shop_id = $1
-             WHERE EXISTS (SELECT 1 FROM unnest(e.events) AS p(pattern)
-                           WHERE p.pattern = ev.type OR p.pattern = '*'
-                              OR (p.pattern LIKE '%.*'
-                                  AND ev.type LIKE left(p.pattern, -1) || '%'))
+             WHERE webhook_filter_matches(e.events, ev.type)
              RETURNING 1)
            SELECT count(*) FROM queued""",
         shop_id,

@@ -17,8 +17,19 @@ CREATE TABLE event_streams (
 );
 CREATE INDEX event_streams_closing ON event_streams (closes_at) WHERE closes_at IS NOT NULL;
 
--- The events themselves. `source` is the audit event's key (cancellation_events) or
--- `closed`: what the event announces, once.
+-- Whether an endpoint's event filter takes an event type: the type itself, `cancellation.*`
+-- or `*` (domain/events.py checks filters before they are stored).
+CREATE FUNCTION webhook_filter_matches(patterns text[], event_type text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM unnest(patterns) AS p(pattern)
+        WHERE p.pattern = event_type OR p.pattern = '*'
+           OR (right(p.pattern, 2) = '.*' AND starts_with(event_type, left(p.pattern, -1))))
+$$;
+
+-- The events themselves, kept only where an endpoint of the shop takes them (a shop without
+-- webhooks stores none; its sequences are counted all the same). `source` is the audit
+-- event's key (cancellation_events) or `closed`: what the event announces, once.
 CREATE TABLE webhook_events (
     event_id         text PRIMARY KEY,
     shop_id          text    NOT NULL,

@@ -312,13 +312,28 @@ async def test_no_shop_receives_another_shops_events(shop, other_shop, receiver,
     assert len(a) == 3 and len(b) == 6
 
 
-async def test_an_endpoint_gets_only_the_event_types_it_asked_for(shop, receiver, relay):
+async def test_an_endpoint_gets_only_the_event_types_it_asked_for(shop, receiver, relay, pool):
     await subscribe(shop, receiver, "picky", events=["cancellation.closed"])
-    await _withdrawn(shop)
+    cid = await _withdrawn(shop)
     got = await receiver.wait_for("picky", lambda r: len(r) == 1)
     await asyncio.sleep(0.3)
     assert [r.type for r in receiver.of("picky")] == ["cancellation.closed"]
     assert got[0].sequence == 3, "sequences count every event, not only those sent"
+    # Events no endpoint takes are not even stored.
+    stored = await pool.fetch("SELECT type FROM webhook_events WHERE cancellation_id=$1", cid)
+    assert [r["type"] for r in stored] == ["cancellation.closed"]
+
+
+async def test_a_shop_without_endpoints_stores_no_events(shop, pool):
+    cid = await _withdrawn(shop)
+    assert (
+        await pool.fetchval("SELECT count(*) FROM webhook_events WHERE cancellation_id=$1", cid)
+        == 0
+    )
+    assert (
+        await pool.fetchval("SELECT last_sequence FROM event_streams WHERE cancellation_id=$1", cid)
+        == 3
+    )
 
 
 # ---------------------------------------------------------------------- failed, then redelivered
