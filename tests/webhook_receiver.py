@@ -57,6 +57,8 @@ class Received:
 
 Behavior = Callable[[Received], int]
 """What the receiver answers to a verified request (it may sleep first: a slow receiver)."""
+DROP = 0
+"""A behavior's answer that closes the connection without any answer."""
 
 
 class Receiver:
@@ -99,6 +101,9 @@ class Receiver:
                 with receiver._lock:
                     receiver.received.append(received)
                 status = receiver.behavior.get(path, lambda _: 200)(received)
+                if status == DROP:
+                    self.close_connection = True  # no answer at all: the connection just ends
+                    return
                 if 200 <= status < 300:
                     with receiver._lock:
                         receiver.accepted.append(received)

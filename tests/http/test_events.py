@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from starter.relay import Relay
 from tests.webhook_receiver import (
+    DROP,
     Receiver,
     events_of,
     fast_config,
@@ -282,6 +283,25 @@ async def test_a_slow_receiver_is_retried_and_never_gets_events_out_of_order(sho
     assert [r.webhook_id for r in got[0::2]] == [r.webhook_id for r in got[1::2]]
 
 
+async def test_a_receiver_that_drops_the_connection_is_retried(shop, receiver, relay):
+    """No answer at all (the connection closed): the same event again, then the next."""
+    dropped: set[str] = set()
+
+    def drop_first_time(received: Any) -> int:
+        if received.webhook_id in dropped:
+            return 200
+        dropped.add(received.webhook_id)
+        return DROP
+
+    receiver.behavior["dropping"] = drop_first_time
+    await subscribe(shop, receiver, "dropping")
+    cid = await _withdrawn(shop)
+    got = await receiver.wait_for("dropping", lambda r: len(r) == 3)
+    assert events_of(got)[cid] == list(enumerate(EXPECTED[_withdrawn], start=1))
+    attempts = receiver.of("dropping", accepted=False)
+    assert [a.sequence for a in attempts] == [1, 1, 2, 2, 3, 3]
+
+
 async def test_a_receiver_down_for_a_while_gets_everything_afterwards(shop, relay):
     """Connections refused for a while: the relay keeps retrying and catches up, in order."""
     with running_receiver() as down:
@@ -370,6 +390,13 @@ async def test_retries_follow_the_schedule_then_fail_and_a_redelivery_succeeds(
     assert answer.json()["status"] == "pending"
     got = await receiver.wait_for("broken", lambda r: len(r) == 1)
     assert got[0].webhook_id == failed["event_id"]
-    delivered = (await shop.http.get(deliveries, params={"status": "delivered"})).json()["items"]
+    # The relay records the delivery just after the receiver answered.
+    deadline = time.monotonic() + 10
+    while True:
+        answer = await shop.http.get(deliveries, params={"status": "delivered"})
+        delivered = answer.json()["items"]
+        if delivered or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
     assert [d["delivery_id"] for d in delivered] == [failed["delivery_id"]]
     assert (await shop.http.get(deliveries, params={"status": "failed"})).json()["items"] == []
