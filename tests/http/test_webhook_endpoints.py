@@ -3,6 +3,8 @@ and URL validation (``422`` for what a shop may not register)."""
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import pytest
 
@@ -158,3 +160,18 @@ async def test_production_mode_refuses_http_and_loopback(dead_temporal_hook, env
 def env_token(hook_stack) -> tuple[str, str]:
     [(token, shop_id)] = hook_stack.settings.admin_hook_tokens.items()
     return token, shop_id
+
+
+async def test_signing_secrets_are_never_logged(shop, caplog):
+    """Made, rotated and replayed (Idempotency-Key): the secret is only in the answers."""
+    caplog.set_level(logging.DEBUG)
+    path = f"{shop.base}/webhooks/erp"
+    made = await shop.http.put(path, json={"url": PUBLIC}, headers={"Idempotency-Key": "mk-1"})
+    again = await shop.http.put(path, json={"url": PUBLIC}, headers={"Idempotency-Key": "mk-1"})
+    assert again.json()["secret"] == made.json()["secret"], "a replay answers like the first"
+    rotated = await shop.http.post(f"{path}/rotate-secret")
+    secrets = [made.json()["secret"], rotated.json()["secret"]]
+    assert all(s.startswith("whsec_") for s in secrets)
+    logged = caplog.text
+    assert logged, "the hook's log was captured"
+    assert not any(s in logged or s.removeprefix("whsec_") in logged for s in secrets)
