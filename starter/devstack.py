@@ -43,6 +43,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import urlsplit
@@ -77,8 +78,9 @@ INBOX_ENDPOINT_ID = "devstack-inbox"
 """The demo shop's webhook endpoint that sends every event to the stack's inbox."""
 
 WORKER_READY_LINE = "worker ready"
-RELAY_READY_LINE = "relay ready"
 """What ``worker.py`` prints once it polls its task queues."""
+RELAY_READY_LINE = "relay ready"
+"""What ``python -m starter.relay`` prints once it delivers."""
 
 # Start-up limits. Each part is usually up within two seconds; a cold machine (first initdb,
 # first import of the SDK's native module) can take far longer, and failing early helps nobody.
@@ -718,15 +720,19 @@ class DevStack:
 
     async def _start_events(self) -> None:
         """The relay, the inbox, and the demo shop's endpoint that feeds the inbox."""
+        secret_file = self.state.root / "inbox-secret"
         pool = await create_pool(self.endpoints.database_url)
         try:
-            _, secret = await EventStore(pool).put_endpoint(
+            store = EventStore(pool)
+            _, secret = await store.put_endpoint(
                 DEMO_SHOP_ID, INBOX_ENDPOINT_ID, f"{self.endpoints.inbox_url}/events", ["*"]
             )
+            if secret is None and not secret_file.exists():
+                # The endpoint outlived its secret file: a new secret, the old one void now.
+                _, secret = await store.rotate_secret(DEMO_SHOP_ID, INBOX_ENDPOINT_ID, timedelta(0))
         finally:
             await pool.close()
-        if secret is not None:  # made now: the inbox checks signatures with it
-            secret_file = self.state.root / "inbox-secret"
+        if secret is not None:  # the inbox checks signatures with it
             secret_file.touch(mode=0o600)
             secret_file.write_text(secret)
         self.state.record_pid("relay", self.relay.launch())
