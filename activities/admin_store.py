@@ -68,6 +68,11 @@ class AdminStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The store database's pool, for the hook's other stores (webhook endpoints)."""
+        return self._pool
+
     async def ping(self) -> None:
         """A trivial query: raises when the database does not answer."""
         await self._pool.fetchval("SELECT 1")

@@ -17,6 +17,12 @@ from typing import Any
 
 import asyncpg
 
+from activities.events import (
+    NewEvent,
+    closing_time,
+    record_events,
+    transition_events,
+)
 from domain.bank import BankAccount, BankAccountRef
 from domain.cancellation import (
     OPEN_STATUSES,
@@ -28,6 +34,7 @@ from domain.cancellation import (
 )
 from domain.changes import BalanceChange, ChangeSet, StockChange
 from domain.errors import CancellationError, ErrorCode
+from domain.events import CLOSING_STATUSES, EventType
 from domain.order import (
     SHIPPED_STATUSES,
     Order,
@@ -659,6 +666,18 @@ class StoreRepository:
                     note.template,
                     _json(note.payload),
                 )
+            # Events out (docs/events.md): in this transaction, so they exist exactly when
+            # the transition does.
+            recorded_keys = {r["event_key"] for r in inserted}
+            recorded = [(k, e.event, e.at) for k, e in entries if k in recorded_keys]
+            await record_events(
+                conn,
+                shop_id,
+                view,
+                transition_events(changes, view, recorded),
+                closes_at=closing_time(view),
+                closed=view.status in CLOSING_STATUSES,
+            )
             await conn.execute(
                 """UPDATE cancellations SET status=$2, refund_method=$3, refundable=$4, refunded=$5,
                      needs_attention=$6, view=$7, updated_at=$8, canceled_at=$9, undo_until=$10,
@@ -875,6 +894,8 @@ async def _record_request(
         _json({"order_id": start.order_id, "reason_code": start.reason_code}),
         start.initiated_by is InitiatedBy.CUSTOMER,
     )
+    requested = NewEvent(EventType.REQUESTED, f"{start.cancellation_id}:0001:requested", at)
+    await record_events(conn, start.shop_id, view, [requested])
 
 
 async def _claim_balance_currency(conn: Conn, shop_id: str, doc: OrderDocument) -> None:

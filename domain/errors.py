@@ -50,6 +50,10 @@ class ErrorCode(StrEnum):
     """A card tender names a payment that is not the shop's, in another currency, or short."""
     ORDER_LOCKED = "order_locked"
     """The order has a cancellation: its currency, items and tenders can't be replaced."""
+    WEBHOOK_NOT_FOUND = "webhook_not_found"
+    """The shop has no webhook endpoint with that id."""
+    DELIVERY_NOT_FOUND = "delivery_not_found"
+    """The webhook endpoint has no delivery with that id."""
     INTERNAL_ERROR = "internal_error"
     """A bug or a broken invariant on our side (say, a database constraint); it is logged
     with its trace, and nothing the caller did can fix it."""

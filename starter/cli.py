@@ -149,6 +149,7 @@ PASS_THROUGH = {
     "demo": "tools.demo",
     "bench": "tools.bench",
     "chaos": "tools.chaos",
+    "events": "tools.events_inbox",
 }
 
 # A view shows this many of its latest history entries; --json has them all.
@@ -401,6 +402,7 @@ _PASS_THROUGH_HELP = {
     "demo": "walk through every scenario against a running stack (arguments go to it)",
     "bench": "measure cancellations against a bare workflow of the same shape (arguments go to it)",
     "chaos": "kill parts of a stack of its own while driving cancellations, then reconcile",
+    "events": "`events tail [-f]`: print the events the dev stack's inbox received",
 }
 
 

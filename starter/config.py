@@ -10,10 +10,11 @@ import os
 import re
 import shlex
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from temporalio.envconfig import ClientConfigProfile
 
 from domain.contract import TASK_QUEUE
@@ -39,6 +40,17 @@ PROJECT_MARKER = "pyproject.toml"
 class ConfigError(ValueError):
     """A setting in the environment is missing or malformed; the message says which and how
     to fix it, and never contains a secret."""
+
+
+# A receiver has this long to answer a webhook; Standard Webhooks senders use 15 s or less,
+# and a slow receiver only delays its own deliveries (the relay sends many at once).
+DEFAULT_WEBHOOKS_TIMEOUT_SECONDS = 10.0
+# Enough for a day's outage investigation; the table stays bounded (docs/events.md).
+DEFAULT_WEBHOOKS_RETENTION = timedelta(days=7)
+DEFAULT_WEBHOOKS_FAILED_RETENTION = timedelta(days=30)
+# Deliveries in flight per relay: receivers answer in well under a second, so 16 keep up
+# with far more transitions a second than one worker makes.
+DEFAULT_WEBHOOKS_RELAY_CONCURRENCY = 16
 
 
 class Settings(BaseModel):
@@ -82,6 +94,18 @@ class Settings(BaseModel):
     """Where Stripe's API is; tests and the dev stack point it at localstripe."""
     stripe_webhook_secret: str | None = Field(default=None, repr=False)
     """``whsec_…``: the hook verifies ``Stripe-Signature`` with it."""
+    webhooks_allow_http: bool = False
+    """Development and tests: endpoints may be ``http`` and on loopback."""
+    webhooks_timeout: float = DEFAULT_WEBHOOKS_TIMEOUT_SECONDS
+    """Seconds a receiver has to answer one delivery."""
+    webhooks_retry_scale: float = 1.0
+    """Multiplies the retry schedule (tests shrink a day to seconds)."""
+    webhooks_retention: timedelta = DEFAULT_WEBHOOKS_RETENTION
+    """Delivered deliveries (and events nobody needs any more) are pruned after this."""
+    webhooks_failed_retention: timedelta = DEFAULT_WEBHOOKS_FAILED_RETENTION
+    """Failed deliveries stay listed and redeliverable this long."""
+    webhooks_relay_concurrency: int = DEFAULT_WEBHOOKS_RELAY_CONCURRENCY
+    """Deliveries one relay sends at once."""
 
     @property
     def temporal_address(self) -> str:
@@ -128,6 +152,18 @@ class Settings(BaseModel):
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or DEFAULT_STRIPE_API_BASE,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            webhooks_allow_http=env.get("WEBHOOKS_ALLOW_HTTP", "") in ("1", "true", "yes"),
+            webhooks_timeout=_positive_float(
+                env, "WEBHOOKS_TIMEOUT", DEFAULT_WEBHOOKS_TIMEOUT_SECONDS
+            ),
+            webhooks_retry_scale=_positive_float(env, "WEBHOOKS_RETRY_SCALE", 1.0),
+            webhooks_retention=_duration(env, "WEBHOOKS_RETENTION", DEFAULT_WEBHOOKS_RETENTION),
+            webhooks_failed_retention=_duration(
+                env, "WEBHOOKS_FAILED_RETENTION", DEFAULT_WEBHOOKS_FAILED_RETENTION
+            ),
+            webhooks_relay_concurrency=_positive_int(
+                env, "WEBHOOKS_RELAY_CONCURRENCY", DEFAULT_WEBHOOKS_RELAY_CONCURRENCY
+            ),
         )
 
     def require_database(self) -> str:
@@ -189,6 +225,32 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be 1 or 0, not {raw!r}")
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, not {raw!r}")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = TypeAdapter(timedelta).validate_python(raw)
+    except ValidationError:
+        value = timedelta(0)
+    if value <= timedelta(0):
+        raise ConfigError(f"{name} must be a positive ISO 8601 duration (P7D, PT1H), not {raw!r}")
+    return value
 
 
 def parse_tokens(value: str) -> dict[str, str]:

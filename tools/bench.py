@@ -48,6 +48,7 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from activities.events import EventStore
 from activities.provider_client import PaymentProviderClient
 from domain.bank import BankAccount
 from domain.cancellation import Channel, InitiatedBy, ReasonCode, RefundStatus
@@ -55,6 +56,7 @@ from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKi
 from domain.requests import AcceptRequest, ConfirmRefundRequest, StartRequest
 from domain.shop import ShopSettings
 from starter import card_payments
+from tools.bench_relay import RelayProbe
 from tools.bench_skeleton import SKELETON_TASK_QUEUE, SkeletonWorkflow
 from tools.bench_stack import LIFTED_QUEUE_LIMITS, Batch, BenchStack, CpuUsage, http_client
 
@@ -87,6 +89,12 @@ TARGET_EXTRA_EVENTS = 14
 TARGET_LOW_LOAD_P50_RATIO = 2.0
 TARGET_IDLE_RSS_RATIO = 1.2
 TARGET_SCALE_OUT = 1.6
+TARGET_RELAY_P50_MS = 1000.0
+TARGET_RELAY_THROUGHPUT = 0.95
+"""With the relay on, the product keeps at least this share of its throughput without it."""
+RELAY_EVENTS_PER_CARD_RUN = 4
+"""requested, accepted, refund_succeeded, completed."""
+RELAY_DRAIN_SECONDS = 60.0
 SATURATED_MACHINE = 0.9
 """The machine counts as saturated when its cores were busy this much of the time."""
 NOISY = 0.1
@@ -147,6 +155,8 @@ class BatchResult:
     latency_kind: str | None = None
     """Only runs of this kind count for the latency (the mix: card-only runs)."""
     worker_rss_mb: float = math.nan
+    relay: dict[str, Any] | None = None
+    """Webhook deliveries of the measured runs (batches run with the relay)."""
 
     @property
     def completed(self) -> int:
@@ -217,6 +227,7 @@ class BatchResult:
             "other_processes_cpu_s": _round(self.cpu.others_s, 2),
             "worker_rss_mb": _round(self.worker_rss_mb, 1),
             "first_errors": self.errors[:3],
+            **({"relay": self.relay} if self.relay is not None else {}),
         }
 
 
@@ -596,8 +607,13 @@ class Bench:
         concurrency: int | None = None,
         workers: int = 1,
         latency_kind: str | None = None,
+        relay: bool = False,
     ) -> BatchResult:
-        """One measured batch on a fresh server: warm up, then N runs at concurrency C."""
+        """One measured batch on a fresh server: warm up, then N runs at concurrency C.
+
+        With ``relay`` a webhook relay runs beside the worker, and a receiver in this process
+        takes every event of the batch's shop.
+        """
         n = self.n if n is None else n
         concurrency = self.concurrency if concurrency is None else concurrency
         log(f"{name}: {n} runs at concurrency {concurrency}, {workers} worker process(es)")
@@ -607,9 +623,16 @@ class Bench:
                 skeleton=workload.skeleton,
                 workers=workers,
                 hook=workload.accept_via == "http",
+                relay=relay,
             ) as batch,
             CanceledWatcher(batch) as watcher,
+            contextlib.AsyncExitStack() as extras,
         ):
+            probe = await extras.enter_async_context(RelayProbe()) if relay else None
+            if probe is not None:
+                await EventStore(batch.pool).put_endpoint(
+                    batch.shop_id, "bench", probe.url, ["cancellation.*"]
+                )
             http = http_client(concurrency) if workload.accept_via == "http" else None
             try:
                 runner = _Runner(batch, workload, self.provider, http, watcher)
@@ -643,6 +666,12 @@ class Bench:
             result.events_per_run = events.mean
             result.events_range = (events.least, events.most)
             result.events_by_type = events.by_type
+            if probe is not None:
+                measured = set(workflow_ids)
+                expected = RELAY_EVENTS_PER_CARD_RUN * len(measured)
+                if not await probe.wait_for(measured, expected, RELAY_DRAIN_SECONDS):
+                    log(f"{name}: not every event arrived within {RELAY_DRAIN_SECONDS:.0f} s")
+                result.relay = probe.summary(measured, expected, percentile)
         log(
             f"{name}: {result.throughput_per_s:.1f}/s, p50 {result.p(50):.0f} ms, "
             f"{result.events_per_run:.0f} events/run"
@@ -740,6 +769,7 @@ class Options:
     skip_scale_out: bool = False
     skip_http: bool = False
     skip_mix: bool = False
+    skip_relay: bool = False
     durable_db: bool = False
     stock_server: bool = False
     keep: Path | None = None
@@ -820,6 +850,13 @@ async def _sections(bench: Bench, options: Options) -> dict[str, Any]:
         )
         report["product_mix"] = mix.summary()
         measured.append(mix)
+    relayed: BatchResult | None = None
+    if not options.skip_relay:
+        # Right after the product without it, so the two compare as closely as they can.
+        relayed = await bench.measure("product-relay", Workload(), relay=True)
+        report["product_relay"] = relayed.summary()
+        report["relay"] = _relay(product, relayed)
+        measured.append(relayed)
     scale: dict[str, Any] | None = None
     if not options.skip_scale_out:
         # Its own one-worker batch right before the two-worker one: compared minutes apart,
@@ -834,7 +871,7 @@ async def _sections(bench: Bench, options: Options) -> dict[str, Any]:
         idle["requested"] = await bench.idle("requested", options.idle_runs)
         idle["undo_window"] = await bench.idle("undo_window", options.undo_idle_runs)
         report["idle"] = {state: result.summary() for state, result in idle.items()}
-    report["targets"] = _targets(product, skeleton, product_c1, skeleton_c1, idle, scale)
+    report["targets"] = _targets(product, skeleton, product_c1, skeleton_c1, idle, scale, relayed)
     batches = [r for r in measured if r.cpu.machine_total_s]
     report["noise_max"] = round(
         max(r.cpu.others_s / r.cpu.machine_total_s for r in batches) if batches else 0.0, 3
@@ -845,6 +882,17 @@ async def _sections(bench: Bench, options: Options) -> dict[str, Any]:
             "while batches were measured; run again on a quiet machine"
         )
     return report
+
+
+def _relay(product: BatchResult, relayed: BatchResult) -> dict[str, Any]:
+    """The relay's figures, and what running it cost the product."""
+    figures = dict(relayed.relay or {})
+    figures["product_throughput_ratio"] = _round(
+        relayed.throughput_per_s / product.throughput_per_s, 3
+    )
+    figures["history_events_per_run"] = _round(relayed.events_per_run, 1)
+    figures["history_events_per_run_without"] = _round(product.events_per_run, 1)
+    return figures
 
 
 def _ratios(product: BatchResult, skeleton: BatchResult) -> dict[str, float | None]:
@@ -909,6 +957,7 @@ def _targets(
     skeleton_c1: BatchResult,
     idle: dict[str, IdleResult],
     scale: dict[str, Any] | None,
+    relayed: BatchResult | None = None,
 ) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
 
@@ -970,6 +1019,25 @@ def _targets(
             met = None  # the target applies only where the server is not the bottleneck
             note = "not applicable: the server was the bottleneck; " + note
         target("scale-out", f"two workers ≥ {TARGET_SCALE_OUT}× one", speedup, met, note)
+    if relayed is not None and relayed.relay is not None:
+        p50 = relayed.relay.get("latency_p50_ms")
+        target(
+            "relay latency",
+            f"p50 transition→receipt ≤ {TARGET_RELAY_P50_MS:.0f} ms",
+            math.nan if p50 is None else float(p50),
+            None if p50 is None else float(p50) <= TARGET_RELAY_P50_MS,
+            f"{relayed.relay['events_delivered']} of {relayed.relay['events_expected']} events,"
+            f" {relayed.relay['events_per_s']} a second",
+        )
+        kept = relayed.throughput_per_s / product.throughput_per_s
+        target(
+            "relay cost",
+            f"product with the relay ≥ {TARGET_RELAY_THROUGHPUT}× without; history events equal",
+            kept,
+            kept >= TARGET_RELAY_THROUGHPUT
+            and relayed.events_per_run <= product.events_per_run + 0.05,
+            f"{relayed.events_per_run:.1f} vs {product.events_per_run:.1f} events per run",
+        )
     return targets
 
 
@@ -1032,6 +1100,8 @@ def render(report: dict[str, Any]) -> str:
         rows.append(("product, mix (card p)", report["product_mix"]))
     rows.append(("skeleton, low load", report["low_load"]["skeleton"]))
     rows.append(("product, low load", report["low_load"]["product"]))
+    if "product_relay" in report:
+        rows.append(("product, relay on", report["product_relay"]))
     if "scale_out" in report:
         rows.append(("product, 1 worker", report["scale_out"]["one_worker"]))
         rows.append(("product, 2 workers", report["scale_out"]["two_workers"]))
@@ -1053,6 +1123,15 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             "history events, product − skeleton: "
             + ", ".join(f"{name} {count:+g}" for name, count in extra.items())
+        )
+    if "relay" in report:
+        relay = report["relay"]
+        lines.append(
+            f"relay: {relay['events_delivered']}/{relay['events_expected']} events delivered,"
+            f" {relay['events_per_s']}/s; transition→receipt p50 {relay['latency_p50_ms']} ms,"
+            f" p95 {relay['latency_p95_ms']} ms; product with relay / without: throughput"
+            f" {_fmt(relay['product_throughput_ratio'], 'x')}, history events"
+            f" {relay['history_events_per_run']} vs {relay['history_events_per_run_without']}"
         )
     if "product_mix" in report:
         by_kind = report["product_mix"]["latency_p50_ms_by_kind"]
@@ -1204,6 +1283,9 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser.add_argument("--skip-http", action="store_true", help="leave out the HTTP hook batch")
     parser.add_argument("--skip-mix", action="store_true", help="leave out the mixed batch")
     parser.add_argument(
+        "--skip-relay", action="store_true", help="leave out the batch with the webhook relay"
+    )
+    parser.add_argument(
         "--durable-db",
         action="store_true",
         help="run PostgreSQL with fsync on (default off, like the in-memory Temporal server)",
@@ -1231,6 +1313,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         skip_scale_out=args.skip_scale_out,
         skip_http=args.skip_http,
         skip_mix=args.skip_mix,
+        skip_relay=args.skip_relay,
         durable_db=args.durable_db,
         stock_server=args.stock_server,
         keep=args.keep.absolute() if args.keep else None,

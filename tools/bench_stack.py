@@ -305,7 +305,13 @@ class BenchStack:
 
     @contextlib.asynccontextmanager
     async def batch(
-        self, name: str, *, skeleton: bool = False, workers: int = 1, hook: bool = False
+        self,
+        name: str,
+        *,
+        skeleton: bool = False,
+        workers: int = 1,
+        hook: bool = False,
+        relay: bool = False,
     ) -> AsyncIterator[Batch]:
         """A fresh Temporal server, database and worker(s) for one measured batch.
 
@@ -314,6 +320,7 @@ class BenchStack:
             skeleton: Run the skeleton's worker instead of the product's.
             workers: How many worker processes to run.
             hook: Also run the admin hook (``python -m starter.http``).
+            relay: Also run the webhook relay (``python -m starter.relay``).
         """
         self._batches += 1
         label = f"{self._batches:02d}-{name}"
@@ -364,6 +371,19 @@ class BenchStack:
             )
             for n in range(1, workers + 1)
         ]
+        if relay:
+            # The bench's receiver listens on loopback over plain http.
+            env_vars["WEBHOOKS_ALLOW_HTTP"] = "1"
+        relay_process = (
+            ChildProcess(
+                "relay",
+                [sys.executable, "-m", "starter.relay"],
+                self._child_env(env_vars),
+                self.work_dir / f"relay-{label}.log",
+            )
+            if relay
+            else None
+        )
         hook_process = (
             ChildProcess(
                 "hook",
@@ -385,7 +405,11 @@ class BenchStack:
                 pids["worker" if n == 1 else f"worker-{n}"] = child.launch()
             if hook_process is not None:
                 pids["hook"] = hook_process.launch()
+            if relay_process is not None:
+                pids["relay"] = relay_process.launch()
             async with asyncio.timeout(CHILD_STARTUP_TIMEOUT_SECONDS):
+                if relay_process is not None:
+                    await _wait_for_line(relay_process, "relay ready")
                 for child in children:
                     await _wait_for_line(child, WORKER_READY_LINE)
                 if hook_process is not None:
@@ -413,6 +437,8 @@ class BenchStack:
         finally:
             if pool is not None:
                 await pool.close()
+            if relay_process is not None:
+                await asyncio.to_thread(relay_process.stop, OTHER_STOP_TIMEOUT_SECONDS)
             await asyncio.to_thread(self._stop_batch, children, hook_process, server)
 
     @staticmethod

@@ -45,8 +45,16 @@ from temporalio.service import RPCError
 
 from starter.client import connect_temporal
 from starter.config import Settings
+from tools.bench_relay import RelayProbe
 from tools.chaos_driver import SHAPES, SHOP_ID, Driver, Endpoints
-from tools.chaos_reconcile import ChaosRecord, Reconciliation, World, reconcile
+from tools.chaos_events import check_events, subscribe
+from tools.chaos_reconcile import (
+    ChaosRecord,
+    Reconciliation,
+    ViolationKind,
+    World,
+    reconcile,
+)
 from tools.chaos_stack import ChaosStack, ChaosStackError, FaultKind, InjectedFault, inject
 from tools.devstack import NAMESPACE
 
@@ -228,7 +236,7 @@ def _fault_summary(kind: FaultKind, faults: list[InjectedFault]) -> str:
         signals = Counter(f.detail.split(",")[0] for f in faults)
         return f"({', '.join(f'{s} {n}' for s, n in sorted(signals.items()))}; {heal})"
     what = {
-        FaultKind.WORKER_KILL: "SIGKILL, then a new worker",
+        FaultKind.WORKER_KILL: "SIGKILL worker and relay, then new ones",
         FaultKind.POSTGRES_RESTART: "fast shutdown, same data and port",
         FaultKind.PROVIDER_FAULTS: "503s, hangs, effect-then-503",
     }[kind]
@@ -284,7 +292,11 @@ class ChaosSession:
         driver = Driver(endpoints, self.record, random.Random(rng.random()))
         faults: list[InjectedFault] = []
         began = time.monotonic()
+        probe = RelayProbe()
+        await probe.__aenter__()
         try:
+            # Every event of the shop goes to a receiver here; checked after the reconciliation.
+            await subscribe(stack.endpoints.database_url, SHOP_ID, probe)
             await driver.set_up_shop()
             say(
                 f"driving {options.cancellations} orders at {rate:.2f}/s with {len(plan)} faults"
@@ -302,8 +314,15 @@ class ChaosSession:
             say(f"settled at {time.monotonic() - began:.0f} s; reconciling")
             reconciliation = await reconcile(self.record, self.world)
             retries = await observe_retries(self.temporal, reconciliation.cancellation_ids)
+            say("waiting for every webhook to be delivered")
+            events = await check_events(stack.endpoints.database_url, SHOP_ID, probe)
+            reconciliation.checked["events"] = events.events
+            reconciliation.checked["event deliveries"] = events.deliveries
+            for finding in events.findings or []:
+                reconciliation.add(ViolationKind(finding.kind), finding.subject, finding.detail)
         finally:
             await driver.aclose()
+            await probe.__aexit__(None, None, None)
         retries.http = driver.http.retries
         return ChaosReport(
             options=options,

@@ -131,6 +131,12 @@ class ViolationKind(StrEnum):
     """A refund is still pending at the provider after the run settled."""
     STOCK_MISMATCH = "stock_mismatch"
     BALANCE_MISMATCH = "balance_mismatch"
+    EVENT_NOT_DELIVERED = "event_not_delivered"
+    """An event the store recorded never reached the shop's webhook receiver."""
+    EVENT_OUT_OF_ORDER = "event_out_of_order"
+    """A cancellation's events first reached the receiver out of sequence."""
+    DELIVERY_FAILED = "delivery_failed"
+    """A webhook delivery gave up although the receiver was up all along."""
 
 
 @dataclass(frozen=True)

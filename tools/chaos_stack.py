@@ -85,7 +85,7 @@ class FaultKind(StrEnum):
     """The faults a chaos run injects."""
 
     WORKER_KILL = "worker_kill"
-    """SIGKILL the worker (no graceful shutdown), then start a new one."""
+    """SIGKILL the worker and the webhook relay (no graceful shutdown), then start new ones."""
     SANDBOX_RESTART = "sandbox_restart"
     """Stop the provider sandbox with SIGTERM or SIGKILL and start it on the same SQLite file."""
     POSTGRES_RESTART = "postgres_restart"
@@ -184,6 +184,9 @@ class ChaosStack:
         self.hook = ChildProcess(
             "hook", [python, "-m", "starter.http"], env, self.state.logs / "hook.log"
         )
+        self.relay = ChildProcess(
+            "relay", [python, "-m", "starter.relay"], env, self.state.logs / "relay.log"
+        )
         self._pids: dict[str, int] = {}
         self._claimed = False
 
@@ -203,6 +206,10 @@ class ChaosStack:
                 "PAYMENT_PROVIDER_WEBHOOK_SECRET": self.webhook_secret,
                 "ADMIN_HOOK_PORT": str(self._ports["hook"]),
                 "ADMIN_HOOK_TOKENS": f"{self.shop_id}:{self.token}",
+                # The run's webhook receiver listens on loopback; a short timeout keeps the
+                # claim a killed relay leaves behind short too (timeout + 5 s).
+                "WEBHOOKS_ALLOW_HTTP": "1",
+                "WEBHOOKS_TIMEOUT": "3",
                 # Lets `python -m starter dev --state-dir <root>` stop orphans of a killed run.
                 _STATE_MARKER_ENV: str(self.root),
                 "PYTHONUNBUFFERED": "1",
@@ -223,18 +230,19 @@ class ChaosStack:
         await asyncio.gather(self._start_postgres(), self._start_temporal(), self._start_sandbox())
         # The hook applies the migrations too; the worker and the hook must not race for them.
         await apply_migrations(self.endpoints.database_url)
-        await asyncio.gather(self._start_worker(), self._start_hook())
+        await asyncio.gather(self._start_worker(), self._start_hook(), self._start_relay())
 
     def stop(self) -> None:
         """Stop every part that runs, users first; safe to call twice."""
         if not self._claimed:
             return
         self.hook.stop(HOOK_STOP_TIMEOUT_SECONDS)
+        self.relay.stop(HOOK_STOP_TIMEOUT_SECONDS)
         self.worker.stop(WORKER_STOP_TIMEOUT_SECONDS)
         self.sandbox.stop(SANDBOX_STOP_TIMEOUT_SECONDS)
         self.temporal.stop()
         self.postgres.stop()
-        for name in ("hook", "worker", "sandbox", "temporal", "postgres"):
+        for name in ("hook", "relay", "worker", "sandbox", "temporal", "postgres"):
             self.state.forget_pid(name)
         self.state.release()
         self._claimed = False
@@ -279,6 +287,15 @@ class ChaosStack:
 
         await self._launch_until(self.worker, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
 
+    async def _start_relay(self) -> None:
+        async def ready() -> None:
+            while "relay ready" not in self.relay.output_since_launch():
+                if not self.relay.is_running:
+                    raise RuntimeError("the relay exited")
+                await asyncio.sleep(0.1)
+
+        await self._launch_until(self.relay, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
+
     async def _start_hook(self) -> None:
         await self._launch_until(
             self.hook,
@@ -306,10 +323,13 @@ class ChaosStack:
     # ------------------------------------------------------------------ faults
 
     async def kill_worker(self, down_seconds: float) -> str:
-        """SIGKILL the worker: running activities are lost until their timeouts; restart it."""
-        await self._kill(self.worker, signal.SIGKILL)
+        """SIGKILL the worker and the webhook relay: running activities are lost until their
+        timeouts, deliveries in flight until their claims run out; restart both."""
+        await asyncio.gather(
+            self._kill(self.worker, signal.SIGKILL), self._kill(self.relay, signal.SIGKILL)
+        )
         await asyncio.sleep(down_seconds)
-        await self._start_worker()
+        await asyncio.gather(self._start_worker(), self._start_relay())
         return f"SIGKILL, down {down_seconds:.1f} s"
 
     async def restart_sandbox(self, stop_signal: signal.Signals, down_seconds: float) -> str:

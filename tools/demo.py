@@ -63,6 +63,7 @@ from domain.shop import ShopSettings
 from starter import card_payments, cli
 from starter.client import CancellationClient
 from starter.config import ConfigError, Settings, environment_with_fallback
+from tools.events_inbox import print_events_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ENV_FILE = REPO_ROOT / ".devstack" / "env"
@@ -1278,10 +1279,11 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    return asyncio.run(_walk(settings, ui_url, as_json=args.json))
+    inbox = env.get("EVENTS_INBOX_URL")
+    return asyncio.run(_walk(settings, ui_url, as_json=args.json, inbox=inbox))
 
 
-async def _walk(settings: Settings, ui_url: str, *, as_json: bool) -> int:
+async def _walk(settings: Settings, ui_url: str, *, as_json: bool, inbox: str | None = None) -> int:
     try:
         await _check_sandbox(settings.provider_url)
         client = await CancellationClient.connect(settings)
@@ -1295,7 +1297,7 @@ async def _walk(settings: Settings, ui_url: str, *, as_json: bool) -> int:
         walk = DemoWalk(client, provider, ui_url=ui_url, namespace=settings.temporal_namespace)
         if not as_json:
             print(f"Walking the store-admin guide against {settings.temporal_address}")
-        reports = await walk_all(walk, on_report=(lambda _: None) if as_json else print_report)
+        reports = await walk_all(walk, on_report=(lambda _: None) if as_json else _printer(inbox))
     finally:
         await provider.aclose()
         await client.close()
@@ -1311,6 +1313,17 @@ async def _walk(settings: Settings, ui_url: str, *, as_json: bool) -> int:
     else:
         print_summary(reports, seconds)
     return 1 if failed else 0
+
+
+def _printer(inbox: str | None) -> Callable[[Report], None]:
+    """Print each scenario, and the events the dev stack's inbox received for it."""
+
+    def print_with_events(report: Report) -> None:
+        print_report(report)
+        if inbox and report.view is not None:
+            print_events_of(inbox, report.view.cancellation_id)
+
+    return print_with_events
 
 
 async def _check_sandbox(provider_url: str) -> None:

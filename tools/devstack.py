@@ -44,11 +44,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
-from activities.database import apply_migrations
+from activities.database import apply_migrations, create_pool
+from activities.events import EventStore
 from domain.contract import TASK_QUEUE
 from domain.errors import CancellationError
 from starter.client import CancellationClient
@@ -72,9 +74,14 @@ DEFAULT_POSTGRES_PORT = 5433
 """Not 5432, so the stack runs next to a PostgreSQL the machine may already have."""
 DEFAULT_SANDBOX_PORT = 8001
 DEFAULT_ADMIN_HOOK_PORT = 8000
+DEFAULT_INBOX_PORT = 8002
+INBOX_ENDPOINT_ID = "devstack-inbox"
+"""The demo shop's webhook endpoint that sends every event to the stack's inbox."""
 
 WORKER_READY_LINE = "worker ready"
 """What ``worker.py`` prints once it polls its task queues."""
+RELAY_READY_LINE = "relay ready"
+"""What ``python -m starter.relay`` prints once it delivers."""
 
 # Start-up limits. Each part is usually up within two seconds; a cold machine (first initdb,
 # first import of the SDK's native module) can take far longer, and failing early helps nobody.
@@ -132,6 +139,7 @@ class PortPlan:
     postgres: int
     sandbox: int
     admin_hook: int
+    inbox: int = DEFAULT_INBOX_PORT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PortPlan:
@@ -146,6 +154,7 @@ class PortPlan:
             postgres=_int_port(env, "DEVSTACK_POSTGRES_PORT", DEFAULT_POSTGRES_PORT),
             sandbox=_url_port(env, "PAYMENT_PROVIDER_URL", DEFAULT_SANDBOX_PORT),
             admin_hook=_int_port(env, "ADMIN_HOOK_PORT", DEFAULT_ADMIN_HOOK_PORT),
+            inbox=_int_port(env, "DEVSTACK_INBOX_PORT", DEFAULT_INBOX_PORT),
         )
 
     def in_use(self) -> dict[str, tuple[int, str]]:
@@ -156,6 +165,7 @@ class PortPlan:
             "Temporal Web UI": (self.ui, "DEVSTACK_UI_PORT=<port>"),
             "PostgreSQL": (self.postgres, "DEVSTACK_POSTGRES_PORT=<port>"),
             "payment sandbox": (self.sandbox, "PAYMENT_PROVIDER_URL=http://127.0.0.1:<port>"),
+            "events inbox": (self.inbox, "DEVSTACK_INBOX_PORT=<port>"),
         }
 
     def check_free(self) -> None:
@@ -434,6 +444,8 @@ def stop_orphans(state: StateDir) -> None:
 # Users of a part go before the part: the worker before Temporal and PostgreSQL. PostgreSQL's
 # fast shutdown is SIGINT; SIGTERM would wait for every client to disconnect.
 _ORPHAN_STOP_ORDER = (
+    ("relay", signal.SIGTERM),
+    ("inbox", signal.SIGTERM),
     ("worker", signal.SIGTERM),
     ("sandbox", signal.SIGTERM),
     ("temporal", signal.SIGTERM),
@@ -454,6 +466,7 @@ class Endpoints:
     database_url: str
     hook_url: str
     admin_hook_port: int
+    inbox_url: str
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     """Dev secrets the parts share (webhook secret, payload key, tokens); env file only."""
 
@@ -470,6 +483,9 @@ class Endpoints:
             # The admin pages are served over plain http on loopback here: a Secure cookie
             # would never come back. Everywhere else the default (Secure) holds.
             "ADMIN_COOKIE_SECURE": "0",
+            "EVENTS_INBOX_URL": self.inbox_url,
+            # The inbox is plain http on loopback (production endpoints must be https).
+            "WEBHOOKS_ALLOW_HTTP": "1",
         }
 
     def all_env_vars(self) -> dict[str, str]:
@@ -513,6 +529,7 @@ class DevStack:
             database_url=self.postgres.dsn(STORE_DATABASE),
             hook_url=hook_url,
             admin_hook_port=plan.admin_hook,
+            inbox_url=f"http://{host}:{plan.inbox}",
             secrets=dev_secrets,
         )
         env = self._child_env()
@@ -545,6 +562,29 @@ class DevStack:
             [sys.executable, "-m", "starter.http", "--host", host],
             env,
             self.state.logs / "hook.log",
+        )
+        self.relay = ChildProcess(
+            "events relay",
+            [sys.executable, "-m", "starter.relay"],
+            env,
+            self.state.logs / "relay.log",
+        )
+        self.inbox = ChildProcess(
+            "events inbox",
+            [
+                sys.executable,
+                "-m",
+                "tools.events_inbox",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(plan.inbox),
+                "--secret-file",
+                str(self.state.root / "inbox-secret"),
+            ],
+            env,
+            self.state.logs / "inbox.log",
         )
         self.timings: list[tuple[str, float]] = []
         self._claimed = False
@@ -620,6 +660,7 @@ class DevStack:
         if self.options.demo_data:
             await self._timed("demo data", self._load_demo_data())
         await self._timed("worker", self._start_worker())
+        await self._timed("events relay and inbox", self._start_events())
         # Last: its /healthz asks Temporal and the database, and it serves the UI's codec.
         await self._timed("admin hook", self._start_hook())
         self.timings.append(("total", time.monotonic() - began))
@@ -699,6 +740,41 @@ class DevStack:
         except (RuntimeError, TimeoutError):
             raise _start_failure(self.worker) from None
 
+    async def _start_events(self) -> None:
+        """The relay, the inbox, and the demo shop's endpoint that feeds the inbox."""
+        secret_file = self.state.root / "inbox-secret"
+        pool = await create_pool(self.endpoints.database_url)
+        try:
+            store = EventStore(pool)
+            _, secret = await store.put_endpoint(
+                DEMO_SHOP_ID, INBOX_ENDPOINT_ID, f"{self.endpoints.inbox_url}/events", ["*"]
+            )
+            if secret is None and not secret_file.exists():
+                # The endpoint outlived its secret file: a new secret, the old one void now.
+                _, secret = await store.rotate_secret(DEMO_SHOP_ID, INBOX_ENDPOINT_ID, timedelta(0))
+        finally:
+            await pool.close()
+        if secret is not None:  # the inbox checks signatures with it
+            secret_file.touch(mode=0o600)
+            secret_file.write_text(secret)
+        self.state.record_pid("relay", self.relay.launch())
+        self.state.record_pid("inbox", self.inbox.launch())
+        try:
+            async with asyncio.timeout(WORKER_STARTUP_TIMEOUT_SECONDS):
+                while RELAY_READY_LINE not in self.relay.output_since_launch():
+                    if not self.relay.is_running:
+                        raise RuntimeError("the relay exited")
+                    await asyncio.sleep(0.1)
+        except (RuntimeError, TimeoutError):
+            raise _start_failure(self.relay) from None
+        try:
+            async with asyncio.timeout(HOOK_STARTUP_TIMEOUT_SECONDS):
+                await ports.wait_for_http_async(
+                    f"{self.endpoints.inbox_url}/healthz", alive=lambda: self.inbox.is_running
+                )
+        except (RuntimeError, TimeoutError):
+            raise _start_failure(self.inbox) from None
+
     async def _start_hook(self) -> None:
         self.state.record_pid("hook", self.hook.launch())
         try:
@@ -734,6 +810,8 @@ class DevStack:
             f"Admin hook        {endpoints.hook_url}  (API docs: {endpoints.hook_url}/docs)",
             f"Payload codec     {endpoints.hook_url}/codec (the Web UI decodes through it)",
             f"Merchant admin    {endpoints.hook_url}/admin  (sign in with the admin token)",
+            "Events relay      sends every event to the shops' webhook endpoints",
+            f"Events inbox      {endpoints.inbox_url}/events  (python -m starter events tail -f)",
         ]
         if self.options.admin_hook_tokens is None:
             token = self.state.admin_token_for_demo_shop()
@@ -755,7 +833,7 @@ class DevStack:
 
     def dead_part(self) -> str | None:
         """Which part died on its own, with the tail of its log; None while all run."""
-        for child in (self.hook, self.worker, self.sandbox):
+        for child in (self.hook, self.relay, self.inbox, self.worker, self.sandbox):
             if not child.is_running:
                 return (
                     f"the {child.name} exited unexpectedly ({_exit_text(child.exit_code)}); "
@@ -791,6 +869,9 @@ class DevStack:
             return  # the folder (and the pid files in it) may be another stack's
         self.hook.stop(HOOK_STOP_TIMEOUT_SECONDS)
         self.state.forget_pid("hook")
+        for name, child in (("relay", self.relay), ("inbox", self.inbox)):
+            child.stop(HOOK_STOP_TIMEOUT_SECONDS)
+            self.state.forget_pid(name)
         self.worker.stop(WORKER_STOP_TIMEOUT_SECONDS)
         self.state.forget_pid("worker")
         self.sandbox.stop(SANDBOX_STOP_TIMEOUT_SECONDS)

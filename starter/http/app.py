@@ -15,7 +15,15 @@ from starlette.responses import JSONResponse
 from activities.admin_store import AdminStore
 from starter.client import CancellationClient
 from starter.config import Settings
-from starter.http import admin, backend, cancellations, codec, stripe_webhooks, webhooks
+from starter.http import (
+    admin,
+    backend,
+    cancellations,
+    codec,
+    stripe_webhooks,
+    webhook_endpoints,
+    webhooks,
+)
 from starter.http.auth import Authenticator
 from starter.http.context import Hook, hook
 from starter.http.errors import (
@@ -74,6 +82,7 @@ def create_app(client: CancellationClient, settings: Settings, admin_store: Admi
     app.include_router(backend.router)
     app.include_router(webhooks.router)
     app.include_router(stripe_webhooks.router)
+    app.include_router(webhook_endpoints.router)
     app.include_router(codec.router)
     admin.install(app, settings)  # the merchant's pages at /admin
     # The Web UI calls the codec endpoints from its own origin in the operator's browser.

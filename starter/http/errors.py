@@ -60,6 +60,8 @@ HTTP_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.PAYMENT_MISMATCH: 422,
     ErrorCode.ORDER_LOCKED: 409,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.WEBHOOK_NOT_FOUND: 404,
+    ErrorCode.DELIVERY_NOT_FOUND: 404,
 }
 """The one mapping from error code to HTTP status."""
 
@@ -104,7 +106,10 @@ _DESCRIPTIONS: Final[Mapping[int, str]] = {
     400: "`invalid_payloads`: not a payload list, or a payload that can't be decrypted",
     401: "`unauthorized`: no bearer token, or one we don't know",
     403: "`forbidden`: the token belongs to another shop",
-    404: "`order_not_found`, `cancellation_not_found` or `refund_not_found`",
+    404: (
+        "`order_not_found`, `cancellation_not_found`, `refund_not_found`,"
+        " `webhook_not_found` or `delivery_not_found`"
+    ),
     409: (
         "`order_shipped`, `customer_requests_disabled`, `invalid_transition`,"
         " `undo_window_closed`, `out_of_stock` or `recapture_unavailable`"

@@ -150,6 +150,8 @@ def _settings(dev_env: WorkflowEnvironment, database_url: str, **changes: Any) -
         "provider_accounts": TENANT_ACCOUNTS,
         "admin_session_key": secrets.token_urlsafe(32),
         "task_queue": f"http-test-{uuid.uuid4().hex}",
+        # Webhook endpoints on the tests' loopback receivers (tests/http/test_events.py).
+        "webhooks_allow_http": True,
     }
     return Settings(**(values | changes))
 

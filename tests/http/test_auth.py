@@ -48,6 +48,13 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "{s}/stock/sku-mug", None),
     ("PUT", "{s}/customers/cust-1", {"points": 999, "credits": 999}),
     ("GET", "{s}/customers/cust-1", None),
+    ("PUT", "{s}/webhooks/erp", {"url": "https://erp.example.com/hooks"}),
+    ("GET", "{s}/webhooks/erp", None),
+    ("GET", "{s}/webhooks", None),
+    ("DELETE", "{s}/webhooks/erp", None),
+    ("POST", "{s}/webhooks/erp/rotate-secret", None),
+    ("GET", "{s}/webhooks/erp/deliveries", None),
+    ("POST", "{s}/webhooks/erp/deliveries/dlv_" + "0" * 32 + "/redeliver", None),
 ]
 ROUTE_IDS = [f"{method} {path}" for method, path, _ in ROUTES]
 

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tools.bench_relay import Arrival, RelayProbe
 from tools.chaos import (
     ChaosOptions,
     ChaosReport,
@@ -27,6 +28,8 @@ from tools.chaos import (
     parse_options,
     plan_faults,
 )
+from tools.chaos_driver import SHOP_ID
+from tools.chaos_events import check_events
 from tools.chaos_reconcile import ViolationKind, reconcile
 from tools.chaos_stack import FaultKind
 
@@ -61,6 +64,11 @@ async def test_short_chaos_run_ends_every_cancellation_right(short_run):
         FaultKind, SHORT.faults_per_kind
     )
     assert report.reconciliation.checked["ledger movements"] > 0
+    # Every event reached the run's webhook receiver, in order (else a violation above),
+    # although worker kills took the relay down with them.
+    checked = report.reconciliation.checked
+    assert checked["events"] > 3 * SHORT.cancellations, report.table()
+    assert checked["event deliveries"] >= checked["events"]
     assert seconds < SHORT_RUN_BUDGET_SECONDS, report.table()
 
 
@@ -125,6 +133,35 @@ async def test_reconciler_catches_a_planted_double_refund_and_lost_refund(short_
         ViolationKind.LOST_REFUND,
         ViolationKind.INCOMPLETE_REFUND,
     }, found.violations
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.timeout(120)
+async def test_the_events_check_finds_events_that_never_arrived_or_came_out_of_order(short_run):
+    session, _, _ = short_run
+    database_url = session.world.database_url
+    nothing_arrived = await check_events(database_url, SHOP_ID, RelayProbe())
+    assert nothing_arrived.events > 0
+    assert {f.kind for f in nothing_arrived.findings or []} == {"event_not_delivered"}
+    assert len(nothing_arrived.findings or []) == nothing_arrived.events
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id, cancellation_id, sequence, type FROM webhook_events"
+            " WHERE shop_id=$1 ORDER BY cancellation_id, sequence",
+            SHOP_ID,
+        )
+    finally:
+        await conn.close()
+    backwards = RelayProbe()
+    backwards.arrivals = [
+        Arrival(r["event_id"], r["cancellation_id"], r["sequence"], r["type"], 0.0, 0.0)
+        for r in reversed(rows)
+    ]
+    found = await check_events(database_url, SHOP_ID, backwards)
+    assert {f.kind for f in found.findings or []} == {"event_out_of_order"}
 
 
 def test_fault_plan_spreads_each_kind_over_the_window():

@@ -663,6 +663,7 @@ def _endpoints(system: System, dev_env: WorkflowEnvironment, **changes: Any) -> 
         "database_url": system.settings.database_url,
         "hook_url": "http://127.0.0.1:1",
         "admin_hook_port": 1,
+        "inbox_url": "http://127.0.0.1:1",
         "secrets": {"CODEC_AUTH_TOKEN": "it's a 'quoted' secret"},
     }
     return Endpoints(**(values | changes))

@@ -173,3 +173,36 @@ def test_the_dev_stack_refuses_bad_tokens_before_starting_anything(
     assert "devstack: ADMIN_HOOK_TOKENS pair 1 has 2 ':'" in err
     assert SECRET not in err
     assert not state.exists()
+
+
+def test_webhook_settings_default_to_production() -> None:
+    settings = Settings.from_env({})
+    assert settings.webhooks_allow_http is False
+    assert settings.webhooks_retry_scale == 1.0
+    assert settings.webhooks_retention.days == 7
+
+
+def test_webhook_settings_come_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "WEBHOOKS_ALLOW_HTTP": "1",
+            "WEBHOOKS_TIMEOUT": "2.5",
+            "WEBHOOKS_RETRY_SCALE": "0.001",
+            "WEBHOOKS_RETENTION": "PT1H",
+            "WEBHOOKS_RELAY_CONCURRENCY": "4",
+        }
+    )
+    assert settings.webhooks_allow_http is True
+    assert settings.webhooks_timeout == 2.5
+    assert settings.webhooks_retry_scale == 0.001
+    assert settings.webhooks_retention.total_seconds() == 3600
+    assert settings.webhooks_relay_concurrency == 4
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [("WEBHOOKS_TIMEOUT", "0"), ("WEBHOOKS_RETRY_SCALE", "-1"), ("WEBHOOKS_RETENTION", "soon")],
+)
+def test_a_bad_webhook_setting_is_a_clear_error(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: raw})

@@ -58,7 +58,7 @@ DEMO_TIMEOUT_SECONDS = 120.0
 WAIT_TIMEOUT_SECONDS = 30.0
 
 # What a developer's own stack listens on; a test that took one would fight it.
-_DEFAULT_PORTS = frozenset({DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, 5433, 8000, 8001})
+_DEFAULT_PORTS = frozenset({DEFAULT_TEMPORAL_PORT, DEFAULT_UI_PORT, 5433, 8000, 8001, 8002})
 # Variables from the developer's shell that would point the stack or its clients elsewhere.
 _OWN_VARIABLES = ("DATABASE_URL", "PAYMENT_PROVIDER_", "ADMIN_HOOK_", "TEMPORAL_", "DEVSTACK_")
 
@@ -178,6 +178,7 @@ def _stack_env() -> dict[str, str]:
         DEVSTACK_POSTGRES_PORT=str(_free_port()),
         PAYMENT_PROVIDER_URL=f"http://127.0.0.1:{_free_port()}",
         ADMIN_HOOK_PORT=str(_free_port()),
+        DEVSTACK_INBOX_PORT=str(_free_port()),
     )
     return env
 
@@ -219,7 +220,15 @@ def test_stack_prints_its_urls_and_environment_then_ready(stack: DevStackProcess
     assert token_file.stat().st_mode & 0o077 == 0
     assert f"demo-shop: {token_file.read_text().strip()}" in stack.output
     logs = {path.name for path in (stack.state_dir / "logs").iterdir()}
-    assert logs == {"postgres.log", "temporal.log", "sandbox.log", "worker.log", "hook.log"}
+    assert logs == {
+        "postgres.log",
+        "temporal.log",
+        "sandbox.log",
+        "worker.log",
+        "hook.log",
+        "relay.log",
+        "inbox.log",
+    }
     hook_url = f"http://127.0.0.1:{env['ADMIN_HOOK_PORT']}"
     assert f"Admin hook        {hook_url}" in stack.output
     assert client_env["ADMIN_HOOK_URL"] == hook_url

@@ -1,0 +1,327 @@
+"""Routes for a shop's outgoing webhooks (spec 7.4): endpoints, secrets, deliveries.
+
+The first ``PUT`` of an endpoint answers its signing secret, once; later ones change the
+URL and the event filter and keep the secret. ``POST …/rotate-secret`` makes a new one and
+keeps the old one signing for a while, so the receiver can switch without missing an
+event. A delivery that failed for good is listed under ``…/deliveries?status=failed`` and
+sent again with ``POST …/deliveries/{delivery_id}/redeliver``. docs/events.md has the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.responses import JSONResponse, Response
+
+from activities.events import Delivery, Endpoint, EventStore
+from domain.errors import CancellationError, ErrorCode
+from domain.events import MAX_FILTERS, MAX_URL_LENGTH, check_endpoint_url, check_filters
+from starter.http.auth import Principal, ShopRoute, principal
+from starter.http.context import Hook, hook
+from starter.http.errors import error_responses
+from starter.http.idempotency import IdempotencyKey, respond_once
+from starter.http.params import IDENTIFIER, ShopId
+
+HookDep = Annotated[Hook, Depends(hook)]
+PrincipalDep = Annotated[Principal, Depends(principal)]
+
+router = APIRouter(route_class=ShopRoute)
+
+ENDPOINT: Final = "/v1/shops/{shop_id}/webhooks/{endpoint_id}"
+DEFAULT_PAGE_SIZE: Final = 50
+MAX_PAGE_SIZE: Final = 200
+DEFAULT_OVERLAP: Final = timedelta(hours=24)
+"""How long the previous secret keeps signing after a rotation, unless the call says."""
+MAX_OVERLAP: Final = timedelta(days=7)
+
+EndpointId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=64,
+        pattern=IDENTIFIER,
+        description="The shop's name for the endpoint, e.g. `erp` or `mailer`.",
+    ),
+]
+DeliveryId = Annotated[
+    str,
+    Path(pattern=r"^dlv_[0-9a-f]{32}$", description="A delivery (`delivery_id` in the list)."),
+]
+
+
+class EndpointDocument(BaseModel):
+    """An endpoint as the shop registers it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[StrictStr, Field(min_length=1, max_length=MAX_URL_LENGTH)]
+    """Where events are POSTed: ``https`` (``http`` on loopback only in development)."""
+    events: Annotated[list[StrictStr], Field(min_length=1, max_length=MAX_FILTERS)] = [
+        "cancellation.*"
+    ]
+    """Event types, ``cancellation.*`` or ``*``."""
+
+
+class EndpointView(BaseModel):
+    """An endpoint as the hook shows it; ``secret`` only in the answer that made it."""
+
+    endpoint_id: str
+    url: str
+    events: list[str]
+    created_at: datetime
+    updated_at: datetime
+    secret_created_at: datetime
+    previous_secret_expires_at: datetime | None = None
+    """While a rotation lasts: until when the previous secret still signs."""
+    secret: str | None = None
+    """``whsec_…``: shown once, when the endpoint is made or its secret rotated."""
+
+
+class EndpointList(BaseModel):
+    """The shop's endpoints."""
+
+    items: list[EndpointView]
+
+
+class RotateSecret(BaseModel):
+    """A new signing secret; the current one keeps signing for a while."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_timedelta="iso8601")
+
+    previous_secret_valid_for: Annotated[timedelta, Field(ge=timedelta(0), le=MAX_OVERLAP)] = (
+        DEFAULT_OVERLAP
+    )
+    """ISO 8601; ``PT0S`` ends the old secret now (it leaked)."""
+
+
+class DeliveryView(BaseModel):
+    """One event's delivery to the endpoint."""
+
+    delivery_id: str
+    event_id: str
+    """The ``webhook-id`` the receiver saw."""
+    type: str
+    cancellation_id: str
+    sequence: int
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+class DeliveryPage(BaseModel):
+    """An endpoint's deliveries, newest first; ``next_cursor`` fetches the next page."""
+
+    items: list[DeliveryView]
+    next_cursor: str | None = None
+
+
+def events_store(hook: HookDep) -> EventStore:
+    """The events tables, over the hook's pool (a FastAPI dependency)."""
+    return EventStore(hook.admin_store.pool)
+
+
+StoreDep = Annotated[EventStore, Depends(events_store)]
+
+
+@router.put(
+    ENDPOINT,
+    status_code=201,
+    response_model=EndpointView,
+    responses={
+        200: {"model": EndpointView, "description": "The endpoint existed and was updated"},
+        **error_responses(401, 403, 422, 503),
+    },
+    tags=["webhooks"],
+    summary="Create or update a webhook endpoint (the first answer carries its secret)",
+)
+async def put_endpoint(
+    request: Request,
+    shop_id: ShopId,
+    endpoint_id: EndpointId,
+    body: EndpointDocument,
+    hook: HookDep,
+    store: StoreDep,
+    caller: PrincipalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """``201`` with the secret when new; ``200`` without it when updated. A URL that is not
+    ``https`` (outside development), or that points at a private or loopback address, is
+    ``422 validation_error``."""
+    url = check_endpoint_url(body.url, allow_http=hook.settings.webhooks_allow_http)
+    events = check_filters(body.events)
+
+    async def act() -> tuple[int, Any]:
+        endpoint, secret = await store.put_endpoint(shop_id, endpoint_id, url, events)
+        return (201 if secret else 200), _view(endpoint, secret).model_dump(mode="json")
+
+    fingerprint = body.model_dump(mode="json")
+    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+
+
+@router.get(
+    "/v1/shops/{shop_id}/webhooks",
+    responses=error_responses(401, 403, 422, 503),
+    tags=["webhooks"],
+    summary="The shop's webhook endpoints",
+)
+async def list_endpoints(shop_id: ShopId, store: StoreDep, caller: PrincipalDep) -> EndpointList:
+    return EndpointList(items=[_view(e) for e in await store.list_endpoints(shop_id)])
+
+
+@router.get(
+    ENDPOINT,
+    responses=error_responses(401, 403, 404, 422, 503),
+    tags=["webhooks"],
+    summary="A webhook endpoint (never its secret)",
+)
+async def get_endpoint(
+    shop_id: ShopId, endpoint_id: EndpointId, store: StoreDep, caller: PrincipalDep
+) -> EndpointView:
+    return _view(await store.get_endpoint(shop_id, endpoint_id))
+
+
+@router.delete(
+    ENDPOINT,
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(401, 403, 404, 422, 503),
+    tags=["webhooks"],
+    summary="Delete a webhook endpoint and its deliveries",
+)
+async def delete_endpoint(
+    shop_id: ShopId, endpoint_id: EndpointId, store: StoreDep, caller: PrincipalDep
+) -> Response:
+    await store.delete_endpoint(shop_id, endpoint_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    f"{ENDPOINT}/rotate-secret",
+    response_model=EndpointView,
+    responses=error_responses(401, 403, 404, 422, 503),
+    tags=["webhooks"],
+    summary="Make a new signing secret; the previous one signs too for a while",
+)
+async def rotate_secret(
+    request: Request,
+    shop_id: ShopId,
+    endpoint_id: EndpointId,
+    hook: HookDep,
+    store: StoreDep,
+    caller: PrincipalDep,
+    body: RotateSecret | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Deliveries are signed with both secrets until ``previous_secret_expires_at``; the
+    answer carries the new secret, once."""
+    rotation = body or RotateSecret()
+
+    async def act() -> tuple[int, Any]:
+        endpoint, secret = await store.rotate_secret(
+            shop_id, endpoint_id, rotation.previous_secret_valid_for
+        )
+        return 200, _view(endpoint, secret).model_dump(mode="json")
+
+    fingerprint = rotation.model_dump(mode="json")
+    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+
+
+@router.get(
+    f"{ENDPOINT}/deliveries",
+    responses=error_responses(401, 403, 404, 422, 503),
+    tags=["webhooks"],
+    summary="The endpoint's deliveries, newest first (e.g. `?status=failed`)",
+)
+async def list_deliveries(
+    shop_id: ShopId,
+    endpoint_id: EndpointId,
+    store: StoreDep,
+    caller: PrincipalDep,
+    status: Annotated[
+        Literal["pending", "delivered", "failed"] | None, Query(description="Only this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None, Query(min_length=1, max_length=300, description="`next_cursor` of a page.")
+    ] = None,
+) -> DeliveryPage:
+    rows = await store.list_deliveries(
+        shop_id,
+        endpoint_id,
+        status=status,
+        limit=limit + 1,
+        before=_parse_cursor(cursor) if cursor else None,
+    )
+    page = rows[:limit]
+    next_cursor = _cursor(page[-1]) if len(rows) > limit else None
+    return DeliveryPage(items=[_delivery_view(d) for d in page], next_cursor=next_cursor)
+
+
+@router.post(
+    f"{ENDPOINT}/deliveries/{{delivery_id}}/redeliver",
+    status_code=202,
+    response_model=DeliveryView,
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+    tags=["webhooks"],
+    summary="Send a failed (or delivered) delivery again",
+)
+async def redeliver(
+    request: Request,
+    shop_id: ShopId,
+    endpoint_id: EndpointId,
+    delivery_id: DeliveryId,
+    hook: HookDep,
+    store: StoreDep,
+    caller: PrincipalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """``202``: the relay sends it now, with a fresh retry schedule and the same
+    ``webhook-id``. A delivery still pending is ``409 invalid_transition``."""
+
+    async def act() -> tuple[int, Any]:
+        delivery = await store.redeliver(shop_id, endpoint_id, delivery_id)
+        return 202, _delivery_view(delivery).model_dump(mode="json")
+
+    return await respond_once(request, hook.admin_store, caller, idempotency_key, {}, act)
+
+
+def _view(endpoint: Endpoint, secret: str | None = None) -> EndpointView:
+    return EndpointView(
+        endpoint_id=endpoint.endpoint_id,
+        url=endpoint.url,
+        events=endpoint.events,
+        created_at=endpoint.created_at,
+        updated_at=endpoint.updated_at,
+        secret_created_at=endpoint.secret_created_at,
+        previous_secret_expires_at=endpoint.previous_secret_expires_at,
+        secret=secret,
+    )
+
+
+def _delivery_view(delivery: Delivery) -> DeliveryView:
+    return DeliveryView.model_validate(delivery, from_attributes=True)
+
+
+# The cursor is the last row's creation time and id, opaque and URL-safe on the wire.
+
+
+def _cursor(delivery: Delivery) -> str:
+    raw = f"{delivery.created_at.isoformat()}|{delivery.delivery_id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
+        at, _, delivery_id = raw.partition("|")
+        return datetime.fromisoformat(at), delivery_id
+    except ValueError:  # binascii.Error and UnicodeError are ValueErrors
+        raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor is not valid") from None
