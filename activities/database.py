@@ -122,6 +122,11 @@ class StoreRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for the queries of the modules beside this one (bulk jobs)."""
+        return self._pool
+
     # ------------------------------------------------------------------ orders
 
     async def order_context(self, shop_id: str, order_id: str) -> OrderContext:

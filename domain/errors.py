@@ -46,6 +46,8 @@ class ErrorCode(StrEnum):
     """The store database does not answer."""
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     """The payment provider does not answer."""
+    BULK_CANCELLATION_NOT_FOUND = "bulk_cancellation_not_found"
+    """The shop has no bulk cancellation job with that id."""
 
 
 class CancellationError(Exception):

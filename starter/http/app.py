@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from activities.admin_store import AdminStore
 from starter.client import CancellationClient
 from starter.config import Settings
-from starter.http import backend, cancellations, codec, webhooks
+from starter.http import backend, bulk, cancellations, codec, webhooks
 from starter.http.auth import Authenticator
 from starter.http.context import Hook, hook
 from starter.http.errors import BodyLimitMiddleware, install_error_handlers
@@ -66,6 +66,7 @@ def create_app(client: CancellationClient, settings: Settings, admin_store: Admi
     app.add_middleware(BodyLimitMiddleware)
     app.include_router(cancellations.router)
     app.include_router(backend.router)
+    app.include_router(bulk.router)
     app.include_router(webhooks.router)
     app.include_router(codec.router)
     # The Web UI calls the codec endpoints from its own origin in the operator's browser.

@@ -54,6 +54,7 @@ HTTP_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.TEMPORAL_UNAVAILABLE: 503,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.PROVIDER_UNAVAILABLE: 503,
+    ErrorCode.BULK_CANCELLATION_NOT_FOUND: 404,
 }
 """The one mapping from error code to HTTP status (spec section 4)."""
 
@@ -94,7 +95,10 @@ class ErrorResponse(BaseModel):
 _DESCRIPTIONS: Final[Mapping[int, str]] = {
     401: "`unauthorized`: no bearer token, or one we don't know",
     403: "`forbidden`: the token belongs to another shop",
-    404: "`order_not_found`, `cancellation_not_found` or `refund_not_found`",
+    404: (
+        "`order_not_found`, `cancellation_not_found`, `refund_not_found` or"
+        " `bulk_cancellation_not_found`"
+    ),
     409: (
         "`order_shipped`, `customer_requests_disabled`, `invalid_transition`,"
         " `undo_window_closed`, `out_of_stock` or `recapture_unavailable`"
