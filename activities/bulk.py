@@ -80,7 +80,11 @@ class BulkActivities:
         order_ids = await self._jobs.matching_orders(
             p.shop_id, p.sku, after=input.after, limit=p.page_size
         )
-        known = await self._jobs.known_outcomes(p.shop_id, p.bulk_id, order_ids)
+        # Orders an attempt that died was starting may not match any more (their
+        # cancellation took the SKU's units): they are finished first, wherever they are.
+        unfinished = await self._jobs.pending_orders(p.shop_id, p.bulk_id)
+        todo = unfinished + [order_id for order_id in order_ids if order_id not in unfinished]
+        known = await self._jobs.known_outcomes(p.shop_id, p.bulk_id, todo)
         stop = _StopFlag(lambda: self._jobs.stop_requested(p.shop_id, p.bulk_id))
         slots = asyncio.Semaphore(p.concurrency)
 
@@ -93,7 +97,7 @@ class BulkActivities:
                 await self._start_one(p, order_id, known.get(order_id))
 
         async with _heartbeating():
-            await _all_or_cancel([one(order_id) for order_id in order_ids])
+            await _all_or_cancel([one(order_id) for order_id in todo])
         stopped = await stop.is_set()
         return StartPageResult(
             last_order_id=order_ids[-1] if order_ids else input.after,
@@ -142,7 +146,7 @@ class BulkActivities:
             if pending is None:
                 await self._jobs.record_intent(shop_id, bulk_id, order_id, intended, items)
             view, created = await self._client.start_cancellation(
-                shop_id, order_id, _start_request(p, items), actor=p.actor
+                shop_id, order_id, merchant_start_request(p, items), actor=p.actor
             )
         except CancellationError as err:
             if err.code in UNAVAILABLE:
@@ -168,7 +172,7 @@ class BulkActivities:
         )
 
 
-def _start_request(p: BulkParameters, items: list[CanceledItem] | None) -> StartRequest:
+def merchant_start_request(p: BulkParameters, items: list[CanceledItem] | None) -> StartRequest:
     """The merchant-initiated start of one order, accepted with the job's decision."""
     return StartRequest(
         initiated_by=InitiatedBy.MERCHANT,

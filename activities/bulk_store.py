@@ -178,6 +178,16 @@ class BulkRepository:
             for r in rows
         }
 
+    async def pending_orders(self, shop_id: str, bulk_id: str) -> list[str]:
+        """Orders whose start an earlier attempt of the job began and did not finish."""
+        rows = await self._pool.fetch(
+            "SELECT order_id FROM bulk_cancellation_items"
+            " WHERE shop_id=$1 AND bulk_id=$2 AND outcome='pending' ORDER BY order_id",
+            shop_id,
+            bulk_id,
+        )
+        return [r["order_id"] for r in rows]
+
     async def record_intent(
         self,
         shop_id: str,
