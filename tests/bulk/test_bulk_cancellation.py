@@ -314,6 +314,7 @@ async def test_two_jobs_for_one_sku_never_cancel_an_order_twice(shop: Shop) -> N
     assert sum(job.counts.started for job in jobs) == len(orders)
 
 
+@pytest.mark.timeout(300)
 async def test_worker_killed_mid_job_starts_no_order_twice(make_shop, worker_process) -> None:
     """SIGKILL of the only worker in the middle of a page: the job completes on the next
     worker, and every order has exactly one cancellation and one refund."""
@@ -324,14 +325,17 @@ async def test_worker_killed_mid_job_starts_no_order_twice(make_shop, worker_pro
         bulk = shop.bulk(concurrency=2, page_size=6, orders_per_run=12)
         job = await bulk.start(shop.shop_id, BulkRequest(sku=SKU))
         await shop.wait_job(job.bulk_id, lambda j: j.counts.started >= 4, within=30)
+        # Kill while a start is under way (its row written, its outcome not yet).
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await shop.jobs.pending_orders(shop.shop_id, job.bulk_id):
+            assert asyncio.get_running_loop().time() < deadline, "no start under way"
+            await asyncio.sleep(0.005)
         await first.kill()
-        pending = await shop.jobs.pending_orders(shop.shop_id, job.bulk_id)
-        print(f"killed with {len(pending)} start(s) under way")
         killed_at = (await bulk.get(shop.shop_id, job.bulk_id)).counts.started
         assert killed_at < len(orders)
         second = worker_process(shop.task_queue)
         await second.start()
-        job = await shop.wait_job(job.bulk_id, within=90)
+        job = await shop.wait_job(job.bulk_id, within=120)
         assert job.status is BulkStatus.COMPLETED
         assert job.counts.model_dump() == {
             "matched": 24,
@@ -340,7 +344,7 @@ async def test_worker_killed_mid_job_starts_no_order_twice(make_shop, worker_pro
             "refused": 0,
         }
         outcomes = await _all_outcomes(shop, job.bulk_id)
-        await _wait_canceled(shop, [item.cancellation_id for item in outcomes.values()], 90)
+        await _wait_canceled(shop, [item.cancellation_id for item in outcomes.values()], 120)
         for order_id in orders:
             cancellations = await shop.store.cancellations_of_order(shop.shop_id, order_id)
             assert [c.cancellation_id for c in cancellations] == [
