@@ -79,7 +79,7 @@ def build_workers(
     # Bulk jobs start each order's cancellation through the client, on these same queues.
     bulk = more[0] if more else bulk_activities(client, store, task_queue, provider_task_queue)
     store_methods = [store.open_cancellation, store.apply_changes]
-    bulk_methods = [bulk.register_bulk_job, bulk.start_bulk_page, bulk.finish_bulk_job]
+    bulk_methods = [bulk.register_bulk_job, bulk.start_bulk_orders, bulk.finish_bulk_job]
     provider_methods = [
         provider.refund_payment,
         provider.await_refund_settlement,

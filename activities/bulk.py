@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Final
 
 from temporalio import activity
 
@@ -23,8 +23,8 @@ from domain.bulk import (
     BulkParameters,
     FinishBulkInput,
     RegisterBulkInput,
-    StartPageInput,
-    StartPageResult,
+    StartOrdersInput,
+    StartOrdersResult,
     items_to_cancel,
 )
 from domain.cancellation import OPEN_STATUSES, CanceledItem, Channel, InitiatedBy
@@ -68,40 +68,49 @@ class BulkActivities:
         await self._jobs.finish(input.shop_id, input.bulk_id, input.status, input.at)
 
     @activity.defn
-    async def start_bulk_page(self, input: StartPageInput) -> StartPageResult:
-        """Start the cancellations of the next page of matching orders, a bounded number
-        at a time, writing each order's outcome as it happens.
+    async def start_bulk_orders(self, input: StartOrdersInput) -> StartOrdersResult:
+        """Start the cancellations of up to ``input.limit`` more matching orders, reading
+        them page by page and starting up to ``concurrency`` at a time (the next page is
+        read while the last one's starts still run, so the window never drains between
+        pages), writing each order's outcome as it happens.
 
-        A retry (the worker died, the database went away) reads the same page again:
+        A retry (the worker died, the database went away) reads the same orders again:
         orders with an outcome are skipped, and an order whose start was under way is
         recognized by the cancellation id written before the start.
         """
         p = input.parameters
-        order_ids = await self._jobs.matching_orders(
-            p.shop_id, p.sku, after=input.after, limit=p.page_size
-        )
-        # Orders an attempt that died was starting may not match any more (their
-        # cancellation took the SKU's units): they are finished first, wherever they are.
-        unfinished = await self._jobs.pending_orders(p.shop_id, p.bulk_id)
-        todo = unfinished + [order_id for order_id in order_ids if order_id not in unfinished]
-        known = await self._jobs.known_outcomes(p.shop_id, p.bulk_id, todo)
         stop = _StopFlag(lambda: self._jobs.stop_requested(p.shop_id, p.bulk_id))
-        slots = asyncio.Semaphore(p.concurrency)
+        window = _Window(p.concurrency)
+        after, read, more = input.after, 0, True
 
-        async def one(order_id: str) -> None:
-            async with slots:
-                if order_id in known and known[order_id].final:
-                    return
-                if await stop.is_set():
-                    return
-                await self._start_one(p, order_id, known.get(order_id))
+        async def one(order_id: str, known: KnownOutcome | None) -> None:
+            if not await stop.is_set():
+                await self._start_one(p, order_id, known)
 
-        async with _heartbeating():
-            await _all_or_cancel([one(order_id) for order_id in todo])
+        async with _heartbeating(), window:
+            # Orders an attempt that died was starting may not match any more (their
+            # cancellation took the SKU's units): they are finished first, wherever they are.
+            unfinished = await self._jobs.pending_orders(p.shop_id, p.bulk_id)
+            known = await self._jobs.known_outcomes(p.shop_id, p.bulk_id, unfinished)
+            for order_id in unfinished:
+                await window.launch(one(order_id, known.get(order_id)))
+            while read < input.limit and not await stop.is_set():
+                wanted = min(p.page_size, input.limit - read)
+                page = await self._jobs.matching_orders(p.shop_id, p.sku, after=after, limit=wanted)
+                known = await self._jobs.known_outcomes(p.shop_id, p.bulk_id, page)
+                for order_id in page:
+                    if order_id in unfinished or (order_id in known and known[order_id].final):
+                        continue
+                    await window.launch(one(order_id, known.get(order_id)))
+                read += len(page)
+                after = page[-1] if page else after
+                if len(page) < wanted:
+                    more = False
+                    break
         stopped = await stop.is_set()
-        return StartPageResult(
-            last_order_id=order_ids[-1] if order_ids else input.after,
-            more=len(order_ids) == p.page_size,
+        return StartOrdersResult(
+            last_order_id=after,
+            more=more and not stopped,
             stopped=stopped,
             counts=await self._jobs.counts(p.shop_id, p.bulk_id),
         )
@@ -226,13 +235,45 @@ async def _heartbeating() -> AsyncIterator[None]:
             await task
 
 
-async def _all_or_cancel(starts: list[Awaitable[None]]) -> None:
-    """Run every start; when one fails (a service is away), cancel the rest and raise it,
-    so the page's retry takes them all up again."""
-    tasks = [asyncio.ensure_future(start) for start in starts]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
+class _Window:
+    """Runs launched starts with at most ``size`` at a time; on leaving, waits for them all.
+
+    When one fails (a service is away), the others are cancelled and the failure raised,
+    so the activity's retry takes them all up again.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._slots = asyncio.Semaphore(size)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+
+    async def launch(self, start: Coroutine[Any, Any, None]) -> None:
+        """Wait for a free slot, then run ``start`` in it."""
+        await self._slots.acquire()
+        if self._failure is not None:
+            self._slots.release()
+            start.close()
+            raise self._failure
+        task = asyncio.create_task(start)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            for other in self._tasks:
+                other.cancel()
+
+    async def __aenter__(self) -> _Window:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if exc_info[0] is None and self._failure is not None:
+            raise self._failure

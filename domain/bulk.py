@@ -30,12 +30,13 @@ DEFAULT_CONCURRENCY: Final = 20
 the single cancellations other merchants start meanwhile still get their share."""
 MAX_CONCURRENCY: Final = 200
 DEFAULT_PAGE_SIZE: Final = 100
-"""Orders read and started per page (one activity): a page costs the job's history about
-seven events, whatever its size."""
+"""Orders read from the store at a time (the keyset page); the next page is read while the
+last one's starts still run."""
 MAX_PAGE_SIZE: Final = 1000
 DEFAULT_ORDERS_PER_RUN: Final = 500
-"""The job continues as new after this many orders, so each run's history stays short
-(about 40 events) however many orders match."""
+"""Orders one run starts (in one activity) before the job continues as new: each run's
+history stays about 20 events however many orders match, and the window of starts drains
+only once per run."""
 
 BULK_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 """A bulk id is an identifier like a shop's or an order's: it never contains ``~``."""
@@ -256,22 +257,23 @@ class RegisterBulkInput(BaseModel):
     at: datetime
 
 
-class StartPageInput(BaseModel):
-    """Start the cancellations of the next page of matching orders."""
+class StartOrdersInput(BaseModel):
+    """Start the cancellations of up to ``limit`` more matching orders (one run's share)."""
 
     parameters: BulkParameters
     after: str | None = None
+    limit: Annotated[int, Field(ge=1)] = DEFAULT_ORDERS_PER_RUN
 
 
-class StartPageResult(BaseModel):
-    """What a page did, and the job's counts afterwards (read from the store)."""
+class StartOrdersResult(BaseModel):
+    """What the orders' starts did, and the job's counts afterwards (read from the store)."""
 
     last_order_id: str | None
-    """Where the next page starts; ``None`` when no order was left."""
+    """Where the next run starts reading (keyset cursor)."""
     more: bool
-    """A full page was read: there may be more."""
+    """Orders may be left: the limit was reached with full pages."""
     stopped: bool
-    """The merchant stopped the job: the page started no further order."""
+    """The merchant stopped the job: no further order was started."""
     counts: BulkCounts
 
 

@@ -54,12 +54,14 @@ DEFAULT_ITEMS_LIMIT: Final = 100
 MAX_ITEMS_LIMIT: Final = 1000
 
 
-def bulk_id_for(idempotency_key: str | None) -> str:
-    """A new job's id: derived from the Idempotency-Key when there is one, so a repeat
-    after the hook died between starting the job and recording its answer finds the job."""
+def bulk_id_for(shop_id: str, idempotency_key: str | None) -> str:
+    """A new job's id: derived from the shop's Idempotency-Key when there is one, so a
+    repeat after the hook died between starting the job and recording its answer finds
+    the job (keys belong to a shop: another shop's same key is another job)."""
     if idempotency_key is None:
         return f"b{uuid.uuid4().hex}"
-    return "k" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    scoped = f"{shop_id}\x1f{idempotency_key}"  # \x1f is in neither alphabet
+    return "k" + hashlib.sha256(scoped.encode()).hexdigest()[:32]
 
 
 class BulkClient:
@@ -102,7 +104,7 @@ class BulkClient:
         The same ``idempotency_key`` always names the same job: a repeat answers with it.
         """
         check_bulk_request(request)
-        bulk_id = bulk_id_for(idempotency_key)
+        bulk_id = bulk_id_for(shop_id, idempotency_key)
         parameters = BulkParameters(
             shop_id=shop_id,
             bulk_id=bulk_id,

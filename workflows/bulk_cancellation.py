@@ -1,11 +1,12 @@
 """The ``BulkCancellation`` workflow: one job cancelling every open order that holds a SKU.
 
-``run()`` reads like the merchant's request: record the job, start the cancellations page
-by page (a keyset cursor over the store's orders, a bounded number at a time, each order's
-outcome written as it happens), then record how the job ended. It does not wait for the
-cancellations themselves: each is its own ``OrderCancellation`` run with its own undo
-window. Every few hundred orders it continues as new, carrying the cursor and the counts,
-so its history stays short however many orders match.
+``run()`` reads like the merchant's request: record the job, start the cancellations (an
+activity reads the matching orders page by page with a keyset cursor over the store and
+starts a bounded number at a time, writing each order's outcome as it happens), then
+record how the job ended. It does not wait for the cancellations themselves: each is its
+own ``OrderCancellation`` run with its own undo window. Each run starts one share of the
+orders (500) and continues as new with the cursor and the counts, so its history stays
+short however many orders match.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ with workflow.unsafe.imports_passed_through():
         BulkStatus,
         FinishBulkInput,
         RegisterBulkInput,
-        StartPageInput,
-        StartPageResult,
+        StartOrdersInput,
+        StartOrdersResult,
     )
 
 # Recording the job and its end are single short statements on the worker's own database.
@@ -34,14 +35,15 @@ STORE_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=2),
 )
-# A page starts up to MAX_PAGE_SIZE orders, each waiting up to 30 s for its run to open
-# when workers are slow; a healthy page of 100 takes a second or two.
-PAGE_TIMEOUT = timedelta(minutes=30)
-# The page heartbeats every second: a worker that died mid-page is noticed in 10 s, and
-# the retry picks the page up where the outcomes written so far end.
-PAGE_HEARTBEAT = timedelta(seconds=10)
+# One run's share of orders (500 by default) takes under a minute on a healthy worker; a
+# share of thousands, each start waiting up to 30 s for its run to open when workers are
+# slow, takes far longer. The heartbeat is what notices a dead worker.
+ORDERS_TIMEOUT = timedelta(hours=2)
+# The activity heartbeats every second: a worker that died mid-way is noticed in 10 s, and
+# the retry picks up where the outcomes written so far end.
+ORDERS_HEARTBEAT = timedelta(seconds=10)
 # Temporal or the database away: keep trying; outcomes are keyed, so nothing repeats.
-PAGE_RETRY = RetryPolicy(
+ORDERS_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=1),
@@ -57,7 +59,6 @@ class BulkCancellationWorkflow:
         self._state = input.model_copy(deep=True)
         self._status = BulkStatus.RUNNING
         self._finished_at: datetime | None = None
-        self._orders_this_run = 0
 
     # ------------------------------------------------------------------ the process
 
@@ -66,13 +67,11 @@ class BulkCancellationWorkflow:
         """Record the job → start every matching order's cancellation → record the end."""
         if self._state.created_at is None:
             await self._register()
-        while not self._state.stop_requested:
-            page = await self._start_next_page()
-            if page.stopped:
-                self._state.stop_requested = True
-            if not page.more:
-                break
-            if self._time_to_continue_as_new():
+        if not self._state.stop_requested:
+            started = await self._start_next_orders()
+            self._state.stop_requested |= started.stopped
+            if started.more and not self._state.stop_requested:
+                # Each run starts one share of the orders: its history stays short.
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 self._state.runs += 1
                 workflow.continue_as_new(self._state)
@@ -97,29 +96,22 @@ class BulkCancellationWorkflow:
         self._state.created_at = now
         self._describe()
 
-    async def _start_next_page(self) -> StartPageResult:
-        """Start the next page's cancellations; the counts come back from the store."""
+    async def _start_next_orders(self) -> StartOrdersResult:
+        """Start this run's share of the orders; the counts come back from the store."""
         p = self._state.parameters
         after = self._state.cursor
-        page: StartPageResult = await workflow.execute_activity_method(
-            BulkActivities.start_bulk_page,
-            StartPageInput(parameters=p, after=after),
-            start_to_close_timeout=PAGE_TIMEOUT,
-            heartbeat_timeout=PAGE_HEARTBEAT,
-            retry_policy=PAGE_RETRY,
-            summary=f"Start up to {p.page_size} orders after {after or 'the first'}",
+        started: StartOrdersResult = await workflow.execute_activity_method(
+            BulkActivities.start_bulk_orders,
+            StartOrdersInput(parameters=p, after=after, limit=p.orders_per_run),
+            start_to_close_timeout=ORDERS_TIMEOUT,
+            heartbeat_timeout=ORDERS_HEARTBEAT,
+            retry_policy=ORDERS_RETRY,
+            summary=f"Start up to {p.orders_per_run} orders after {after or 'the first'}",
         )
-        self._state.cursor = page.last_order_id
-        self._state.counts = page.counts
-        self._orders_this_run += p.page_size
+        self._state.cursor = started.last_order_id
+        self._state.counts = started.counts
         self._describe()
-        return page
-
-    def _time_to_continue_as_new(self) -> bool:
-        return (
-            self._orders_this_run >= self._state.parameters.orders_per_run
-            or workflow.info().is_continue_as_new_suggested()
-        )
+        return started
 
     async def _finish(self) -> None:
         """Record that every matched order has an outcome, or that the job was stopped."""
@@ -183,7 +175,9 @@ class BulkCancellationWorkflow:
 
     @workflow.query
     def progress(self) -> BulkJob:
-        """The job as the workflow knows it: counts as of the last page done."""
+        """The job as the workflow knows it: counts as of the last run's share (the store,
+        which ``GET …/bulk-cancellations/{bulk_id}`` reads, has every outcome as it
+        happens)."""
         return self._job()
 
     @workflow.update(name="registered")

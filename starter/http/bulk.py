@@ -61,19 +61,11 @@ async def start_bulk_cancellation(
         if body.dry_run:
             dry = await bulk.dry_run(shop_id, body)
             return 200, dry.model_dump(mode="json")
-        job = await bulk.start(
-            shop_id, body, actor=caller.actor, idempotency_key=_job_key(shop_id, idempotency_key)
-        )
+        job = await bulk.start(shop_id, body, actor=caller.actor, idempotency_key=idempotency_key)
         return 202, job.model_dump(mode="json")
 
     fingerprint = body.model_dump(mode="json")
     return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
-
-
-def _job_key(shop_id: str, key: str | None) -> str | None:
-    # Keys belong to a shop; the job id derived from one must too (the workflow id names
-    # the shop as well, so this only keeps the stored bulk ids distinct across shops).
-    return None if key is None else f"{shop_id}\x1f{key}"
 
 
 @router.get(

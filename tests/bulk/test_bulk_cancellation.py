@@ -16,7 +16,7 @@ from domain.bulk import (
     BulkParameters,
     BulkRequest,
     BulkStatus,
-    StartPageInput,
+    StartOrdersInput,
     bulk_workflow_id,
 )
 from domain.cancellation import CancellationStatus, ReasonCode
@@ -388,7 +388,7 @@ async def test_a_page_retried_after_a_crash_recognizes_the_starts_under_way(shop
     activities = BulkActivities(shop.client)
 
     page = await ActivityEnvironment().run(
-        activities.start_bulk_page, StartPageInput(parameters=parameters)
+        activities.start_bulk_orders, StartOrdersInput(parameters=parameters)
     )
 
     assert page.counts.model_dump() == {
@@ -405,6 +405,6 @@ async def test_a_page_retried_after_a_crash_recognizes_the_starts_under_way(shop
         assert [c.cancellation_id for c in cancellations] == [cancellation_id]
     # Run again (a second retry): every order has its outcome, nothing is started.
     again = await ActivityEnvironment().run(
-        activities.start_bulk_page, StartPageInput(parameters=parameters)
+        activities.start_bulk_orders, StartOrdersInput(parameters=parameters)
     )
     assert again.counts == page.counts
