@@ -35,7 +35,7 @@ last one's starts still run."""
 MAX_PAGE_SIZE: Final = 1000
 DEFAULT_ORDERS_PER_RUN: Final = 500
 """Orders one run starts (in one activity) before the job continues as new: each run's
-history stays about 20 events however many orders match, and the window of starts drains
+history stays about 12 events however many orders match, and the window of starts drains
 only once per run."""
 
 BULK_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
