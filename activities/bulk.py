@@ -87,13 +87,17 @@ class BulkActivities:
             if not await stop.is_set():
                 await self._start_one(p, order_id, known)
 
+        async def finish(order_id: str, known: KnownOutcome | None) -> None:
+            # Begun before any stop could be seen by it: finishing it starts nothing new.
+            await self._start_one(p, order_id, known)
+
         async with _heartbeating(), window:
             # Orders an attempt that died was starting may not match any more (their
             # cancellation took the SKU's units): they are finished first, wherever they are.
             unfinished = await self._jobs.pending_orders(p.shop_id, p.bulk_id)
             known = await self._jobs.known_outcomes(p.shop_id, p.bulk_id, unfinished)
             for order_id in unfinished:
-                await window.launch(one(order_id, known.get(order_id)))
+                await window.launch(finish(order_id, known.get(order_id)))
             while read < input.limit and not await stop.is_set():
                 wanted = min(p.page_size, input.limit - read)
                 page = await self._jobs.matching_orders(p.shop_id, p.sku, after=after, limit=wanted)
@@ -142,12 +146,14 @@ class BulkActivities:
             context = await self._client.store.order_context(shop_id, order_id)
             latest = context.latest
             if latest is not None and latest.status in OPEN_STATUSES:
+                mine = pending is not None and latest.cancellation_id == pending.cancellation_id
                 await record(
                     shop_id,
                     bulk_id,
                     order_id,
-                    BulkOutcome.ALREADY_OPEN,
+                    BulkOutcome.STARTED if mine else BulkOutcome.ALREADY_OPEN,
                     cancellation_id=latest.cancellation_id,
+                    items=pending.items if mine and pending is not None else None,
                 )
                 return
             items = items_to_cancel(context.order, p.sku)
