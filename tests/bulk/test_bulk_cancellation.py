@@ -408,3 +408,41 @@ async def test_a_page_retried_after_a_crash_recognizes_the_starts_under_way(shop
         activities.start_bulk_orders, StartOrdersInput(parameters=parameters)
     )
     assert again.counts == page.counts
+
+
+async def test_a_stopped_job_finishes_the_starts_a_dead_attempt_began_and_no_other(
+    shop: Shop,
+) -> None:
+    """After a stop, the retry still finishes the start the dead attempt had under way,
+    and starts no order that attempt had not begun."""
+    begun = await shop.order(items=[(SKU, 1, 1000)])
+    not_begun = await shop.order(items=[(SKU, 1, 1000)])
+    parameters = BulkParameters(
+        shop_id=shop.shop_id,
+        bulk_id="b-stopped",
+        sku=SKU,
+        reason_code=ReasonCode.SOLD_OUT,
+        refund_method=RefundMethod.ORIGINAL,
+        restock=False,
+        notify_customer=True,
+        actor="merchant:test",
+    )
+    await shop.jobs.register(parameters, "bulk~x~b-stopped", datetime.now(UTC))
+    intended = cancellation_workflow_id(shop.shop_id, begun, 1)
+    await shop.jobs.record_intent(shop.shop_id, "b-stopped", begun, intended, None)
+    assert await shop.jobs.request_stop(shop.shop_id, "b-stopped")
+
+    result = await ActivityEnvironment().run(
+        BulkActivities(shop.client).start_bulk_orders, StartOrdersInput(parameters=parameters)
+    )
+
+    assert result.stopped and not result.more
+    assert result.counts.model_dump() == {
+        "matched": 1,
+        "started": 1,
+        "already_open": 0,
+        "refused": 0,
+    }
+    cancellations = await shop.store.cancellations_of_order(shop.shop_id, begun)
+    assert [c.cancellation_id for c in cancellations] == [intended]
+    assert await shop.store.cancellations_of_order(shop.shop_id, not_begun) == []
