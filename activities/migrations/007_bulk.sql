@@ -37,6 +37,9 @@ CREATE TABLE bulk_cancellation_items (
 );
 
 -- The job pages through a shop's orders holding the SKU by order id (a keyset cursor).
+-- Building it blocks writes to order_items for as long as it takes; on a large store,
+-- create it first with
+-- CREATE INDEX CONCURRENTLY order_items_by_sku ON order_items (shop_id, sku, order_id);
 CREATE INDEX IF NOT EXISTS order_items_by_sku ON order_items (shop_id, sku, order_id);
 -- A page first finishes the orders an attempt that died was starting.
 CREATE INDEX bulk_cancellation_items_pending ON bulk_cancellation_items (shop_id, bulk_id)
