@@ -42,11 +42,13 @@ ORDERS_TIMEOUT = timedelta(hours=2)
 # The activity heartbeats every second: a worker that died mid-way is noticed in 10 s, and
 # the retry picks up where the outcomes written so far end.
 ORDERS_HEARTBEAT = timedelta(seconds=10)
-# Temporal or the database away: keep trying; outcomes are keyed, so nothing repeats.
+# Temporal or the database away, or a run the job started not answering yet (its worker
+# died): keep trying, at least every 10 s, so a job recovers soon after the outage ends. A
+# retry re-reads only ids and skips the orders with an outcome; nothing repeats.
 ORDERS_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
+    maximum_interval=timedelta(seconds=10),
 )
 
 
