@@ -11,7 +11,8 @@ acceptance then finds "nothing left to cancel", the run ends ``rejected``
 This module reproduces the cause without killing anything; the kill test
 (``test_worker_killed_mid_job_starts_no_order_twice``) met the whole chain about once in
 twelve runs. The fix belongs to ``StoreRepository.open_cancellation`` (answer a retry with
-the order as the first attempt saw it), outside bulk cancellation's scope.
+the order as the first attempt saw it), outside bulk cancellation's scope. Once it is
+fixed this test passes, which strict xfail reports as a failure: remove the marker then.
 """
 
 from __future__ import annotations
