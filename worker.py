@@ -1,4 +1,4 @@
-"""Runs the ``OrderCancellation`` workflow and its activities.
+"""Runs the ``OrderCancellation`` and ``BulkCancellation`` workflows and their activities.
 
 ``python worker.py`` reads the environment (see README "Configuration"), connects to
 Temporal and the store database, and serves the task queue ``order-cancellations``
@@ -22,12 +22,14 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.bulk import BulkActivities
 from activities.database import StoreRepository, apply_migrations, create_pool
 from activities.provider import ProviderActivities
 from activities.store import StoreActivities
-from starter.client import connect_temporal
+from starter.client import CancellationClient, connect_temporal
 from starter.config import DEFAULT_MAX_CACHED_WORKFLOWS, ConfigError, Settings
 from starter.providers import provider_client
+from workflows.bulk_cancellation import BulkCancellationWorkflow
 from workflows.order_cancellation import OrderCancellationWorkflow
 
 # In-flight activities get this long to finish after SIGTERM before they are cancelled.
@@ -77,8 +79,11 @@ def build_workers(
 ) -> list[Worker]:
     """One worker for workflows and store activities; provider calls on their own queue
     when one is named."""
-    store, provider = activity_objects
+    store, provider, *more = activity_objects
+    # Bulk jobs start each order's cancellation through the client, on these same queues.
+    bulk = more[0] if more else bulk_activities(client, store, task_queue, provider_task_queue)
     store_methods = [store.open_cancellation, store.apply_changes]
+    bulk_methods = [bulk.register_bulk_job, bulk.start_bulk_orders, bulk.finish_bulk_job]
     provider_methods = [
         provider.refund_payment,
         provider.await_refund_settlement,
@@ -89,10 +94,10 @@ def build_workers(
     main = Worker(
         client,
         task_queue=task_queue,
-        workflows=[OrderCancellationWorkflow],
+        workflows=[OrderCancellationWorkflow, BulkCancellationWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
         max_cached_workflows=max_cached_workflows,
-        activities=store_methods + ([] if provider_task_queue else provider_methods),
+        activities=store_methods + bulk_methods + ([] if provider_task_queue else provider_methods),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
     if not provider_task_queue or provider_task_queue == task_queue:
@@ -104,6 +109,19 @@ def build_workers(
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
     return [main, payments]
+
+
+def bulk_activities(
+    client: Client,
+    store: StoreActivities,
+    task_queue: str,
+    provider_task_queue: str | None,
+) -> BulkActivities:
+    """The bulk job's activities over a client that starts cancellations like the hook does."""
+    starter = CancellationClient(
+        client, store.repository, task_queue=task_queue, provider_task_queue=provider_task_queue
+    )
+    return BulkActivities(starter)
 
 
 async def main(settings: Settings | None = None) -> None:

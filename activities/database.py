@@ -142,6 +142,11 @@ class StoreRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, for the queries of the modules beside this one (bulk jobs)."""
+        return self._pool
+
     # ------------------------------------------------------------------ orders
 
     async def order_context(self, shop_id: str, order_id: str) -> OrderContext:
@@ -510,8 +515,9 @@ class StoreRepository:
             context = await _load_order_context(conn, start.shop_id, start.order_id, lock=True)
             order, settings = context.order, context.settings
             rows = await conn.fetch(
-                "SELECT cancellation_id, created_at FROM cancellations WHERE shop_id=$1"
-                " AND order_id=$2 AND (cancellation_id=$3 OR status = ANY($4::text[]))",
+                "SELECT cancellation_id, created_at, opened_order FROM cancellations"
+                " WHERE shop_id=$1 AND order_id=$2"
+                " AND (cancellation_id=$3 OR status = ANY($4::text[]))",
                 start.shop_id,
                 start.order_id,
                 start.cancellation_id,
@@ -567,9 +573,19 @@ class StoreRepository:
                         update={"status": new_status, "status_before_cancellation": order.status}
                     )
                 await _record_request(conn, start, view, at)
+                await conn.execute(
+                    "UPDATE cancellations SET opened_order=$2 WHERE cancellation_id=$1",
+                    start.cancellation_id,
+                    order.model_dump_json(),
+                )
                 created_at = at
             else:
                 created_at = mine["created_at"]
+                if mine["opened_order"] is not None:
+                    # A retry (a worker died after the first attempt committed) answers with
+                    # the order as it opened: an acceptance committed since has canceled its
+                    # items, and the run would find nothing left to cancel.
+                    order = Order.model_validate_json(mine["opened_order"])
             if run_id is not None:
                 # The run that opened the row owns it: reads and actions pin this run.
                 await conn.execute(

@@ -55,6 +55,11 @@ class StoreActivities:
     def __init__(self, repository: StoreRepository) -> None:
         self._store = repository
 
+    @property
+    def repository(self) -> StoreRepository:
+        """The store these activities write to (the worker builds the bulk activities on it)."""
+        return self._store
+
     @activity.defn
     async def open_cancellation(self, input: OpenCancellationInput) -> OpenCancellationResult:
         """Check the order may be canceled now and record the cancellation (rules 1–3)."""

@@ -17,6 +17,8 @@ SA_CANCELLATION_STATUS: Final = "CancellationStatus"
 SA_INITIATED_BY: Final = "InitiatedBy"
 SA_NEEDS_ATTENTION: Final = "NeedsAttention"
 SA_REFUND_AMOUNT: Final = "RefundAmount"
+# A bulk cancellation job's runs (workflow type BulkCancellation), beside ShopId.
+SA_BULK_ID: Final = "BulkId"
 
 KEYWORD_SEARCH_ATTRIBUTES: Final = (
     SA_SHOP_ID,
@@ -24,6 +26,7 @@ KEYWORD_SEARCH_ATTRIBUTES: Final = (
     SA_CANCELLATION_STATUS,
     SA_INITIATED_BY,
     SA_NEEDS_ATTENTION,
+    SA_BULK_ID,
 )
 INT_SEARCH_ATTRIBUTES: Final = (SA_REFUND_AMOUNT,)
 

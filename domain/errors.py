@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     """The shop has no webhook endpoint with that id."""
     DELIVERY_NOT_FOUND = "delivery_not_found"
     """The webhook endpoint has no delivery with that id."""
+    BULK_CANCELLATION_NOT_FOUND = "bulk_cancellation_not_found"
+    """The shop has no bulk cancellation job with that id."""
     INTERNAL_ERROR = "internal_error"
     """A bug or a broken invariant on our side (say, a database constraint); it is logged
     with its trace, and nothing the caller did can fix it."""

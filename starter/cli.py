@@ -19,6 +19,9 @@ Commands::
     quote SHOP ORDER            the refund plan an acceptance would produce; changes nothing
                                 (--item ITEM_ID:QUANTITY: of cancelling only those)
     load-orders FILE.json       create or replace shops' settings, stock, balances and orders
+    bulk-cancel SHOP SKU        cancel every open order holding the SKU (one job; --dry-run
+                                shows each order's outcome and refund plan, starting nothing;
+                                --wait follows the job until every order has its outcome)
 
 Output is for people by default. ``--json`` (before or after the command) prints exactly
 one JSON document: the view; ``{"created", "cancellation"}`` for a start;
@@ -79,6 +82,7 @@ from pydantic_core import ErrorDetails
 
 from activities.provider_client import PaymentProviderClient, ProviderError, ProviderUnavailable
 from domain.bank import BankAccount
+from domain.bulk import BulkDryRun, BulkJob, BulkRequest, BulkStatus
 from domain.cancellation import (
     CanceledItem,
     CancellationStatus,
@@ -102,6 +106,7 @@ from domain.requests import (
 )
 from domain.shop import ShopSettings
 from starter import card_payments, outages
+from starter.bulk import BulkClient
 from starter.client import CancellationClient
 from starter.config import ConfigError, Settings, dev_stack_environment, find_project_folder
 
@@ -134,6 +139,7 @@ EXIT_CODES: dict[ErrorCode, int] = {
     ErrorCode.PROVIDER_UNAVAILABLE: EXIT_UNAVAILABLE,
     ErrorCode.PAYMENT_MISMATCH: EXIT_USAGE,
     ErrorCode.ORDER_LOCKED: EXIT_CONFLICT,
+    ErrorCode.BULK_CANCELLATION_NOT_FOUND: EXIT_NOT_FOUND,
 }
 """The exit status of each refusal; codes not listed (``unauthorized``, …) exit 1."""
 
@@ -195,7 +201,7 @@ class LoadReport(BaseModel):
     shops: dict[str, ShopLoaded]
 
 
-Result = CancellationView | Started | Listing | Quote | LoadReport
+Result = CancellationView | Started | Listing | Quote | LoadReport | BulkJob | BulkDryRun
 
 
 @dataclass(frozen=True)
@@ -572,6 +578,36 @@ def _configure_load_orders(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.json", type=Path)
 
 
+def _configure_bulk_cancel(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("shop", metavar="SHOP", help="the shop id")
+    parser.add_argument("sku", metavar="SKU", help="the SKU that can't be shipped")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="show what would happen; start nothing"
+    )
+    parser.add_argument(
+        "--reason-code",
+        choices=_values(ReasonCode),
+        default=ReasonCode.SOLD_OUT.value,
+        metavar="CODE",
+        help="default: sold_out",
+    )
+    parser.add_argument("--reason", metavar="TEXT", help="the reason, for staff")
+    parser.add_argument(
+        "--refund-method",
+        choices=[RefundMethod.ORIGINAL.value, RefundMethod.CREDITS.value],
+        help="default: original",
+    )
+    parser.add_argument("--restock", action="store_true", help="put the items back in stock")
+    parser.add_argument("--no-notify", action="store_true", help="don't notify the customers")
+    parser.add_argument(
+        "--idempotency-key", metavar="K", help="a repeat with the same key joins the same job"
+    )
+    parser.add_argument("--actor", default="merchant", help="who acts (default: merchant)")
+    parser.add_argument(
+        "--wait", action="store_true", help="wait until every matched order has its outcome"
+    )
+
+
 def _not_in_a_running_loop(args: argparse.Namespace) -> Job:
     raise CancellationError(
         ErrorCode.VALIDATION_ERROR,
@@ -744,6 +780,36 @@ def _load_orders(args: argparse.Namespace) -> Job:
     return job
 
 
+BULK_POLL_SECONDS = 0.5
+
+
+def _bulk_cancel(args: argparse.Namespace) -> Job:
+    request = _build(
+        BulkRequest,
+        sku=args.sku,
+        reason_code=args.reason_code,
+        reason=args.reason,
+        refund_method=args.refund_method,
+        restock=args.restock,
+        notify_customer=not args.no_notify,
+        dry_run=args.dry_run,
+    )
+
+    async def job(ctx: Context) -> Result:
+        bulk = BulkClient(ctx.client, task_queue=ctx.settings.task_queue)
+        if request.dry_run:
+            return await bulk.dry_run(args.shop, request)
+        started = await bulk.start(
+            args.shop, request, actor=args.actor, idempotency_key=args.idempotency_key
+        )
+        while args.wait and started.status is BulkStatus.RUNNING:
+            await asyncio.sleep(BULK_POLL_SECONDS)
+            started = await bulk.get(args.shop, started.bulk_id)
+        return started
+
+    return job
+
+
 @dataclass(frozen=True)
 class _Command:
     help: str
@@ -777,6 +843,11 @@ _COMMANDS = {
         "load settings, stock, balances and orders from a JSON file",
         _configure_load_orders,
         _load_orders,
+    ),
+    "bulk-cancel": _Command(
+        "cancel every open order holding a SKU (sold out, defective)",
+        _configure_bulk_cancel,
+        _bulk_cancel,
     ),
 }
 
@@ -1189,6 +1260,10 @@ def _render(result: Result) -> str:
         return "\n".join(_listing_lines(result))
     if isinstance(result, Quote):
         return "\n".join(_quote_lines(result))
+    if isinstance(result, BulkJob):
+        return "\n".join(_bulk_job_lines(result))
+    if isinstance(result, BulkDryRun):
+        return "\n".join(_dry_run_lines(result))
     return "\n".join(_load_report_lines(result))
 
 
@@ -1369,3 +1444,41 @@ def _quoted(reason: str) -> str:
 
 def _time(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _bulk_job_lines(job: BulkJob) -> list[str]:
+    c = job.counts
+    stopping = "  (stop requested)" if job.stop_requested and job.status == "running" else ""
+    return [
+        f"bulk cancellation {job.bulk_id} of {job.sku}: {job.status}{stopping}",
+        f"matched {c.matched}: started {c.started}, already open {c.already_open},"
+        f" refused {c.refused}",
+        f"workflow: {job.workflow_id}",
+    ]
+
+
+def _dry_run_lines(dry: BulkDryRun) -> list[str]:
+    c = dry.counts
+    lines = [
+        f"dry run for {dry.sku}: nothing was started",
+        f"matched {c.matched}: would start {c.started}, already open {c.already_open},"
+        f" refused {c.refused}",
+    ]
+    rows = []
+    for order in dry.orders:
+        if order.error is not None:
+            what = f"{order.error.code}: {order.error.message}"
+        elif order.cancellation_id is not None:
+            what = f"open: {order.cancellation_id}"
+        else:
+            plan = ", ".join(
+                f"{line.tender_kind} {format_money(line.amount, order.currency or '')}"
+                for line in order.lines
+            )
+            what = f"{_items_text(order.items) if order.items else 'whole order'}; {plan or '-'}"
+        rows.append([order.order_id, order.outcome.value, what])
+    if rows:
+        lines += _table(["ORDER", "OUTCOME", "ITEMS AND REFUNDS"], rows)
+    if dry.truncated:
+        lines.append(f"(only the first {len(dry.orders)} orders are listed)")
+    return lines

@@ -19,6 +19,9 @@ In one run, on the same kind of Temporal server started the same way (a fresh in
    and the time it took to get them there;
 6. **scale-out**: the product with one and with two worker processes.
 
+``--bulk N`` runs another benchmark instead: one bulk cancellation job against N single
+merchant starts (:mod:`tools.bench_bulk`).
+
 It prints a table and the product/skeleton ratios; ``--json`` prints one JSON object instead.
 Progress goes to stderr. See ``docs/performance.md`` for the figures of a run and what they mean.
 """
@@ -1322,7 +1325,12 @@ def parse_options(argv: Sequence[str]) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 when it ran (met targets or not), 1 when it could not run."""
-    options = parse_options(sys.argv[1:] if argv is None else argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(arg == "--bulk" or arg.startswith("--bulk=") for arg in args):
+        from tools import bench_bulk  # a separate benchmark: one bulk job (docs/bulk.md)
+
+        return bench_bulk.main(args)
+    options = parse_options(args)
     try:
         report = asyncio.run(_until_signalled(run_bench(options)))
     except (KeyboardInterrupt, asyncio.CancelledError):

@@ -206,12 +206,22 @@ class OrderDriver:
         """A card tender with its sandbox behavior."""
         return Tender(f"t{len(self.tenders) + 1}", "card", amount, capture, dict(behavior))
 
-    async def place(self, tenders: Callable[[int], list[Tender]], *, lines: int = 2) -> None:
+    async def place(
+        self,
+        tenders: Callable[[int], list[Tender]],
+        *,
+        lines: int = 2,
+        first_sku: str | None = None,
+    ) -> None:
         """Create the card payments in the sandbox, then the order in the store.
 
-        ``tenders`` gets the order's total and splits it.
+        ``tenders`` gets the order's total and splits it; ``first_sku`` replaces the first
+        item's SKU (one no other order holds).
         """
         self.items = self.basket(lines)
+        if first_sku is not None:
+            first = self.items[0]
+            self.items[0] = Item(first.item_id, first_sku, first.quantity, first.unit_price)
         self.shipping_fee = self.rng.choice([0, 0, 300, 500])
         self.status_before = self.rng.choice(["paid", "paid", "preparing", "ready_to_ship"])
         self.tenders = tenders(self.total())
@@ -358,6 +368,35 @@ class OrderDriver:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, POLL_MAX_SECONDS)
+
+    async def bulk_cancel(self, sku: str) -> str:
+        """Cancel every open order holding ``sku`` with one bulk job (this order only: the
+        SKU is its own); wait for the job to complete; the cancellation it started."""
+        base = f"/v1/shops/{self._endpoints.shop_id}/bulk-cancellations"
+        job = await self._expect(
+            "POST", base, {"sku": sku, "reason": "chaos run"}, step="bulk cancel", statuses=(202,)
+        )
+        deadline = time.monotonic() + STEP_DEADLINE_SECONDS
+        url = f"{self._endpoints.hook_url}{base}/{job['bulk_id']}"
+        while job["status"] == "running":
+            if time.monotonic() > deadline:
+                raise self.problem(f"bulk job {job['bulk_id']} still running: {job['counts']}")
+            await asyncio.sleep(POLL_FIRST_SECONDS)
+            try:
+                answer = await self._http.request("GET", url, headers=self._auth())
+            except DriverGaveUpError as err:
+                raise self.problem(f"waiting for the bulk job: {err}") from None
+            if answer.status_code == 200:
+                job = answer.json()
+        try:
+            answer = await self._http.request("GET", f"{url}/items", headers=self._auth())
+        except DriverGaveUpError as err:
+            raise self.problem(f"the bulk job's outcomes: {err}") from None
+        outcomes = self._check(answer, step="bulk outcomes", statuses=(200,))["items"]
+        if len(outcomes) != 1 or outcomes[0]["outcome"] != "started":
+            raise self.problem(f"bulk job {job['bulk_id']}: {job['status']}, {outcomes}")
+        cancellation_id: str = outcomes[0]["cancellation_id"]
+        return cancellation_id
 
     async def until_status(self, cancellation_id: str, status: str) -> dict[str, Any]:
         """Wait until the cancellation is ``status``."""
@@ -768,6 +807,16 @@ async def partial_undone(d: OrderDriver) -> None:
     await d.until_status(cid, "undone")
 
 
+async def bulk_sold_out(d: OrderDriver) -> None:
+    """A SKU sells out: a bulk job cancels the order's line of it, refunding that line."""
+    sku = f"bulk-{d.record.order_id}"
+    await d.place(lambda total: [d.card(total)], first_sku=sku)
+    d.expect(["canceled"], d.status_before)
+    d.expect_paid_back(items=[d.items[0]])
+    cid = await d.bulk_cancel(sku)
+    await d.until_status(cid, "canceled")
+
+
 SHAPES: dict[str, Shape] = {
     "card_request_accepted": card_request_accepted,
     "card_authorized_voided": card_authorized_voided,
@@ -788,6 +837,7 @@ SHAPES: dict[str, Shape] = {
     "undo_while_in_progress": undo_while_in_progress,
     "partial_then_rest": partial_then_rest,
     "partial_undone": partial_undone,
+    "bulk_sold_out": bulk_sold_out,
 }
 """Every shape a chaos run mixes; each appears once before any appears twice."""
 

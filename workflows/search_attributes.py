@@ -9,6 +9,7 @@ from temporalio.common import (
 
 from domain.cancellation import Attention, CancellationView
 from domain.contract import (
+    SA_BULK_ID,
     SA_CANCELLATION_STATUS,
     SA_INITIATED_BY,
     SA_NEEDS_ATTENTION,
@@ -68,3 +69,13 @@ def search_attribute_updates(
     if _refunded(before) != _refunded(after):
         updates.append(REFUND_AMOUNT.value_set(_refunded(after)))
     return updates
+
+
+BULK_ID = SearchAttributeKey.for_keyword(SA_BULK_ID)
+
+
+def bulk_search_attributes(shop_id: str, bulk_id: str) -> TypedSearchAttributes:
+    """A bulk cancellation job's attributes: ``ShopId`` and ``BulkId``."""
+    return TypedSearchAttributes(
+        [SearchAttributePair(SHOP_ID, shop_id), SearchAttributePair(BULK_ID, bulk_id)]
+    )

@@ -12,6 +12,10 @@ ALTER TABLE cancellations ADD COLUMN IF NOT EXISTS start_key text;
 CREATE UNIQUE INDEX IF NOT EXISTS cancellations_by_start_key
     ON cancellations (shop_id, start_key) WHERE start_key IS NOT NULL;
 
+-- The order as a cancellation opened it: a retried opening (its worker died after the first
+-- attempt committed, and an acceptance may have canceled the items since) answers with it.
+ALTER TABLE cancellations ADD COLUMN IF NOT EXISTS opened_order jsonb;
+
 -- A customer's points and credits are in one currency: set by PUT …/customers/{id}, or by
 -- the first order that pays with them. NULL until then.
 ALTER TABLE customers ADD COLUMN IF NOT EXISTS currency char(3);

@@ -18,6 +18,7 @@ from starter.config import Settings
 from starter.http import (
     admin,
     backend,
+    bulk,
     cancellations,
     codec,
     stripe_webhooks,
@@ -80,6 +81,7 @@ def create_app(client: CancellationClient, settings: Settings, admin_store: Admi
     app.add_middleware(BodyLimitMiddleware)
     app.include_router(cancellations.router)
     app.include_router(backend.router)
+    app.include_router(bulk.router)
     app.include_router(webhooks.router)
     app.include_router(stripe_webhooks.router)
     app.include_router(webhook_endpoints.router)

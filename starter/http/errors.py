@@ -62,6 +62,7 @@ HTTP_STATUS: Final[Mapping[ErrorCode, int]] = {
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.WEBHOOK_NOT_FOUND: 404,
     ErrorCode.DELIVERY_NOT_FOUND: 404,
+    ErrorCode.BULK_CANCELLATION_NOT_FOUND: 404,
 }
 """The one mapping from error code to HTTP status."""
 
@@ -108,7 +109,7 @@ _DESCRIPTIONS: Final[Mapping[int, str]] = {
     403: "`forbidden`: the token belongs to another shop",
     404: (
         "`order_not_found`, `cancellation_not_found`, `refund_not_found`,"
-        " `webhook_not_found` or `delivery_not_found`"
+        " `webhook_not_found`, `delivery_not_found` or `bulk_cancellation_not_found`"
     ),
     409: (
         "`order_shipped`, `customer_requests_disabled`, `invalid_transition`,"

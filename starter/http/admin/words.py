@@ -65,6 +65,9 @@ ERROR_SENTENCES: Final[dict[ErrorCode, str]] = {
     ErrorCode.ORDER_LOCKED: (
         "This order already has a cancellation, so its items and payments can't be changed."
     ),
+    ErrorCode.WEBHOOK_NOT_FOUND: "Your shop has no webhook endpoint with that id.",
+    ErrorCode.DELIVERY_NOT_FOUND: "That webhook endpoint has no delivery with that id.",
+    ErrorCode.BULK_CANCELLATION_NOT_FOUND: "Your shop has no bulk cancellation with that id.",
     ErrorCode.INTERNAL_ERROR: (
         "Something went wrong on our side; nothing was changed and we have logged it."
     ),
