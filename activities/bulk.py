@@ -1,7 +1,7 @@
 """Activities of the ``BulkCancellation`` workflow: record the job, start a page of orders'
 cancellations, record how the job ended.
 
-Each order's cancellation is started through :meth:`CancellationClient.start_cancellation`,
+Each order's cancellation is started through ``CancellationClient.start_cancellation``,
 the same update-with-start path as a single merchant-initiated start, so every rule (one
 open cancellation per order, only before shipment, the refund plan's checks) holds as it
 does there.
@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from temporalio import activity
 
 from activities.bulk_store import BulkRepository, KnownOutcome
+from activities.database import StoreRepository
 from domain.bulk import (
     BulkError,
     BulkOutcome,
@@ -27,11 +28,16 @@ from domain.bulk import (
     StartOrdersResult,
     items_to_cancel,
 )
-from domain.cancellation import OPEN_STATUSES, CanceledItem, Channel, InitiatedBy
+from domain.cancellation import (
+    OPEN_STATUSES,
+    CanceledItem,
+    CancellationView,
+    Channel,
+    InitiatedBy,
+)
 from domain.contract import cancellation_workflow_id
 from domain.errors import CancellationError, ErrorCode
 from domain.requests import AcceptRequest, StartRequest
-from starter.client import CancellationClient
 
 UNAVAILABLE: Final = frozenset(
     {
@@ -50,10 +56,29 @@ STOP_CHECK_SECONDS: Final = 0.25
 at most this late, and the job row is read at most four times a second per page."""
 
 
+class CancellationStarter(Protocol):
+    """What starts one order's cancellation: ``starter.client.CancellationClient``, handed
+    in by ``worker.py`` (activities don't import the client side)."""
+
+    store: StoreRepository
+
+    async def start_cancellation(
+        self,
+        shop_id: str,
+        order_id: str,
+        request: StartRequest,
+        *,
+        actor: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[CancellationView, bool]:
+        """Start the cancellation, or answer the open one (``created`` is ``False``)."""
+        ...
+
+
 class BulkActivities:
     """The store and Temporal side of a bulk cancellation."""
 
-    def __init__(self, client: CancellationClient) -> None:
+    def __init__(self, client: CancellationStarter) -> None:
         self._client = client
         self._jobs = BulkRepository(client.store.pool)
 

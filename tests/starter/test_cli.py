@@ -29,6 +29,7 @@ from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKi
 from starter import card_payments, cli
 from starter.client import CancellationClient
 from starter.config import Settings, dev_stack_environment
+from starter.orders_file import read_orders_file
 from tools import demo
 from tools.devstack import Endpoints
 from worker import build_workers
@@ -494,7 +495,7 @@ async def test_bad_orders_file_reports_every_problem_and_writes_nothing(
 
 def test_example_file_has_every_kind_of_order() -> None:
     """``tools/demo_orders.json`` is valid and covers the seed's payment situations."""
-    orders_file, payments = cli.read_orders_file(EXAMPLE_FILE)
+    orders_file, payments = read_orders_file(EXAMPLE_FILE)
     orders = orders_file.shops["demo-shop"].orders
     tender_kinds = {tuple(sorted(t.kind.value for t in doc.tenders)) for doc in orders.values()}
     assert tender_kinds >= {

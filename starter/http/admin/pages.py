@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from domain.bulk import BulkRequest
 from domain.cancellation import (
     Action,
     Attention,
@@ -49,6 +50,7 @@ from domain.requests import (
     StartRequest,
     UndoRequest,
 )
+from starter.bulk import BulkClient
 from starter.client import CancellationClient
 from starter.config import Settings
 from starter.http.admin import forms
@@ -1010,3 +1012,70 @@ async def save_settings(request: Request) -> Response:
     except CancellationError as err:
         return render(request, "settings.html", error=err, values=values)
     return redirect(_url("/admin/settings", notice="settings"))
+
+
+# -- sold out: one bulk cancellation for a SKU -------------------------------------------------
+
+
+def _bulk_client(request: Request) -> BulkClient:
+    hook: Hook = request.app.state.hook
+    return BulkClient(hook.client, task_queue=hook.settings.task_queue)
+
+
+def _bulk_values(form: Any) -> dict[str, Any]:
+    return {
+        "sku": forms.text(form, "sku"),
+        "reason_code": forms.text(form, "reason_code") or ReasonCode.SOLD_OUT.value,
+        "reason": forms.text(form, "reason"),
+        "refund_method": forms.text(form, "refund_method") or RefundMethod.ORIGINAL.value,
+        "restock": forms.checked(form, "restock"),
+        "notify_customer": forms.checked(form, "notify_customer"),
+    }
+
+
+@router.get("/admin/bulk")
+async def bulk_page(request: Request) -> Response:
+    """Sold out or defective: cancel every open order holding a SKU (a preview first)."""
+    values = {
+        "sku": "",
+        "reason_code": "sold_out",
+        "reason": "",
+        "refund_method": "original",
+        "restock": False,
+        "notify_customer": True,
+    }
+    return render(request, "bulk.html", values=values, preview=None)
+
+
+@router.post("/admin/bulk")
+async def bulk_preview_or_start(request: Request) -> Response:
+    """``step=preview``: the dry run, nothing started. ``step=confirm``: start the job."""
+    session = _session(request)
+    form = await request.form()
+    values = _bulk_values(form)
+    confirm = forms.text(form, "step") == "confirm"
+    try:
+        body: BulkRequest = forms.parse(BulkRequest, values | {"dry_run": not confirm})
+        bulk = _bulk_client(request)
+        if not confirm:
+            preview = await bulk.dry_run(session.shop_id, body)
+            return render(request, "bulk.html", values=values, preview=preview)
+        job = await bulk.start(
+            session.shop_id, body, actor=session.actor, idempotency_key=forms.key_of(form)
+        )
+    except CancellationError as err:
+        return render(request, "bulk.html", error=err, values=values, preview=None)
+    return redirect(f"/admin/bulk/{quote(job.bulk_id, safe='')}")
+
+
+@router.get("/admin/bulk/{bulk_id}")
+async def bulk_job_page(request: Request, bulk_id: str) -> Response:
+    """A bulk cancellation's progress and each order's outcome."""
+    session = _session(request)
+    bulk = _bulk_client(request)
+    try:
+        job = await bulk.get(session.shop_id, bulk_id)
+        items = await bulk.items(session.shop_id, bulk_id, limit=200)
+    except CancellationError as err:
+        return render(request, "error.html", 404, error=err)
+    return render(request, "bulk_job.html", job=job, items=items)

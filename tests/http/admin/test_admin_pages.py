@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -117,3 +118,43 @@ async def test_accept_and_undo_forms_of_a_decided_cancellation_lead_back_to_it(s
     await shop.http.post(shop.cancellation_path(order_id, "/reject"), json={"reason": "no"})
     accept = await merchant.get(f"{page_url}/accept")
     assert accept.status_code == 303 and accept.headers["location"] == page_url
+
+
+async def test_a_sold_out_sku_is_previewed_then_cancelled_in_one_job_from_the_page(shop, merchant):
+    """Sold out › Cancel by SKU: the preview changes nothing; confirming starts one job
+    whose outcome per order the page shows, as the API does; sending it twice acts once."""
+    sku = "sku-soldout"
+    items = [
+        {"item_id": "i1", "sku": sku, "quantity": 1, "unit_price": 10000},
+        {"item_id": "i2", "sku": "sku-tee", "quantity": 1, "unit_price": 7000},
+    ]
+    whole = await shop.put_order(items=items[:1], shipping_fee=0)
+    mixed = await shop.put_order(items=items, shipping_fee=0)
+    form = {"sku": sku, "reason_code": "sold_out", "refund_method": "original"}
+
+    preview = await merchant.post("/admin/bulk", form | {"step": "preview"})
+    assert preview.status_code == 200, preview.text
+    assert whole in preview.text and mixed in preview.text
+    assert "OK, cancel 2 orders" in preview.text
+    for order_id in (whole, mixed):
+        assert (await shop.http.get(shop.cancellation_path(order_id))).status_code == 404
+
+    key = re.search(r'name="key" value="([^"]+)"', preview.text)
+    assert key
+    confirm = form | {"step": "confirm", "key": key.group(1)}
+    started = await merchant.post("/admin/bulk", confirm)
+    assert started.status_code == 303, started.text
+    again = await merchant.post("/admin/bulk", confirm)
+    assert again.headers["location"] == started.headers["location"]
+    job_url = started.headers["location"]
+    for _ in range(100):
+        page = await merchant.get(job_url)
+        if 'id="bulk-status">completed' in page.text:
+            break
+        await asyncio.sleep(0.2)
+    assert 'id="bulk-status">completed' in page.text
+    whole_view = await shop.wait_for(whole, lambda v: v["status"] == "canceled")
+    mixed_view = await shop.wait_for(mixed, lambda v: v["status"] == "canceled")
+    assert whole_view["items"] is None
+    assert mixed_view["items"] == [{"item_id": "i1", "quantity": 1}]
+    assert whole_view["cancellation_id"] in page.text and mixed_view["cancellation_id"] in page.text
