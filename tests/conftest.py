@@ -7,9 +7,7 @@ server listens on 127.0.0.1 on a port the kernel picked, and is stopped by its p
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools import ports, temporal_server  # noqa: E402 (needs the sys.path line above)
+from tools import ports, processes, temporal_server  # noqa: E402 (needs the sys.path line above)
 from tools.embedded_postgres import EmbeddedPostgres  # noqa: E402 (same)
 
 # -- tiers ----------------------------------------------------------------------------------------
@@ -208,14 +206,7 @@ def provider_url(provider_sandbox: ProviderSandbox) -> str:
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    processes.stop(process, timeout)
 
 
 # -- Temporal ------------------------------------------------------------------------------------

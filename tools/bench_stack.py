@@ -34,8 +34,9 @@ from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
 from tools import ports
 from tools.bench_skeleton import SKELETON_TASK_QUEUE
-from tools.devstack import WORKER_READY_LINE, ChildProcess
+from tools.devstack import WORKER_READY_LINE
 from tools.embedded_postgres import EmbeddedPostgres
+from tools.processes import ChildProcess
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -39,7 +39,6 @@ import shlex
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -59,6 +58,7 @@ from starter.config import ConfigError, Settings, parse_tokens
 from tools import ports
 from tools.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
 from tools.embedded_postgres import EmbeddedPostgres
+from tools.processes import ChildProcess as ChildProcess  # chaos_stack imports it from here
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -348,70 +348,6 @@ class StateDir:
 
 
 # -- child processes -------------------------------------------------------------------------
-
-
-class ChildProcess:
-    """A Python child (sandbox, worker) with its output appended to one log file."""
-
-    def __init__(
-        self, name: str, command: list[str], env: Mapping[str, str], log_path: Path
-    ) -> None:
-        self.name = name
-        self.command = command
-        self.env = dict(env)
-        self.log_path = log_path
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_offset = 0
-
-    def launch(self) -> int:
-        """Start the process and return its id."""
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self.command,
-                cwd=REPO_ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # Ctrl-C in the terminal reaches the whole process group; the stack stops its
-                # children itself, in order (the worker drains before Temporal goes away).
-                start_new_session=True,
-            )
-        return self._process.pid
-
-    @property
-    def is_running(self) -> bool:
-        """Whether the process still runs."""
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def exit_code(self) -> int | None:
-        """The exit status once it ended, else None."""
-        return None if self._process is None else self._process.poll()
-
-    def output_since_launch(self) -> str:
-        """What the process wrote to its log in this run."""
-        try:
-            with self.log_path.open("rb") as log:
-                log.seek(self._log_offset)
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; safe when it already ended."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def stop_orphans(state: StateDir) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -32,7 +31,7 @@ import temporalio.service
 from temporalio.common import SearchAttributeIndexedValueType
 
 from domain import contract
-from tools import ports
+from tools import ports, processes
 
 SEARCH_ATTRIBUTES: dict[str, SearchAttributeIndexedValueType] = {
     **dict.fromkeys(contract.KEYWORD_SEARCH_ATTRIBUTES, SearchAttributeIndexedValueType.KEYWORD),
@@ -277,16 +276,7 @@ class DevServer:
         """Stop the server: SIGTERM, then SIGKILL if it is still up after ``timeout``."""
         process = self._process
         self._process = None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        processes.stop(process, timeout)
 
     async def __aenter__(self) -> Self:
         await self.start()

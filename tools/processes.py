@@ -1,0 +1,92 @@
+"""Child processes of the tooling, started, watched and stopped in one way.
+
+Every server the dev stack, the benchmark, the chaos run and the tests start (the sandbox,
+the worker, the hook, the relay, Temporal, localstripe) is a child process stopped by its
+own process id: a polite signal first (SIGTERM, or what the server takes as one), then
+SIGKILL when it is still up after a timeout. :func:`stop` is that rule;
+:class:`ChildProcess` adds a log file and a launch for Python children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def stop(
+    process: subprocess.Popen[bytes] | None,
+    timeout: float,
+    *,
+    polite: signal.Signals = signal.SIGTERM,
+) -> None:
+    """``polite``, then SIGKILL after ``timeout``; safe when it already ended (or is None)."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, polite)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class ChildProcess:
+    """A Python child (sandbox, worker, hook, relay) with its output appended to one log."""
+
+    def __init__(
+        self, name: str, command: list[str], env: Mapping[str, str], log_path: Path
+    ) -> None:
+        self.name = name
+        self.command = command
+        self.env = dict(env)
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def launch(self) -> int:
+        """Start the process and return its id."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.command,
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Ctrl-C in the terminal reaches the whole process group; the stack stops its
+                # children itself, in order (the worker drains before Temporal goes away).
+                start_new_session=True,
+            )
+        return self._process.pid
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the process still runs."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit status once it ended, else None."""
+        return None if self._process is None else self._process.poll()
+
+    def output_since_launch(self) -> str:
+        """What the process wrote to its log in this run."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                return log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; safe when it already ended."""
+        stop(self._process, timeout)
