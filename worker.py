@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -71,7 +71,7 @@ def metrics_runtime(port: int | None) -> Runtime | None:
 
 def build_workers(
     client: Client,
-    activity_objects: Sequence[Any],
+    activity_objects: Sequence[StoreActivities | ProviderActivities | BulkActivities],
     *,
     task_queue: str,
     provider_task_queue: str | None = None,
@@ -80,11 +80,20 @@ def build_workers(
     """One worker for workflows and store activities; provider calls on their own queue
     when one is named."""
     store, provider, *more = activity_objects
+    assert isinstance(store, StoreActivities), "the store's activities come first"
+    assert isinstance(provider, ProviderActivities), "the provider's activities second"
     # Bulk jobs start each order's cancellation through the client, on these same queues.
-    bulk = more[0] if more else bulk_activities(client, store, task_queue, provider_task_queue)
-    store_methods = [store.open_cancellation, store.apply_changes]
-    bulk_methods = [bulk.register_bulk_job, bulk.start_bulk_orders, bulk.finish_bulk_job]
-    provider_methods = [
+    given = more[0] if more else None
+    assert given is None or isinstance(given, BulkActivities)
+    bulk = given or bulk_activities(client, store, task_queue, provider_task_queue)
+    # The SDK takes activities as plain callables.
+    store_methods: list[Callable[..., Any]] = [store.open_cancellation, store.apply_changes]
+    bulk_methods: list[Callable[..., Any]] = [
+        bulk.register_bulk_job,
+        bulk.start_bulk_orders,
+        bulk.finish_bulk_job,
+    ]
+    provider_methods: list[Callable[..., Any]] = [
         provider.refund_payment,
         provider.await_refund_settlement,
         provider.check_recapture,

@@ -131,7 +131,7 @@ async def hook_with_worker(settings: Settings, provider_url: str) -> AsyncIterat
         stack.push_async_callback(pool.close)
         provider = PaymentProviderClient(provider_url)
         stack.push_async_callback(provider.aclose)
-        activities = [
+        activities: list[StoreActivities | ProviderActivities] = [
             StoreActivities(StoreRepository(pool)),
             ProviderActivities(provider, settings.provider_accounts),
         ]
