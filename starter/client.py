@@ -50,6 +50,7 @@ from domain.cancellation import (
     CancellationView,
     ConfirmRefundInput,
     ConfirmRepaymentInput,
+    RefundStatus,
     RejectInput,
     RetryRefundInput,
     StartCancellationInput,
@@ -61,7 +62,7 @@ from domain.errors import CancellationError, ErrorCode, as_error_code
 from domain.money import Money
 from domain.order import Order, OrderDocument, OrderStatus
 from domain.payments import ProviderPayment, card_tenders_by_payment, payment_mismatch
-from domain.refund_plan import RefundMethod, RefundPlan, plan_refund
+from domain.refund_plan import RefundChannel, RefundMethod, RefundPlan, plan_refund
 from domain.requests import (
     AcceptRequest,
     ConfirmRefundRequest,
@@ -106,6 +107,18 @@ async def connect_temporal(settings: Settings, *, runtime: Runtime | None = None
             ErrorCode.TEMPORAL_UNAVAILABLE,
             f"can't reach Temporal at {settings.temporal_address}: {err}",
         ) from None
+
+
+class RecapturePreview(BaseModel):
+    """The provider's word, before an undo, on one card refund it made: can it take the
+    money again (``restorable``), must the customer pay again (``reauth_required``,
+    ``not_possible``)? Read only; the undo asks again itself."""
+
+    refund_id: str
+    payment_id: str
+    amount: int
+    outcome: str
+    until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +340,42 @@ class CancellationClient:
         """The latest cancellation of an order, or the one named."""
         row = await self._row(shop_id, order_id, cancellation_id)
         return await self._current_view(row)
+
+    async def recapture_preview(
+        self, shop_id: str, order_id: str | None = None, cancellation_id: str | None = None
+    ) -> list[RecapturePreview]:
+        """For each card refund the cancellation made, whether the provider could take the
+        money again now (rule 11's check, shown before the merchant confirms an undo)."""
+        view = await self.get_cancellation(shop_id, order_id, cancellation_id)
+        previews = []
+        for line in view.refunds:
+            if line.status is not RefundStatus.SUCCEEDED or line.payment_id is None:
+                continue
+            if line.channel is not RefundChannel.PROVIDER:
+                continue
+            if self._provider is None:
+                raise CancellationError(
+                    ErrorCode.PROVIDER_UNAVAILABLE, "no payment provider is configured"
+                )
+            try:
+                answer = await self._provider.recapture_check(
+                    line.payment_id, account=self.provider_accounts.get(shop_id)
+                )
+            except ProviderError:
+                raise CancellationError(
+                    ErrorCode.PROVIDER_UNAVAILABLE,
+                    "the payment provider did not answer the recapture check; try again",
+                ) from None
+            previews.append(
+                RecapturePreview(
+                    refund_id=line.refund_id,
+                    payment_id=line.payment_id,
+                    amount=line.amount,
+                    outcome=str(answer.get("outcome")),
+                    until=answer.get("until"),
+                )
+            )
+        return previews
 
     async def cancellations_of_order(self, shop_id: str, order_id: str) -> list[CancellationView]:
         """All cancellations of an order, latest first."""

@@ -13,7 +13,7 @@ import base64
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final
 from urllib.parse import quote, urlencode
@@ -806,9 +806,26 @@ async def _undo_page(
         if line.status not in (RefundStatus.SUCCEEDED, RefundStatus.CANCELED, RefundStatus.FAILED)
     ]
     currency = view.refundable.currency if view.refundable else ""
+    # The provider's check, before the merchant confirms (the undo asks again itself).
+    checks: dict[str, Any] = {}
+    check_failed = None
+    if provider:
+        try:
+            previews = await _client(request).recapture_preview(
+                session.shop_id, cancellation_id=cancellation_id
+            )
+            checks = {p.refund_id: p for p in previews}
+        except CancellationError as err:
+            check_failed = _error_sentence(err)
+    lost = sum(p.amount for p in checks.values() if p.outcome != "restorable")
+    settings = await _client(request).get_settings(session.shop_id)
     return render(
         request,
         "undo.html",
+        checks=checks,
+        check_failed=check_failed,
+        repay_total=sum(line.amount for line in bank) + lost,
+        repayment_window=_human_duration(settings.repayment_window),
         error=error,
         view=view,
         provider=provider,
@@ -1079,3 +1096,14 @@ async def bulk_job_page(request: Request, bulk_id: str) -> Response:
     except CancellationError as err:
         return render(request, "error.html", 404, error=err)
     return render(request, "bulk_job.html", job=job, items=items)
+
+
+def _human_duration(value: timedelta) -> str:
+    """``7 days``, ``1 day 12 hours``, ``30 minutes``: a window as a merchant reads it."""
+    seconds = int(value.total_seconds())
+    parts = []
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2]) or "no time"

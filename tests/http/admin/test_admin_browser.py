@@ -164,6 +164,9 @@ async def test_undo_recaptures_the_card_payment(shop, page):
     await _open(page, canceled)
     await page.get_by_role("link", name="Undo cancellation").click()
     await expect(page.locator(".provider-line")).to_contain_text("30,000 KRW went back to the card")
+    # The provider's recapture check, shown before the merchant confirms.
+    await expect(page.locator(".provider-line")).to_contain_text("can take this payment again")
+    await expect(page.locator("#repay-total")).to_have_count(0)
     await page.locator("textarea[name=reason]").fill("the customer wants it after all")
     await page.get_by_role("button", name="Undo cancellation").click()
     await _wait_for_text(page, "#status", "Undone")
@@ -182,6 +185,10 @@ async def test_undo_that_needs_repayment_waits_for_the_confirmed_payment(shop, p
     )
     await _open(page, canceled)
     await page.get_by_role("link", name="Undo cancellation").click()
+    # Before anything is confirmed: the provider's answer, how much and within how long.
+    await expect(page.locator(".provider-line")).to_contain_text("can't take this payment again")
+    await expect(page.locator("#repay-total")).to_contain_text("30,000 KRW")
+    await expect(page.locator("#repay-total")).to_contain_text("7 days")
     await page.locator("textarea[name=reason]").fill("keeps the order")
     await page.get_by_role("button", name="Undo cancellation").click()
     await expect(page.locator(".error")).to_contain_text("can't take the canceled payment again")
