@@ -5,7 +5,7 @@ the steps, the refusal of a failed refund, and what the run waits for."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio import activity
@@ -51,7 +51,9 @@ class FakeStore:
         self.events.append("requested")
         return OpenCancellationResult(
             order=self.order,
-            settings=ShopSettings(),
+            # A short undo window: the shared test server can't always skip time (other
+            # tests' runs may hold it), and the run should close within the test.
+            settings=ShopSettings(undo_window=timedelta(seconds=1)),
             refunded_by_tender={},
             created_at=input.at,
         )
@@ -87,7 +89,7 @@ class FakeProvider:
 def _order() -> Order:
     return Order(
         shop_id="fake-shop",
-        order_id="o-1",
+        order_id=f"o-{uuid.uuid4().hex[:8]}",
         customer_id="cust-1",
         currency="KRW",
         status=OrderStatus.PAID,
@@ -99,12 +101,12 @@ def _order() -> Order:
 
 async def _run(env, store: FakeStore, provider: FakeProvider):
     task_queue = f"fakes-{uuid.uuid4().hex}"
-    cancellation_id = cancellation_workflow_id("fake-shop", "o-1", 1)
+    cancellation_id = cancellation_workflow_id("fake-shop", store.order.order_id, 1)
     start = StartCancellationInput(
         cancellation_id=cancellation_id,
         seq=1,
         shop_id="fake-shop",
-        order_id="o-1",
+        order_id=store.order.order_id,
         initiated_by=InitiatedBy.MERCHANT,
         channel=Channel.ADMIN,
         reason_code=ReasonCode.SOLD_OUT,
