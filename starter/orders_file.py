@@ -7,7 +7,7 @@ stack's demo data all use it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +23,7 @@ from starter import card_payments
 from starter.client import CancellationClient
 from starter.config import Settings
 from starter.http.models import MAX_STOCK
+from starter.providers import provider_client
 
 
 class ShopLoaded(BaseModel):
@@ -192,9 +193,7 @@ async def load_orders(
     Payments come first: they are idempotent and don't touch the store, so a provider
     that does not answer leaves the store as it was.
     """
-    payment_ids = await _create_payments(
-        settings.provider_url, settings.provider_accounts, orders_file, payments
-    )
+    payment_ids = await _create_payments(settings, orders_file, payments)
     shops = {
         shop_id: await _write_shop(client, shop_id, shop, payment_ids)
         for shop_id, shop in orders_file.shops.items()
@@ -203,17 +202,26 @@ async def load_orders(
 
 
 async def _create_payments(
-    provider_url: str,
-    accounts: Mapping[str, str],
+    settings: Settings,
     orders_file: OrdersFile,
     payments: dict[TenderRef, PaymentSpec],
 ) -> dict[TenderRef, str]:
     if not payments:
         return {}
-    provider = PaymentProviderClient(provider_url)
+    # At the provider the settings name (PAYMENT_PROVIDER): sandbox payments, or Stripe
+    # PaymentIntents paid with Stripe's test card (localstripe in the dev stack). The
+    # sandbox's test behaviours (declines, pending refunds…) have no Stripe equivalent.
+    provider = provider_client(settings)
+    sandbox = settings.payment_provider == "sandbox"
     try:
         return {
-            ref: await _create_payment(provider, orders_file, ref, spec, accounts.get(ref[0]))
+            ref: await _create_payment(
+                provider,
+                orders_file,
+                ref,
+                spec if sandbox else spec.model_copy(update={"behavior": SandboxBehavior()}),
+                settings.provider_accounts.get(ref[0]),
+            )
             for ref, spec in payments.items()
         }
     finally:

@@ -55,7 +55,7 @@ from domain.errors import CancellationError
 from starter.client import CancellationClient
 from starter.codec import new_key
 from starter.config import ConfigError, Settings, parse_tokens
-from tools import ports
+from tools import localstripe, ports
 from tools.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
 from tools.embedded_postgres import EmbeddedPostgres
 from tools.processes import ChildProcess as ChildProcess  # chaos_stack imports it from here
@@ -75,6 +75,8 @@ DEFAULT_POSTGRES_PORT = 5433
 DEFAULT_SANDBOX_PORT = 8001
 DEFAULT_ADMIN_HOOK_PORT = 8000
 DEFAULT_INBOX_PORT = 8002
+DEFAULT_LOCALSTRIPE_PORT = 8420
+"""localstripe's port when the stack runs on Stripe (``--provider stripe``)."""
 INBOX_ENDPOINT_ID = "devstack-inbox"
 """The demo shop's webhook endpoint that sends every event to the stack's inbox."""
 
@@ -199,6 +201,10 @@ class StackOptions:
     demo_data: bool
     admin_hook_tokens: str | None
     """``ADMIN_HOOK_TOKENS`` when set; otherwise the stack makes a token for demo-shop."""
+    provider: str
+    """``sandbox``, or ``stripe``: card payments at localstripe, a fake Stripe the stack
+    runs as its own process (``--provider stripe``, or ``PAYMENT_PROVIDER=stripe``)."""
+    localstripe_port: int
     child_env: Mapping[str, str]
     """The environment the children inherit, before the stack's own variables are added."""
 
@@ -228,6 +234,13 @@ class StackOptions:
             "--fresh", action="store_true", help="wipe the state folder first: start from nothing"
         )
         parser.add_argument(
+            "--provider",
+            choices=["sandbox", "stripe"],
+            default=env.get("PAYMENT_PROVIDER") or "sandbox",
+            help="where card payments live: our sandbox (default), or Stripe's API as"
+            " localstripe serves it (DEVSTACK_LOCALSTRIPE_PORT, default 8420)",
+        )
+        parser.add_argument(
             "--no-demo-data",
             dest="demo_data",
             action="store_false",
@@ -246,6 +259,8 @@ class StackOptions:
             fresh=args.fresh,
             demo_data=args.demo_data,
             admin_hook_tokens=admin_hook_tokens,
+            provider=args.provider,
+            localstripe_port=_int_port(env, "DEVSTACK_LOCALSTRIPE_PORT", DEFAULT_LOCALSTRIPE_PORT),
             child_env=dict(env),
         )
 
@@ -384,6 +399,7 @@ _ORPHAN_STOP_ORDER = (
     ("inbox", signal.SIGTERM),
     ("worker", signal.SIGTERM),
     ("sandbox", signal.SIGTERM),
+    ("localstripe", signal.SIGTERM),
     ("temporal", signal.SIGTERM),
     ("postgres", signal.SIGINT),
 )
@@ -469,6 +485,20 @@ class DevStack:
             secrets=dev_secrets,
         )
         env = self._child_env()
+        self.localstripe = (
+            (
+                None
+                if self._own_stripe
+                else ChildProcess(
+                    "localstripe",
+                    localstripe.command(options.localstripe_port),
+                    env,
+                    self.state.logs / "localstripe.log",
+                )
+            )
+            if options.provider == "stripe"
+            else None
+        )
         self.sandbox = ChildProcess(
             "sandbox",
             [
@@ -525,6 +555,11 @@ class DevStack:
         self.timings: list[tuple[str, float]] = []
         self._claimed = False
 
+    @property
+    def _own_stripe(self) -> bool:
+        """The shell names its own Stripe key: use Stripe's test mode, no localstripe."""
+        return bool(self.options.child_env.get("STRIPE_API_KEY"))
+
     def _dev_secrets(self) -> dict[str, str]:
         """The stack's shared secrets, made once in the state folder and kept."""
         if self.options.admin_hook_tokens is None:
@@ -545,6 +580,23 @@ class DevStack:
             # Kept, so merchants stay signed in to the admin pages across restarts.
             "ADMIN_SESSION_KEY": self.state.secret(
                 "admin-session-key", lambda: secrets.token_urlsafe(32)
+            ),
+            **self._stripe_env(),
+        }
+
+    def _stripe_env(self) -> dict[str, str]:
+        """With ``--provider stripe``: the worker and the hook talk to localstripe, unless the
+        shell names a Stripe key of its own (``STRIPE_API_KEY``: Stripe's test mode)."""
+        if self.options.provider != "stripe":
+            return {}
+        if self._own_stripe:
+            return {"PAYMENT_PROVIDER": "stripe"}
+        return {
+            "PAYMENT_PROVIDER": "stripe",
+            "STRIPE_API_KEY": localstripe.LOCALSTRIPE_API_KEY,
+            "STRIPE_API_BASE": localstripe.api_base(self.options.localstripe_port),
+            "STRIPE_WEBHOOK_SECRET": self.state.secret(
+                "stripe-webhook-secret", lambda: "whsec_" + secrets.token_urlsafe(24)
             ),
         }
 
@@ -588,6 +640,8 @@ class DevStack:
                 group.create_task(self._timed("PostgreSQL", self._start_postgres()))
                 group.create_task(self._timed("Temporal", self._start_temporal()))
                 group.create_task(self._timed("payment sandbox", self._start_sandbox()))
+                if self.localstripe is not None:
+                    group.create_task(self._timed("localstripe", self._start_localstripe()))
         except BaseExceptionGroup as group:
             failures = list(_leaves(group))
             if not all(isinstance(error, DevStackError) for error in failures):
@@ -636,6 +690,21 @@ class DevStack:
                 f"Temporal did not start ({error or 'timed out'}); last lines of "
                 f"{self.temporal.log_path}:\n{_tail(self.state.logs / 'temporal.log')}"
             ) from None
+
+    async def _start_localstripe(self) -> None:
+        child = self.localstripe
+        assert child is not None
+        self.state.record_pid("localstripe", child.launch())
+        try:
+            await asyncio.to_thread(
+                ports.wait_for_port,
+                ports.LOOPBACK,
+                self.options.localstripe_port,
+                localstripe.STARTUP_TIMEOUT_SECONDS,
+                alive=lambda: child.is_running,
+            )
+        except (RuntimeError, TimeoutError):
+            raise _start_failure(child) from None
 
     async def _start_sandbox(self) -> None:
         self.state.record_pid("sandbox", self.sandbox.launch())
@@ -741,6 +810,14 @@ class DevStack:
             f"Temporal gRPC     {endpoints.temporal_address}  (namespace {NAMESPACE})",
             f"Temporal Web UI   {endpoints.ui_url}",
             f"Payment sandbox   {endpoints.sandbox_url}",
+            *(
+                [
+                    "Card payments     Stripe's API (PAYMENT_PROVIDER=stripe), localstripe at "
+                    + localstripe.api_base(self.options.localstripe_port)
+                ]
+                if self.localstripe is not None
+                else []
+            ),
             f"Database          {endpoints.database_url}",
             f"Worker            task queue {TASK_QUEUE}",
             f"Admin hook        {endpoints.hook_url}  (API docs: {endpoints.hook_url}/docs)",
@@ -812,6 +889,9 @@ class DevStack:
         self.state.forget_pid("worker")
         self.sandbox.stop(SANDBOX_STOP_TIMEOUT_SECONDS)
         self.state.forget_pid("sandbox")
+        if self.localstripe is not None:
+            self.localstripe.stop(SANDBOX_STOP_TIMEOUT_SECONDS)
+            self.state.forget_pid("localstripe")
         self.temporal.stop()
         self.state.forget_pid("temporal")
         self.postgres.stop()

@@ -414,3 +414,41 @@ async def _until(
             return view
         assert asyncio.get_running_loop().time() < deadline, f"not reached; view: {view}"
         await asyncio.sleep(0.1)
+
+
+def test_the_stack_runs_on_stripe_with_localstripe_as_its_provider():
+    """``--provider stripe``: localstripe runs as its own process, the demo shop's card
+    payments are PaymentIntents there, and a merchant's cancellation refunds one."""
+    env = _stack_env() | {"DEVSTACK_LOCALSTRIPE_PORT": str(_free_port())}
+    process = DevStackProcess(_state_dir(), env, "--provider", "stripe")
+    process.start()
+    try:
+        assert "Card payments     Stripe's API" in process.output
+        client = process.client_env()
+        token = (process.state_dir / "admin-token").read_text().strip()
+        base = f"{client['ADMIN_HOOK_URL']}/v1/shops/demo-shop/orders/demo-card-captured"
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            order = http.get(base, headers=headers).json()
+            assert order["tenders"][0]["payment_id"].startswith("pi_")
+            started = http.post(
+                f"{base}/cancellation",
+                headers=headers,
+                json={
+                    "initiated_by": "merchant",
+                    "channel": "admin",
+                    "reason_code": "sold_out",
+                    "accept": {"reason_code": "sold_out"},
+                },
+            )
+            assert started.status_code == 201, started.text
+            deadline = time.monotonic() + 30
+            while True:
+                view = http.get(f"{base}/cancellation", headers=headers).json()
+                if view["status"] == "canceled" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        assert view["status"] == "canceled", view
+        assert view["refunds"][0]["provider_reference"].startswith("re_")
+    finally:
+        assert process.stop() == 0
