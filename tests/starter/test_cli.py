@@ -26,7 +26,7 @@ from activities.store import StoreActivities
 from domain.cancellation import CancellationView
 from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
-from starter import card_payments, cli
+from starter import card_payments, cli, cli_output
 from starter.client import CancellationClient
 from starter.config import Settings, dev_stack_environment
 from starter.orders_file import read_orders_file
@@ -320,7 +320,7 @@ async def test_merchant_cancels_some_items_then_quotes_and_cancels_the_rest(run:
     assert order.canceled_quantities == {"i1": 1, "i2": 1}
 
     beyond = await run(*merchant, "--item", "i1:2")
-    assert beyond.code == cli.EXIT_USAGE
+    assert beyond.code == cli_output.EXIT_USAGE
     assert beyond.err.startswith("error: validation_error: item i1: 2 to cancel but only 1 left")
 
     rest = await run.json("quote", shop, order_id)
@@ -356,7 +356,7 @@ async def test_items_beyond_the_order_exit_2_naming_the_item_and_start_nothing(
 ) -> None:
     shop, order_id = run.shop_id, await run.order()
     too_many = await run("request", shop, order_id, "--item", "i1:3")
-    assert too_many.code == cli.EXIT_USAGE == 2
+    assert too_many.code == cli_output.EXIT_USAGE == 2
     assert too_many.err.startswith("error: validation_error: item i1: 3 to cancel but only 2")
     unknown = await run("--json", "quote", shop, order_id, "--item", "i9:1")
     assert unknown.code == 2
@@ -457,7 +457,7 @@ async def test_a_full_disk_exits_5_as_database_unavailable(run: Cli, tmp_path: P
     finally:
         await conn.execute(f"DROP TRIGGER {name} ON stock; DROP FUNCTION {name}();")
         await conn.close()
-    assert outcome.code == cli.EXIT_UNAVAILABLE, outcome
+    assert outcome.code == cli_output.EXIT_UNAVAILABLE, outcome
     assert outcome.json["error"]["code"] == "database_unavailable"
     assert "DiskFullError" in outcome.json["error"]["message"]
 
@@ -477,7 +477,7 @@ async def test_bad_orders_file_reports_every_problem_and_writes_nothing(
         settings={"undo_window": "soon"},
     )
     outcome = await run("load-orders", str(path))
-    assert outcome.code == cli.EXIT_USAGE
+    assert outcome.code == cli_output.EXIT_USAGE
     assert outcome.err.startswith(f"error: validation_error: {path}: 4 problem(s)")
     for where in (
         f"shops.{run.shop_id}.orders.short: ",
@@ -515,7 +515,7 @@ def test_example_file_has_every_kind_of_order() -> None:
 
 async def test_unknown_order_exits_3_with_the_error_on_stderr(run: Cli) -> None:
     outcome = await run("status", run.shop_id, "no-such-order")
-    assert outcome.code == cli.EXIT_NOT_FOUND == 3
+    assert outcome.code == cli_output.EXIT_NOT_FOUND == 3
     assert outcome.err.startswith("error: order_not_found: ")
     assert outcome.out == ""
     assert "Traceback" not in outcome.err
@@ -537,7 +537,7 @@ async def test_json_error_is_one_document_on_stdout(run: Cli) -> None:
 async def test_shipped_order_exits_4_as_a_conflict(run: Cli) -> None:
     order_id = await run.order(status=OrderStatus.IN_TRANSIT)
     outcome = await run("request", run.shop_id, order_id)
-    assert outcome.code == cli.EXIT_CONFLICT == 4
+    assert outcome.code == cli_output.EXIT_CONFLICT == 4
     assert outcome.err.startswith("error: order_shipped: ")
     assert "return" in outcome.err
 
@@ -548,7 +548,7 @@ async def test_invalid_bank_account_exits_2_without_echoing_the_number(run: Cli)
     await run.ok("request", run.shop_id, order_id)
     bad = ["--bank", "Shinhan", "--account-number", "9876-5432!", "--holder", "Kim"]
     outcome = await run("accept", run.shop_id, order_id, "--reason-code", "other", *bad)
-    assert outcome.code == cli.EXIT_USAGE == 2
+    assert outcome.code == cli_output.EXIT_USAGE == 2
     assert outcome.err.startswith("error: validation_error: --account-number: ")
     assert "9876" not in outcome.err
 
@@ -603,7 +603,7 @@ async def test_bad_command_line_with_json_answers_json(capsys: pytest.CaptureFix
 async def test_missing_database_url_exits_5_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
     code = await cli.run(["status", "s1", "o1"], settings=Settings(database_url=None))
     _, err = capsys.readouterr()
-    assert code == cli.EXIT_UNAVAILABLE == 5
+    assert code == cli_output.EXIT_UNAVAILABLE == 5
     assert err.startswith("error: database_unavailable: DATABASE_URL is not set")
 
 
@@ -620,7 +620,7 @@ async def test_missing_database_url_exits_5_with_a_hint(capsys: pytest.CaptureFi
     ],
 )
 def test_exit_code_follows_the_kind_of_error(code: ErrorCode, status: int) -> None:
-    assert cli.exit_code(code) == status
+    assert cli_output.exit_code(code) == status
 
 
 # ---------------------------------------------------------- the dev stack's environment
@@ -706,7 +706,7 @@ async def test_variables_the_shell_sets_win_over_the_dev_stack_file(
     shell_without_stack.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
 
     code = await cli.run(["status", run.shop_id, "o1"])
-    assert code == cli.EXIT_UNAVAILABLE
+    assert code == cli_output.EXIT_UNAVAILABLE
     assert "error: database_unavailable: " in run.capsys.readouterr().err
 
     env = dev_stack_environment({"DATABASE_URL": "mine", "TEMPORAL_ADDRESS": ""}, inside)
@@ -724,7 +724,7 @@ async def test_an_env_file_others_may_read_or_write_is_not_the_dev_stacks(
     (tmp_path / "project" / ".devstack" / "env").chmod(0o644)
     assert dev_stack_environment({}, inside) == {}
     shell_without_stack.chdir(inside)
-    assert await cli.run(["status", run.shop_id, "o1"]) == cli.EXIT_UNAVAILABLE
+    assert await cli.run(["status", run.shop_id, "o1"]) == cli_output.EXIT_UNAVAILABLE
     assert "DATABASE_URL is not set" in run.capsys.readouterr().err
 
 
@@ -733,7 +733,7 @@ async def test_outside_any_project_no_dev_stack_file_is_read(
 ) -> None:
     shell_without_stack.chdir(tmp_path)
     assert dev_stack_environment({"A": "1"}, tmp_path) == {"A": "1"}
-    assert await cli.run(["status", "s1", "o1"]) == cli.EXIT_UNAVAILABLE
+    assert await cli.run(["status", "s1", "o1"]) == cli_output.EXIT_UNAVAILABLE
     assert "DATABASE_URL is not set" in capsys.readouterr().err
 
 
@@ -750,9 +750,9 @@ def test_dev_and_demo_get_their_arguments_untouched(
         received.append(argv)
         return 7
 
-    fake = types.ModuleType(cli.PASS_THROUGH[command])
+    fake = types.ModuleType(cli_output.PASS_THROUGH[command])
     fake.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, cli.PASS_THROUGH[command], fake)
+    monkeypatch.setitem(sys.modules, cli_output.PASS_THROUGH[command], fake)
 
     assert cli.main(["--json", command, "--fresh", "x", "-h"]) == 7
     assert received == [["--fresh", "x", "-h"]]
@@ -762,5 +762,5 @@ async def test_dev_is_refused_inside_a_running_event_loop(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``run`` serves the other commands; the dev stack needs ``main``'s own event loop."""
-    assert await cli.run(["dev"]) == cli.EXIT_USAGE
+    assert await cli.run(["dev"]) == cli_output.EXIT_USAGE
     assert "start it through main()" in capsys.readouterr().err

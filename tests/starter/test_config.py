@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from starter import cli
+from starter import cli, cli_output
 from starter.config import DEFAULT_MAX_CACHED_WORKFLOWS, ConfigError, Settings, parse_tokens
 from tools import devstack
 
@@ -145,7 +145,7 @@ async def test_the_cli_reports_bad_settings_as_a_validation_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ADMIN_HOOK_TOKENS", BAD_TOKENS)
-    assert await cli.run(["status", "shop-a", "order-1"]) == cli.EXIT_USAGE
+    assert await cli.run(["status", "shop-a", "order-1"]) == cli_output.EXIT_USAGE
     err = capsys.readouterr().err
     assert "ADMIN_HOOK_TOKENS pair 1 has 2 ':'" in err
     assert SECRET not in err
@@ -156,7 +156,7 @@ async def test_the_cli_without_a_database_says_so(
 ) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)  # no project folder, so no dev stack environment either
-    assert await cli.run(["status", "shop-a", "order-1"]) == cli.EXIT_UNAVAILABLE
+    assert await cli.run(["status", "shop-a", "order-1"]) == cli_output.EXIT_UNAVAILABLE
     assert "DATABASE_URL is not set" in capsys.readouterr().err
 
 
