@@ -36,21 +36,16 @@ from temporalio.workflow import UpdateMethodMultiParam
 from activities.database import CancellationRow, StoreRepository, create_pool
 from activities.provider_client import (
     PaymentProviderClient,
-    ProviderError,
-    ProviderRefused,
-    ProviderUnavailable,
 )
 from domain.bank import BankAccount, BankAccountRef
 from domain.cancellation import (
     OPEN_STATUSES,
     AcceptInput,
     Action,
-    CanceledItem,
     CancellationStatus,
     CancellationView,
     ConfirmRefundInput,
     ConfirmRepaymentInput,
-    RefundStatus,
     RejectInput,
     RetryRefundInput,
     StartCancellationInput,
@@ -60,14 +55,11 @@ from domain.cancellation import (
 from domain.contract import TASK_QUEUE, cancellation_workflow_id
 from domain.errors import CancellationError, ErrorCode, as_error_code
 from domain.money import Money
-from domain.order import Order, OrderDocument, OrderStatus
-from domain.payments import ProviderPayment, card_tenders_by_payment, payment_mismatch
-from domain.refund_plan import RefundChannel, RefundMethod, RefundPlan, plan_refund
+from domain.order import Order
+from domain.refund_plan import RefundMethod
 from domain.requests import (
     AcceptRequest,
     ConfirmRefundRequest,
-    Quote,
-    QuoteLine,
     RejectRequest,
     RepaymentRequest,
     RetryRefundRequest,
@@ -75,10 +67,10 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.rules import check_can_start, check_start_input
-from domain.scope import refundable_amount, refundable_before_acceptance, scope_of
-from domain.shop import ShopSettings
+from domain.scope import refundable_before_acceptance, scope_of
 from starter.codec import data_converter
 from starter.config import Settings
+from starter.order_desk import OrderDesk
 from starter.providers import provider_client
 from workflows.order_cancellation import OrderCancellationWorkflow
 from workflows.search_attributes import start_search_attributes
@@ -109,18 +101,6 @@ async def connect_temporal(settings: Settings, *, runtime: Runtime | None = None
         ) from None
 
 
-class RecapturePreview(BaseModel):
-    """The provider's word, before an undo, on one card refund it made: can it take the
-    money again (``restorable``), must the customer pay again (``reauth_required``,
-    ``not_possible``)? Read only; the undo asks again itself."""
-
-    refund_id: str
-    payment_id: str
-    amount: int
-    outcome: str
-    until: datetime | None = None
-
-
 @dataclass(frozen=True)
 class Page:
     """One page of a list, newest first."""
@@ -129,7 +109,7 @@ class Page:
     next_cursor: str | None
 
 
-class CancellationClient:
+class CancellationClient(OrderDesk):
     """Start and drive order cancellations."""
 
     def __init__(
@@ -341,42 +321,6 @@ class CancellationClient:
         row = await self._row(shop_id, order_id, cancellation_id)
         return await self._current_view(row)
 
-    async def recapture_preview(
-        self, shop_id: str, order_id: str | None = None, cancellation_id: str | None = None
-    ) -> list[RecapturePreview]:
-        """For each card refund the cancellation made, whether the provider could take the
-        money again now (rule 11's check, shown before the merchant confirms an undo)."""
-        view = await self.get_cancellation(shop_id, order_id, cancellation_id)
-        previews = []
-        for line in view.refunds:
-            if line.status is not RefundStatus.SUCCEEDED or line.payment_id is None:
-                continue
-            if line.channel is not RefundChannel.PROVIDER:
-                continue
-            if self._provider is None:
-                raise CancellationError(
-                    ErrorCode.PROVIDER_UNAVAILABLE, "no payment provider is configured"
-                )
-            try:
-                answer = await self._provider.recapture_check(
-                    line.payment_id, account=self.provider_accounts.get(shop_id)
-                )
-            except ProviderError:
-                raise CancellationError(
-                    ErrorCode.PROVIDER_UNAVAILABLE,
-                    "the payment provider did not answer the recapture check; try again",
-                ) from None
-            previews.append(
-                RecapturePreview(
-                    refund_id=line.refund_id,
-                    payment_id=line.payment_id,
-                    amount=line.amount,
-                    outcome=str(answer.get("outcome")),
-                    until=answer.get("until"),
-                )
-            )
-        return previews
-
     async def cancellations_of_order(self, shop_id: str, order_id: str) -> list[CancellationView]:
         """All cancellations of an order, latest first."""
         await self.store.get_order(shop_id, order_id)
@@ -398,30 +342,6 @@ class CancellationClient:
         )
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         return Page([_closed_if_done(r.view) for r in rows[:limit]], next_cursor)
-
-    async def quote(
-        self,
-        shop_id: str,
-        order_id: str,
-        refund_method: RefundMethod = RefundMethod.ORIGINAL,
-        items: list[CanceledItem] | None = None,
-    ) -> Quote:
-        """The refund plan an acceptance would produce now; changes nothing (rule 9)."""
-        order = await self.store.get_order(shop_id, order_id)
-        plan = await self._plan(order, refund_method, items)
-        return Quote(
-            refundable=plan.refundable,
-            currency=plan.currency,
-            lines=[
-                QuoteLine(
-                    tender_id=line.tender_id,
-                    tender_kind=line.tender_kind,
-                    method=line.method,
-                    amount=line.amount,
-                )
-                for line in plan.lines
-            ],
-        )
 
     # ------------------------------------------------------------------ actions
 
@@ -590,82 +510,6 @@ class CancellationClient:
 
     # ------------------------------------------------------------------ backend data
 
-    async def put_order(self, shop_id: str, order_id: str, doc: OrderDocument) -> bool:
-        """Create or replace an order; ``True`` when new.
-
-        Every card tender's payment is checked at the provider first, in the shop's own
-        account: it must exist there, in the order's currency, with at least the tenders'
-        amount authorized or captured (``payment_mismatch``). Nothing is stored otherwise.
-        """
-        await self._check_card_tenders(shop_id, order_id, doc)
-        return await self.store.put_order(shop_id, order_id, doc)
-
-    async def _check_card_tenders(self, shop_id: str, order_id: str, doc: OrderDocument) -> None:
-        grouped = card_tenders_by_payment(doc.tenders)
-        if not grouped:
-            return
-        try:
-            stored = (await self.store.get_order(shop_id, order_id)).tenders
-        except CancellationError:
-            stored = []
-        for payment_id, tenders in grouped.items():
-            if all(t in stored for t in tenders):
-                continue  # checked when it was stored; its refunds since are the order's own
-            payment = await self._provider_payment(shop_id, payment_id)
-            problem = payment_mismatch(tenders, doc.currency, payment)
-            if problem is not None:
-                raise CancellationError(ErrorCode.PAYMENT_MISMATCH, problem)
-
-    async def _provider_payment(self, shop_id: str, payment_id: str) -> ProviderPayment | None:
-        """The payment in the shop's provider account, or ``None`` when it has none."""
-        if self._provider is None:
-            raise CancellationError(
-                ErrorCode.PROVIDER_UNAVAILABLE,
-                "no payment provider is configured to check card tenders",
-            )
-        try:
-            answer = await self._provider.get_payment(
-                payment_id, account=self.provider_accounts.get(shop_id)
-            )
-        except ProviderRefused as err:
-            if err.status == 404:
-                return None
-            raise CancellationError(
-                ErrorCode.PAYMENT_MISMATCH, f"the provider refused payment {payment_id}"
-            ) from None
-        except ProviderUnavailable:
-            raise CancellationError(
-                ErrorCode.PROVIDER_UNAVAILABLE,
-                "the payment provider does not answer; the order was not stored, try again",
-            ) from None
-        except ProviderError:
-            raise CancellationError(
-                ErrorCode.PROVIDER_UNAVAILABLE, "the payment provider's answer was unreadable"
-            ) from None
-        try:
-            return ProviderPayment.model_validate(answer)
-        except ValueError:
-            raise CancellationError(
-                ErrorCode.PROVIDER_UNAVAILABLE, "the payment provider's answer was unreadable"
-            ) from None
-
-    async def get_order(self, shop_id: str, order_id: str) -> Order:
-        """The order with its status, items and tenders."""
-        return await self.store.get_order(shop_id, order_id)
-
-    async def set_fulfillment(self, shop_id: str, order_id: str, status: OrderStatus) -> Order:
-        """Report fulfillment progress."""
-        return await self.store.set_fulfillment_status(shop_id, order_id, status)
-
-    async def get_settings(self, shop_id: str) -> ShopSettings:
-        """The shop's cancellation settings."""
-        return await self.store.get_settings(shop_id)
-
-    async def put_settings(self, shop_id: str, settings: ShopSettings) -> ShopSettings:
-        """Replace the shop's cancellation settings."""
-        await self.store.put_settings(shop_id, settings)
-        return settings
-
     # ------------------------------------------------------------------ helpers
 
     async def _row(
@@ -788,27 +632,6 @@ class CancellationClient:
 
     async def _bank_ref(self, shop_id: str, account: BankAccount | None) -> BankAccountRef | None:
         return None if account is None else await self.store.store_bank_account(shop_id, account)
-
-    async def _refunded_by_tender(self, shop_id: str, order_id: str) -> dict[str, int]:
-        refunded: dict[str, int] = {}
-        for row in await self.store.cancellations_of_order(shop_id, order_id):
-            if row.status is CancellationStatus.CANCELED:
-                for line in row.view.refunds:
-                    refunded[line.tender_id] = refunded.get(line.tender_id, 0) + line.amount
-        return refunded
-
-    async def _plan(
-        self, order: Order, method: RefundMethod, items: list[CanceledItem] | None
-    ) -> RefundPlan:
-        """The refund plan of cancelling ``items`` (everything left when ``None``) now."""
-        refunded = await self._refunded_by_tender(order.shop_id, order.order_id)
-        scope = scope_of(order, items)
-        return plan_refund(
-            order,
-            method,
-            amount=refundable_amount(order, scope, refunded),
-            refunded_by_tender=refunded,
-        )
 
 
 # ---------------------------------------------------------------------- module helpers
