@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from activities.provider import ProviderRefundSettled
-from domain.cancellation import Attention, CancellationStatus, RefundStatus
+from domain.cancellation import Attention, CancellationStatus, RefundStatus, UndoInput
 from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderStatus
 from domain.requests import AcceptRequest, RetryRefundRequest, StartRequest
@@ -203,3 +203,55 @@ async def test_a_request_still_in_flight_at_the_provider_is_waited_for_not_faile
     done = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED, within=60)
     assert done.refunds[0].status is RefundStatus.SUCCEEDED
     assert len(await h.refunds_in_ledger(order_id)) == 1
+
+
+async def test_a_pending_refund_is_polled_without_a_deadline(h):
+    """The first release polled a pending refund for at most 7 days (a schedule-to-close
+    timeout) and then failed the line, although the provider might still settle it; the
+    poll now has no deadline: the line fails only when the provider says so."""
+    pending = {"refund": "pending", "settle_after_seconds": 9 * 86400}
+    order_id = await h.order(card_behavior=pending)
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await h.client.accept(h.shop_id, order_id, ACCEPT)
+    await h.wait_for(view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference)
+    polls = []
+    for _ in range(100):
+        history = await h.handle(view.cancellation_id).fetch_history()
+        polls = [
+            e.activity_task_scheduled_event_attributes
+            for e in history.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+            and e.activity_task_scheduled_event_attributes.activity_type.name
+            == "await_refund_settlement"
+        ]
+        if polls:
+            break
+        await asyncio.sleep(0.1)
+    (poll,) = polls
+    assert poll.schedule_to_close_timeout.ToTimedelta() == timedelta(0)
+    assert (await h.view(view.cancellation_id)).refunds[0].status is RefundStatus.PROCESSING
+
+
+async def test_an_undo_behind_a_refund_in_flight_says_what_it_waits_for(h):
+    """The undo waits for a refund the provider still processes, and the run's current
+    details say so instead of going quiet."""
+    order_id = await h.order(card_behavior={"refund": "pending", "settle_after_seconds": 3})
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await h.client.accept(h.shop_id, order_id, ACCEPT)
+    processing = await h.wait_for(
+        view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference
+    )
+    handle = h.handle(view.cancellation_id)
+    await handle.signal(
+        OrderCancellationWorkflow.undo_signal, UndoInput(reason="kept", actor="merchant")
+    )
+    for _ in range(100):
+        metadata = await handle.query("__temporal_workflow_metadata")
+        details = str(metadata.current_details)
+        if "Undo requested" in details:
+            break
+        await asyncio.sleep(0.05)
+    assert "waiting for the refunds in flight" in details
+    assert processing.refunds[0].refund_id in details
+    undone = await h.wait_status(view.cancellation_id, CancellationStatus.UNDONE, within=60)
+    assert undone.refunds[0].status is RefundStatus.SUCCEEDED
