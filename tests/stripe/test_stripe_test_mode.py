@@ -1,6 +1,7 @@
 """MANUAL: the Stripe adapter against Stripe's own test mode, with a real test key.
 
-Skipped unless ``STRIPE_API_KEY`` starts with ``sk_test_`` (a live key never runs these).
+Collected only when ``STRIPE_API_KEY`` starts with ``sk_test_`` (``tests/stripe/conftest.py``;
+a live key never runs these).
 CI has no key and no route to Stripe, so this suite is for a person checking the adapter
 against the real API (README, "Stripe"):
 
