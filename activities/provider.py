@@ -8,7 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio import activity
@@ -227,9 +227,11 @@ class ProviderActivities:
         # Runs scheduled before release 2 carry no shop: their first attempt sent no
         # metadata, so their retries keep that body (the key would otherwise be "reused").
         tagged = input.shop_id is not None
+        listed: list[dict[str, Any]] | None = None
         try:
             if tagged and (activity.info().attempt > 1 or input.attempt > 1):
-                earlier = await self._earlier_refund(input, account)
+                listed = await self._client.list_refunds(input.payment_id, account=account)
+                earlier = _in_effect(listed, input.refund_id)
                 if earlier is not None:
                     return earlier
             try:
@@ -254,6 +256,17 @@ class ProviderActivities:
         activity.logger.info(
             "provider refund %s for %s: %s", refund["id"], input.refund_id, refund["status"]
         )
+        if listed is not None and any(
+            r.get("id") == refund["id"] and r.get("status") in ("failed", "canceled")
+            for r in listed
+        ):
+            # The provider answered the retried request with its first answer, but the
+            # listing just showed that refund failed since (reversed): say so, never succeeded.
+            raise ApplicationError(
+                f"the provider reports refund {refund['id']} failed after it was made",
+                type=FailureType.REFUND_FAILED,
+                non_retryable=True,
+            )
         if refund.get("currency", input.currency) != input.currency:
             # Stored orders are checked against their payment's currency; this can only be
             # a payment changed behind our back. The money moved: a person must look.
@@ -275,21 +288,7 @@ class ProviderActivities:
         """What the provider already did for this refund id, when that moved or may move
         money (succeeded, or still pending); ``None`` when nothing did."""
         refunds = await self._client.list_refunds(input.payment_id, account=account)
-        mine = [r for r in refunds if (r.get("metadata") or {}).get("refund_id") == input.refund_id]
-        for refund in mine:  # newest first
-            if refund.get("status") in ("succeeded", "pending"):
-                activity.logger.info(
-                    "provider refund %s for %s found before asking again: %s",
-                    refund["id"],
-                    input.refund_id,
-                    refund["status"],
-                )
-                return RefundPaymentResult(
-                    operation=ProviderOperation.REFUND,
-                    provider_reference=str(refund["id"]),
-                    settled=refund["status"] == "succeeded",
-                )
-        return None
+        return _in_effect(refunds, input.refund_id)
 
     @activity.defn
     @_with_heartbeats
@@ -317,6 +316,15 @@ class ProviderActivities:
         """Release an authorization the provider would not refund (never captured)."""
         account = self._account(input.shop_id)
         payment = await self._client.get_payment(input.payment_id, account=account)
+        if payment["status"] == "voided":
+            # Only a cancellation voids, and only whole authorizations: this is this line's
+            # void, made by an earlier attempt whose answer was lost (its key may have
+            # expired since, and a second void would be refused).
+            return RefundPaymentResult(
+                operation=ProviderOperation.VOID,
+                provider_reference=f"void:{payment['id']}",
+                settled=True,
+            )
         partial = payment["status"] == "authorized" and input.amount < payment["amount"]
         if partial and self._client.RELEASES_PART:
             # The honest partial void: capture only what stays sold (Stripe's
@@ -415,3 +423,24 @@ class ProviderActivities:
                     type=REFUND_PENDING,
                     next_retry_delay=SETTLEMENT_POLL_DELAY,
                 )
+
+
+def _in_effect(refunds: list[dict[str, Any]], refund_id: str) -> RefundPaymentResult | None:
+    """The provider's refund for our ``refund_id`` (its metadata) that moved or may move
+    money, newest first: succeeded or pending; ``None`` when none is in effect."""
+    for refund in refunds:
+        if (refund.get("metadata") or {}).get("refund_id") != refund_id:
+            continue
+        if refund.get("status") in ("succeeded", "pending"):
+            activity.logger.info(
+                "provider refund %s for %s found before asking again: %s",
+                refund["id"],
+                refund_id,
+                refund["status"],
+            )
+            return RefundPaymentResult(
+                operation=ProviderOperation.REFUND,
+                provider_reference=str(refund["id"]),
+                settled=refund["status"] == "succeeded",
+            )
+    return None

@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.money import Money
     from domain.order import OrderStatus
     from domain.refund_plan import RefundChannel, RefundMethod, plan_refund
-    from domain.rules import allowed_actions, check_accept, restorable_status
+    from domain.rules import REVERSED, allowed_actions, check_accept, restorable_status
     from domain.scope import refundable_amount, refundable_before_acceptance
     from domain.transitions import (
         find_line,
@@ -590,8 +590,11 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps, CommandSteps):
             return
         failed = settled.status == "failed"
         in_flight = failed and line.status is RefundStatus.PROCESSING
+        # A refund the provider reversed stays failed: a success event of the same refund
+        # arriving later is an older one delivered out of order (a reversal is final).
+        reversed_before = (line.failure or "").startswith(REVERSED)
         late = (failed and line.status is RefundStatus.SUCCEEDED) or (
-            not failed and line.status is RefundStatus.FAILED
+            not failed and line.status is RefundStatus.FAILED and not reversed_before
         )
         if (in_flight or late) and workflow.patched(PROVIDER_REFUND_EVENTS):
             if in_flight:

@@ -315,7 +315,9 @@ class UndoSteps(CancellationCore):
             ProviderActivities.refund_payment,
             RefundPaymentInput(
                 shop_id=self._view.shop_id,
-                refund_id=line.refund_id,
+                # Its own id: the lookup before a retry must find this refund, not the
+                # line's original one (which succeeded long ago).
+                refund_id=f"{line.refund_id}/undo-{attempt}/reverse",
                 payment_id=line.payment_id,
                 amount=line.amount,
                 currency=self._order().currency,

@@ -229,7 +229,7 @@ async def _act_on(event: ProviderEvent, hook: Hook) -> int:
             # A payment id is only unique within its account: another account's event
             # must not touch this shop's run.
             continue
-        if await _signal_if_it_changes(hook, cancellation, settled):
+        if await _signal_if_it_changes(hook, cancellation, settled, refund.payment_id):
             signaled += 1
             log.info(
                 "provider event %s: refund %s %s; signaled %s",
@@ -244,7 +244,10 @@ async def _act_on(event: ProviderEvent, hook: Hook) -> int:
 
 
 async def _signal_if_it_changes(
-    hook: Hook, cancellation: SettlingCancellation, settled: ProviderRefundSettled
+    hook: Hook,
+    cancellation: SettlingCancellation,
+    settled: ProviderRefundSettled,
+    payment_id: str,
 ) -> bool:
     """Signal the run only if its view has the refund in another status than the event's."""
     handle = hook.client.temporal.get_workflow_handle_for(
@@ -254,6 +257,14 @@ async def _signal_if_it_changes(
     )
     try:
         view = await handle.query(OrderCancellationWorkflow.status)
+        if _in_flight(view, settled.provider_reference, payment_id):
+            # The run's refund call of this payment has not returned yet, so no line holds
+            # the reference: answering "ignored" would drop a refund.failed for good (the
+            # call's retry may be answered with the first, stale, success). Deliver later.
+            raise CancellationError(
+                ErrorCode.INVALID_TRANSITION,
+                f"a refund of payment {payment_id} is still in flight; deliver the event again",
+            )
         if not _would_change(view, settled):
             return False
         await handle.signal(OrderCancellationWorkflow.provider_refund_settled, settled)
@@ -262,6 +273,16 @@ async def _signal_if_it_changes(
             raise
         return False  # the run is gone: nobody waits any more
     return True
+
+
+def _in_flight(view: CancellationView, reference: str, payment_id: str) -> bool:
+    """A refund line of ``payment_id`` is being paid and holds no provider reference yet."""
+    return any(
+        line.payment_id == payment_id
+        and line.status is RefundStatus.PROCESSING
+        and line.provider_reference is None
+        for line in view.refunds
+    ) and not any(line.provider_reference == reference for line in view.refunds)
 
 
 def _would_change(view: CancellationView, settled: ProviderRefundSettled) -> bool:

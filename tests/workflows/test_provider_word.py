@@ -66,6 +66,17 @@ async def test_a_refund_reversed_after_canceled_reopens_the_cancellation_for_a_p
     assert description.typed_search_attributes.get(NEEDS_ATTENTION) == "refund_reversed"
     assert "refund_reversed" in await h.events(view.cancellation_id)
 
+    # An older refund.succeeded of the same refund, delivered after the reversal, changes
+    # nothing: a reversal is final.
+    await h.handle(view.cancellation_id).signal(
+        OrderCancellationWorkflow.provider_refund_settled,
+        ProviderRefundSettled(provider_reference=reference, status="succeeded"),
+    )
+    await asyncio.sleep(1)
+    still = await h.view(view.cancellation_id)
+    assert still.refunds[0].status is RefundStatus.FAILED
+    assert still.needs_attention is Attention.REFUND_REVERSED
+
     await h.client.retry_refund(h.shop_id, order_id, line.refund_id, RetryRefundRequest())
     again = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
     assert again.needs_attention is None
@@ -255,3 +266,27 @@ async def test_an_undo_behind_a_refund_in_flight_says_what_it_waits_for(h):
     assert processing.refunds[0].refund_id in details
     undone = await h.wait_status(view.cancellation_id, CancellationStatus.UNDONE, within=60)
     assert undone.refunds[0].status is RefundStatus.SUCCEEDED
+
+
+async def test_a_void_whose_answer_was_lost_is_found_done_after_the_key_expired(h, provider_url):
+    """An authorization released by a void whose answer was lost, retried after the
+    provider forgot the key: the retry finds the payment voided and the line succeeds
+    (release 1 voided again, was refused, and failed the line)."""
+    order_id = await h.order(card_behavior={"capture": False})
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await _set_faults(provider_url, error_after_effect_rate=1.0)
+    try:
+        await h.client.accept(h.shop_id, order_id, ACCEPT)
+        payment_id = (await h.store.get_order(h.shop_id, order_id)).tenders[0].payment_id
+        assert payment_id is not None
+        for _ in range(100):
+            if [e for e in await h.ledger(payment_id) if e["type"] == "void"]:
+                break
+            await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=provider_url, trust_env=False) as http:
+            (await http.post("/v1/clock/advance", json={"seconds": 25 * 3600})).raise_for_status()
+    finally:
+        await _set_faults(provider_url)
+    done = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED, within=60)
+    assert done.refunds[0].status is RefundStatus.SUCCEEDED
+    assert [e["type"] for e in await h.ledger(payment_id)].count("void") == 1
