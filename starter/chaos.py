@@ -8,7 +8,9 @@ loopback ports, then at once:
   admin hook at a steady rate;
 - injects ``--faults-per-kind`` faults of each kind at random times, one at a time: SIGKILL the
   worker, restart the sandbox (SIGTERM or SIGKILL), restart PostgreSQL, turn on the sandbox's
-  fault injection for a few seconds.
+  fault injection for a few seconds, SIGKILL the admin hook, SIGKILL and restart Temporal,
+  expire every idempotency key in flight (provider time +25 h), hold keys in use past the
+  client's timeout (``409 idempotency_key_in_use``).
 
 Then it waits (bounded) for every order to finish its steps, reconciles
 (:mod:`starter.chaos_reconcile`), counts the retries Temporal's histories show, and prints a
@@ -231,6 +233,10 @@ def _fault_summary(kind: FaultKind, faults: list[InjectedFault]) -> str:
         FaultKind.WORKER_KILL: "SIGKILL, then a new worker",
         FaultKind.POSTGRES_RESTART: "fast shutdown, same data and port",
         FaultKind.PROVIDER_FAULTS: "503s, hangs, effect-then-503",
+        FaultKind.HOOK_KILL: "SIGKILL mid-request, a new hook on the same port",
+        FaultKind.TEMPORAL_RESTART: "SIGKILL, same SQLite file and port",
+        FaultKind.KEY_EXPIRY: "effect-then-503, then provider time +25 h",
+        FaultKind.KEY_IN_USE: "slow effects past the client's timeout, 409 in use",
     }[kind]
     return f"({what}; {heal})"
 
@@ -449,7 +455,8 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         metavar="K",
         help=(
             "faults of each kind: worker SIGKILL, sandbox restart, PostgreSQL restart,"
-            f" sandbox fault injection (default {DEFAULT_FAULTS_PER_KIND})"
+            " sandbox fault injection, hook SIGKILL, Temporal restart, key expiry, key in use"
+            f" (default {DEFAULT_FAULTS_PER_KIND})"
         ),
     )
     parser.add_argument(

@@ -8,10 +8,12 @@ The differences are what a chaos run needs:
 
 - a throwaway state folder (a :class:`~starter.devstack.StateDir`) and free loopback ports, never
   the dev stack's defaults, so a developer's own stack keeps running next to it;
-- the sandbox sends its signed webhooks to the hook, so pending refunds settle both ways;
+- the sandbox sends its signed webhooks to the hook (`refund.succeeded`, `refund.failed`),
+  late, a third of them twice and out of order, as a real provider redelivers them;
 - PostgreSQL runs without fsync: the faults here kill processes, not the machine, and the
   operating system keeps every write a killed server made;
-- Temporal keeps its state in memory: it is the one part that is never restarted.
+- Temporal keeps its state in one SQLite file (WAL), so a killed server restarts with every
+  run, timer and task queue it had.
 
 Faults (:class:`FaultKind`) run one at a time and each leaves the stack whole again.
 """
@@ -57,6 +59,16 @@ HOOK_STARTUP_TIMEOUT_SECONDS = 60.0
 HOOK_STOP_TIMEOUT_SECONDS = 10.0
 WEBHOOK_PATH = "/v1/provider/webhooks"
 
+WEBHOOK_DELAY_SECONDS = 0.2
+WEBHOOK_DUPLICATE_RATE = 0.3
+WEBHOOK_SHUFFLE_SECONDS = 2.0
+"""The sandbox delivers every webhook late, a third of them twice, in shuffled order: a real
+provider's redeliveries, which the hook must act on once (event id) in any order."""
+KEY_EXPIRY_JUMP_SECONDS = 25 * 3600
+"""Past the sandbox's 24 h idempotency-key retention (Stripe's): every key in flight expires."""
+PROVIDER_CLIENT_TIMEOUT_SECONDS = 10.0
+"""The product's provider client gives up on an answer after this long (provider_client.py)."""
+
 # The project's variables: the children must talk to this stack only, whatever the shell says
 # (Temporal's own TEMPORAL_* variables are dropped as a prefix).
 _PROJECT_VARIABLES = frozenset(
@@ -92,6 +104,14 @@ class FaultKind(StrEnum):
     """Stop PostgreSQL (fast shutdown: every session is cut) and start it on the same data."""
     PROVIDER_FAULTS = "provider_faults"
     """Turn on the sandbox's fault injection (503s, hangs, effect-then-503) for a few seconds."""
+    HOOK_KILL = "hook_kill"
+    """SIGKILL the admin hook mid-request, then start a new one on the same port."""
+    TEMPORAL_RESTART = "temporal_restart"
+    """SIGKILL the Temporal dev server and start it again on the same SQLite file and port."""
+    KEY_EXPIRY = "key_expiry"
+    """Effect-then-503 answers, then provider time jumps 25 h: every retry meets an expired key."""
+    KEY_IN_USE = "key_in_use"
+    """Slow answers that still apply, held past the client's 10 s timeout: retries get 409."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +169,7 @@ class ChaosStack:
         self.temporal = DevServer(
             port=self._ports["temporal"],
             namespace=NAMESPACE,
+            db_filename=self.state.temporal_db,
             log_path=self.state.logs / "temporal.log",
         )
         hook_url = f"http://{host}:{self._ports['hook']}"
@@ -174,6 +195,12 @@ class ChaosStack:
                 str(self.state.sandbox_db),
                 "--webhook-url",
                 hook_url + WEBHOOK_PATH,
+                "--webhook-delay-seconds",
+                str(WEBHOOK_DELAY_SECONDS),
+                "--webhook-duplicate-rate",
+                str(WEBHOOK_DUPLICATE_RATE),
+                "--webhook-shuffle-seconds",
+                str(WEBHOOK_SHUFFLE_SECONDS),
             ],
             env,
             self.state.logs / "sandbox.log",
@@ -330,6 +357,54 @@ class ChaosStack:
         await self._restart_postgres_process()
         return f"fast shutdown, down {down_seconds:.1f} s"
 
+    async def kill_hook(self, down_seconds: float) -> str:
+        """SIGKILL the admin hook (requests in flight lose their answers and their claims'
+        releases), then start a new one on the same port."""
+        await self._kill(self.hook, signal.SIGKILL)
+        await asyncio.sleep(down_seconds)
+        await self._start_hook()
+        return f"SIGKILL, down {down_seconds:.1f} s"
+
+    async def restart_temporal(self, down_seconds: float) -> str:
+        """SIGKILL the Temporal server (no clean close of its SQLite file), then start it
+        again on the same file and port: workers, the hook and clients must reconnect."""
+        pid = self.temporal.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(self.temporal.stop, 10.0)  # reaps the killed process
+        await asyncio.sleep(down_seconds)
+        await self._start_temporal()
+        return f"SIGKILL, down {down_seconds:.1f} s"
+
+    async def expire_keys(self, effect_then_503: float, before_jump: float) -> str:
+        """Answer a share of POSTs with 503 after their effect, then jump provider time past
+        the key retention: the retries of those requests reuse keys the provider forgot."""
+        await self.put_provider_faults({"error_after_effect_rate": effect_then_503})
+        try:
+            await asyncio.sleep(before_jump)
+            await self.advance_provider_clock(KEY_EXPIRY_JUMP_SECONDS)
+            # The retries (1 s backoff) arrive after the jump.
+            await asyncio.sleep(1.0)
+        finally:
+            await self.put_provider_faults({})
+        return (
+            f"error_after_effect_rate {effect_then_503:g} for {before_jump:.1f} s,"
+            f" then +{KEY_EXPIRY_JUMP_SECONDS // 3600} h"
+        )
+
+    async def advance_provider_clock(self, seconds: float) -> None:
+        """``POST /v1/clock/advance`` until the sandbox takes it."""
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await http.post(
+                        f"{self.endpoints.sandbox_url}/v1/clock/advance", json={"seconds": seconds}
+                    )
+                    if answer.is_success:
+                        return
+                await asyncio.sleep(0.2)
+
     async def provider_faults(self, config: dict[str, float], seconds: float) -> str:
         """Turn on the sandbox's fault injection for ``seconds``, then off again."""
         await self.put_provider_faults(config)
@@ -381,6 +456,19 @@ async def inject(
                 "hang_seconds": rng.choice([3.0, 12.0]),
             }
             detail = await stack.provider_faults(config, rng.uniform(2.0, 5.0))
+        case FaultKind.HOOK_KILL:
+            detail = await stack.kill_hook(rng.uniform(0.0, 1.5))
+        case FaultKind.TEMPORAL_RESTART:
+            detail = await stack.restart_temporal(rng.uniform(0.0, 2.0))
+        case FaultKind.KEY_EXPIRY:
+            detail = await stack.expire_keys(round(rng.uniform(0.3, 0.6), 2), rng.uniform(1.0, 3.0))
+        case FaultKind.KEY_IN_USE:
+            config = {
+                "slow_rate": round(rng.uniform(0.3, 0.6), 2),
+                # Past the client's timeout: its retry finds the key still in use (409).
+                "hang_seconds": round(PROVIDER_CLIENT_TIMEOUT_SECONDS + rng.uniform(2.0, 5.0), 1),
+            }
+            detail = await stack.provider_faults(config, rng.uniform(2.0, 4.0))
     return InjectedFault(kind, at, detail, time.monotonic() - began - at)
 
 
