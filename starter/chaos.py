@@ -10,7 +10,8 @@ loopback ports, then at once:
   worker, restart the sandbox (SIGTERM or SIGKILL), restart PostgreSQL, turn on the sandbox's
   fault injection for a few seconds, SIGKILL the admin hook, SIGKILL and restart Temporal,
   expire every idempotency key in flight (provider time +25 h), hold keys in use past the
-  client's timeout (``409 idempotency_key_in_use``).
+  client's timeout (``409 idempotency_key_in_use``), deliver an older webhook late and replay
+  it stale and forged.
 
 Then it waits (bounded) for every order to finish its steps, reconciles
 (:mod:`starter.chaos_reconcile`), counts the retries Temporal's histories show, and prints a
@@ -46,7 +47,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from starter.chaos_driver import SHAPES, SHOP_ID, Driver, Endpoints
-from starter.chaos_reconcile import ChaosRecord, Reconciliation, World, reconcile
+from starter.chaos_reconcile import (
+    ChaosRecord,
+    Reconciliation,
+    ViolationKind,
+    World,
+    reconcile,
+)
 from starter.chaos_stack import ChaosStack, ChaosStackError, FaultKind, InjectedFault, inject
 from starter.client import connect_temporal
 from starter.config import Settings
@@ -237,6 +244,7 @@ def _fault_summary(kind: FaultKind, faults: list[InjectedFault]) -> str:
         FaultKind.TEMPORAL_RESTART: "SIGKILL, same SQLite file and port",
         FaultKind.KEY_EXPIRY: "effect-then-503, then provider time +25 h",
         FaultKind.KEY_IN_USE: "slow effects past the client's timeout, 409 in use",
+        FaultKind.WEBHOOK_REPLAY: "an older event late, stale and forged replays",
     }[kind]
     return f"({what}; {heal})"
 
@@ -268,6 +276,8 @@ class ChaosSession:
     seed: int
     temporal: Client
     record: ChaosRecord = field(default_factory=lambda: ChaosRecord(shop_id=SHOP_ID))
+    broken: list[str] = field(default_factory=list)
+    """What the stack did wrong during a fault (a stale or forged webhook it took)."""
 
     @property
     def world(self) -> World:
@@ -307,6 +317,8 @@ class ChaosSession:
             unfinished = await driver.settle(SETTLE_TIMEOUT_SECONDS)
             say(f"settled at {time.monotonic() - began:.0f} s; reconciling")
             reconciliation = await reconcile(self.record, self.world)
+            for broke in self.broken:
+                reconciliation.add(ViolationKind.WEBHOOK_ACCEPTED, "webhook route", broke)
             retries = await observe_retries(self.temporal, reconciliation.cancellation_ids)
         finally:
             await driver.aclose()
@@ -332,8 +344,11 @@ class ChaosSession:
     ) -> None:
         for at, kind in plan:
             await asyncio.sleep(max(0.0, began + at - time.monotonic()))
-            fault = await inject(self.stack, kind, rng, began)
+            payments = [p for order in self.record.orders for p in order.payments]
+            fault = await inject(self.stack, kind, rng, began, payments)
             faults.append(fault)
+            if fault.broke is not None:
+                self.broken.append(fault.broke)
             say(
                 f"{fault.at:6.1f} s  {kind.value}: {fault.detail} (healed in {fault.seconds:.1f} s)"
             )
@@ -455,7 +470,8 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         metavar="K",
         help=(
             "faults of each kind: worker SIGKILL, sandbox restart, PostgreSQL restart,"
-            " sandbox fault injection, hook SIGKILL, Temporal restart, key expiry, key in use"
+            " sandbox fault injection, hook SIGKILL, Temporal restart, key expiry, key in use,"
+            " webhook replay"
             f" (default {DEFAULT_FAULTS_PER_KIND})"
         ),
     )

@@ -137,6 +137,8 @@ class ViolationKind(StrEnum):
     """A payment's movements differ from what the driver's actions imply."""
     UNRESOLVED_REVERSAL = "unresolved_reversal"
     """A refund failed after success, and its line is neither paid back again nor flagged."""
+    WEBHOOK_ACCEPTED = "webhook_accepted"
+    """The hook took a webhook delivery it must refuse (stale timestamp, wrong signature)."""
     PENDING_AT_PROVIDER = "pending_at_provider"
     """A refund is still pending at the provider after the run settled."""
     STOCK_MISMATCH = "stock_mismatch"

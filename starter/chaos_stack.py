@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import os
 import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -64,6 +68,8 @@ WEBHOOK_DUPLICATE_RATE = 0.3
 WEBHOOK_SHUFFLE_SECONDS = 2.0
 """The sandbox delivers every webhook late, a third of them twice, in shuffled order: a real
 provider's redeliveries, which the hook must act on once (event id) in any order."""
+STALE_SIGNATURE_SECONDS = 600
+"""Twice the hook's 5-minute signature tolerance: a captured delivery replayed this late."""
 KEY_EXPIRY_JUMP_SECONDS = 25 * 3600
 """Past the sandbox's 24 h idempotency-key retention (Stripe's): every key in flight expires."""
 PROVIDER_CLIENT_TIMEOUT_SECONDS = 10.0
@@ -112,6 +118,9 @@ class FaultKind(StrEnum):
     """Effect-then-503 answers, then provider time jumps 25 h: every retry meets an expired key."""
     KEY_IN_USE = "key_in_use"
     """Slow answers that still apply, held past the client's 10 s timeout: retries get 409."""
+    WEBHOOK_REPLAY = "webhook_replay"
+    """An older ``refund.succeeded`` of a refund reversed since, delivered late (signed now,
+    three times at once), and the same body with a stale timestamp and with a forged one."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,8 @@ class InjectedFault:
     detail: str
     seconds: float
     """How long until the stack was whole again."""
+    broke: str | None = None
+    """What the stack did wrong while the fault was on (a stale or forged webhook taken)."""
 
 
 @dataclass(frozen=True)
@@ -405,6 +416,58 @@ class ChaosStack:
                         return
                 await asyncio.sleep(0.2)
 
+    async def replay_webhook(
+        self, payment_ids: Sequence[str], rng: random.Random
+    ) -> tuple[str, str | None]:
+        """Deliver an older event of a refund late and out of order, and replays of it.
+
+        The refund is one the provider reversed (failed after success) when there is one,
+        so the older ``refund.succeeded`` contradicts what the run was told last; else a
+        succeeded one (the event then repeats the truth under a new event id). Answers
+        what was sent and, separately, anything the hook should have refused but took.
+        """
+        async with httpx.AsyncClient(
+            base_url=self.endpoints.sandbox_url, timeout=5.0, trust_env=False
+        ) as sandbox:
+            refund = await _pick_refund(sandbox, payment_ids, rng)
+        if refund is None:
+            return "no refund to replay yet", None
+        was = refund["status"]
+        event = {
+            "id": f"evt_chaos_{rng.getrandbits(64):016x}",
+            "type": "refund.succeeded",
+            "created": refund["created_at"],
+            "account": None,
+            "refund": refund | {"status": "succeeded", "failure_code": None},
+        }
+        body = json.dumps(event).encode()
+        url = self.endpoints.hook_url + WEBHOOK_PATH
+        now = int(time.time())
+        async with httpx.AsyncClient(timeout=15.0, trust_env=False) as hook:
+
+            async def deliver(timestamp: int, secret: str) -> int | str:
+                signature = _sign(body, secret, timestamp)
+                try:
+                    answer = await hook.post(
+                        url,
+                        content=body,
+                        headers={"Content-Type": "application/json", "X-Signature": signature},
+                    )
+                except httpx.HTTPError as error:
+                    return type(error).__name__
+                return answer.status_code
+
+            stale = await deliver(now - STALE_SIGNATURE_SECONDS, self.webhook_secret)
+            forged = await deliver(now, self.webhook_secret + "x")
+            fresh = await asyncio.gather(*(deliver(now, self.webhook_secret) for _ in range(3)))
+        detail = (
+            f"older refund.succeeded of {refund['id']} (now {was}): stale {stale},"
+            f" forged {forged}, fresh x3 {'/'.join(str(f) for f in fresh)}"
+        )
+        taken = [name for name, got in (("stale", stale), ("forged", forged)) if got == 200]
+        broke = f"{' and '.join(taken)} delivery answered 200: {detail}" if taken else None
+        return detail, broke
+
     async def provider_faults(self, config: dict[str, float], seconds: float) -> str:
         """Turn on the sandbox's fault injection for ``seconds``, then off again."""
         await self.put_provider_faults(config)
@@ -435,10 +498,18 @@ class ChaosStack:
 
 
 async def inject(
-    stack: ChaosStack, kind: FaultKind, rng: random.Random, began: float
+    stack: ChaosStack,
+    kind: FaultKind,
+    rng: random.Random,
+    began: float,
+    payment_ids: Sequence[str] = (),
 ) -> InjectedFault:
-    """Inject one fault of ``kind`` with random parameters; return once the stack is whole."""
+    """Inject one fault of ``kind`` with random parameters; return once the stack is whole.
+
+    ``payment_ids`` are the card payments made so far, newest last (for webhook replays).
+    """
     at = time.monotonic() - began
+    broke = None
     match kind:
         case FaultKind.WORKER_KILL:
             detail = await stack.kill_worker(rng.uniform(0.0, 2.0))
@@ -469,7 +540,39 @@ async def inject(
                 "hang_seconds": round(PROVIDER_CLIENT_TIMEOUT_SECONDS + rng.uniform(2.0, 5.0), 1),
             }
             detail = await stack.provider_faults(config, rng.uniform(2.0, 4.0))
-    return InjectedFault(kind, at, detail, time.monotonic() - began - at)
+        case FaultKind.WEBHOOK_REPLAY:
+            detail, broke = await stack.replay_webhook(payment_ids, rng)
+    return InjectedFault(kind, at, detail, time.monotonic() - began - at, broke)
+
+
+async def _pick_refund(
+    sandbox: httpx.AsyncClient, payment_ids: Sequence[str], rng: random.Random
+) -> dict[str, Any] | None:
+    """The newest reversed refund among the latest payments if any, else a succeeded one."""
+    reversed_, succeeded = [], []
+    for payment_id in list(payment_ids)[-40:]:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            answer = await sandbox.get(f"/v1/payments/{payment_id}")
+            payment = answer.json()
+            if not answer.is_success:
+                continue
+            fails_after = payment["behavior"]["refund"] == "fail_after_success"
+            listed = await sandbox.get(f"/v1/payments/{payment_id}/refunds")
+            for refund in listed.json()["data"] if listed.is_success else []:
+                if refund["status"] == "failed" and fails_after:
+                    reversed_.append(refund)
+                elif refund["status"] == "succeeded":
+                    succeeded.append(refund)
+    if reversed_:
+        # The newest: its run is likeliest to be still waiting for the merchant.
+        return reversed_[-1]
+    return rng.choice(succeeded) if succeeded else None
+
+
+def _sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The provider's ``X-Signature``: ``t=<unix seconds>,v1=<HMAC-SHA256 of "t.body">``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
 
 
 def _exit_text(child: ChildProcess) -> str:
