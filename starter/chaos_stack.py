@@ -549,7 +549,8 @@ async def _pick_refund(
     sandbox: httpx.AsyncClient, payment_ids: Sequence[str], rng: random.Random
 ) -> dict[str, Any] | None:
     """The newest reversed refund among the latest payments if any, else a succeeded one."""
-    reversed_, succeeded = [], []
+    reversed_: list[dict[str, Any]] = []
+    succeeded: list[dict[str, Any]] = []
     for payment_id in list(payment_ids)[-40:]:
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
             answer = await sandbox.get(f"/v1/payments/{payment_id}")
