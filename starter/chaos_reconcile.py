@@ -7,9 +7,10 @@ Three sources are compared, none trusted over another:
   the order's items and tenders: each cancellation's final status, the order's status, the
   card movements per payment, and the stock and balance changes;
 - **the store database**: cancellations, refund lines, the audit trail, stock and balances;
-- **the provider sandbox's ledger** (``GET /v1/payments/{id}``), whose every refund, void and
-  recapture carries the idempotency key the workflow sent (``{refund_id}/try-{n}``,
-  ``{refund_id}/undo-{n}/recapture``, ``{refund_id}/undo-{n}/reverse``);
+- **the provider sandbox's ledger** (``GET /v1/payments/{id}``), whose every refund, void,
+  recapture and refund reversal carries the idempotency key the workflow sent
+  (``{refund_id}/try-{n}``, ``{refund_id}/undo-{n}/recapture``, ``{refund_id}/undo-{n}/reverse``),
+  and its refunds (``GET /v1/payments/{id}/refunds``), whose metadata names the refund line;
 
 plus Temporal's own view of each run (its status and search attributes).
 
