@@ -40,9 +40,9 @@ from starter.chaos_reconcile import OrderRecord, ViolationKind, reconcile
 from starter.chaos_stack import FaultKind
 
 SHORT = ChaosOptions(cancellations=20, faults_per_kind=1, seed=20261126)
-# About two and a half minutes: the hook_kill fault leaves the claims of the requests it cut
-# pending until the hook's 2-minute lease (CLAIM_LEASE) ends, and the driver retries them with
-# their keys until then. A loaded CI box may need more.
+# About 40 s, or two and a half minutes when the hook_kill fault cuts a POST: its claim stays
+# pending until the hook's 2-minute lease (CLAIM_LEASE) ends, and the driver retries it with
+# its key until then. A loaded CI box may need more.
 SHORT_RUN_BUDGET_SECONDS = 300.0
 
 
