@@ -8,7 +8,10 @@ loopback ports, then at once:
   admin hook at a steady rate;
 - injects ``--faults-per-kind`` faults of each kind at random times, one at a time: SIGKILL the
   worker, restart the sandbox (SIGTERM or SIGKILL), restart PostgreSQL, turn on the sandbox's
-  fault injection for a few seconds.
+  fault injection for a few seconds, SIGKILL the admin hook, SIGKILL and restart Temporal,
+  expire every idempotency key in flight (provider time +25 h), hold keys in use past the
+  client's timeout (``409 idempotency_key_in_use``), deliver an older webhook late and replay
+  it stale and forged.
 
 Then it waits (bounded) for every order to finish its steps, reconciles
 (:mod:`tools.chaos_reconcile`), counts the retries Temporal's histories show, and prints a
@@ -239,6 +242,11 @@ def _fault_summary(kind: FaultKind, faults: list[InjectedFault]) -> str:
         FaultKind.WORKER_KILL: "SIGKILL worker and relay, then new ones",
         FaultKind.POSTGRES_RESTART: "fast shutdown, same data and port",
         FaultKind.PROVIDER_FAULTS: "503s, hangs, effect-then-503",
+        FaultKind.HOOK_KILL: "SIGKILL mid-request, a new hook on the same port",
+        FaultKind.TEMPORAL_RESTART: "SIGKILL, same SQLite file and port",
+        FaultKind.KEY_EXPIRY: "effect-then-503, then provider time +25 h",
+        FaultKind.KEY_IN_USE: "slow effects past the client's timeout, 409 in use",
+        FaultKind.WEBHOOK_REPLAY: "an older event late, stale and forged replays",
     }[kind]
     return f"({what}; {heal})"
 
@@ -270,6 +278,8 @@ class ChaosSession:
     seed: int
     temporal: Client
     record: ChaosRecord = field(default_factory=lambda: ChaosRecord(shop_id=SHOP_ID))
+    broken: list[str] = field(default_factory=list)
+    """What the stack did wrong during a fault (a stale or forged webhook it took)."""
 
     @property
     def world(self) -> World:
@@ -313,6 +323,8 @@ class ChaosSession:
             unfinished = await driver.settle(SETTLE_TIMEOUT_SECONDS)
             say(f"settled at {time.monotonic() - began:.0f} s; reconciling")
             reconciliation = await reconcile(self.record, self.world)
+            for broke in self.broken:
+                reconciliation.add(ViolationKind.WEBHOOK_ACCEPTED, "webhook route", broke)
             retries = await observe_retries(self.temporal, reconciliation.cancellation_ids)
             say("waiting for every webhook to be delivered")
             events = await check_events(stack.endpoints.database_url, SHOP_ID, probe)
@@ -345,8 +357,11 @@ class ChaosSession:
     ) -> None:
         for at, kind in plan:
             await asyncio.sleep(max(0.0, began + at - time.monotonic()))
-            fault = await inject(self.stack, kind, rng, began)
+            payments = [p for order in self.record.orders for p in order.payments]
+            fault = await inject(self.stack, kind, rng, began, payments)
             faults.append(fault)
+            if fault.broke is not None:
+                self.broken.append(fault.broke)
             say(
                 f"{fault.at:6.1f} s  {kind.value}: {fault.detail} (healed in {fault.seconds:.1f} s)"
             )
@@ -468,7 +483,9 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         metavar="K",
         help=(
             "faults of each kind: worker SIGKILL, sandbox restart, PostgreSQL restart,"
-            f" sandbox fault injection (default {DEFAULT_FAULTS_PER_KIND})"
+            " sandbox fault injection, hook SIGKILL, Temporal restart, key expiry, key in use,"
+            " webhook replay"
+            f" (default {DEFAULT_FAULTS_PER_KIND})"
         ),
     )
     parser.add_argument(

@@ -33,6 +33,12 @@ CUSTOMERS = tuple(f"customer-{n}" for n in range(8))
 """Few customers, shared: concurrent returns and take-backs of balances meet on them."""
 INITIAL_STOCK = 100_000
 """Enough that an undo never runs out of stock: out_of_stock is a refusal, not a fault."""
+RECAPTURE_WINDOW_SECONDS = 400 * 24 * 3600
+"""Every card payment's recapture window, in provider time: longer than all the key-expiry
+faults' clock jumps together (25 h each), so an undo is never refused for a window the chaos
+itself closed."""
+REVERSAL_RETRIES = (0, 1)
+"""How often the merchant retries a reversed refund as is before switching it to credits."""
 BANK_ACCOUNT = {"bank": "Chaos Bank", "account_number": "110-123-456789", "holder": "C. Haos"}
 
 ATTEMPT_TIMEOUT = httpx.Timeout(45.0, connect=3.0)
@@ -204,6 +210,7 @@ class OrderDriver:
 
     def card(self, amount: int, *, capture: bool = True, **behavior: Any) -> Tender:
         """A card tender with its sandbox behavior."""
+        behavior.setdefault("recapture_window_seconds", RECAPTURE_WINDOW_SECONDS)
         return Tender(f"t{len(self.tenders) + 1}", "card", amount, capture, dict(behavior))
 
     async def place(
@@ -440,6 +447,14 @@ class OrderDriver:
                 else:
                     movements.void += amount
 
+    def expect_reversed(self, times: int) -> None:
+        """The card refund of a whole order succeeds and is reversed ``times`` times."""
+        for tender in self.tenders:
+            assert tender.kind == "card" and tender.payment_id is not None
+            movements = self.record.movements(tender.payment_id)
+            movements.refund += times * tender.amount
+            movements.refund_reversal += times * tender.amount
+
     def expect_taken_back(self, *, items: list[Item] | None = None) -> None:
         """An undo that completes: what the acceptance paid back comes back to the store."""
         if items is not None:
@@ -536,6 +551,10 @@ def _line(view: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def _failures(view: dict[str, Any]) -> int:
     return sum(1 for h in view["history"] if h["event"] == "refund_failed")
+
+
+def _reversals(view: dict[str, Any]) -> int:
+    return sum(1 for h in view["history"] if h["event"] == "refund_reversed")
 
 
 async def card_request_accepted(d: OrderDriver) -> None:
@@ -635,6 +654,43 @@ async def declined_then_credits(d: OrderDriver) -> None:
     refund_id = _line(view, "card")["refund_id"]
     await d.act(cid, f"refunds/{refund_id}/retry", {})
     await d.until(cid, "a second failed refund", lambda v: _failures(v) >= 2)
+    await d.act(cid, f"refunds/{refund_id}/retry", {"method": "credits"})
+    await d.until_status(cid, "canceled")
+
+
+async def card_refund_reversed(d: OrderDriver) -> None:
+    """The card refund succeeds, the order is canceled, then the provider reverses the refund
+    (the card was closed): the cancellation reopens needing attention (``refund_reversed``).
+    The merchant retries it as is (or not), which is reversed again, then switches it to
+    credits: one effective payback, never two."""
+    await d.place(
+        lambda total: [
+            d.card(
+                total,
+                refund="fail_after_success",
+                fail_after_seconds=d.rng.choice([1.0, 2.0, 3.0]),
+            )
+        ]
+    )
+    retries = d.rng.choice(REVERSAL_RETRIES)
+    d.expect(["canceled"], "canceled")
+    d.expect_reversed(times=1 + retries)
+    d.expect_paid_back(method="credits")
+    d.expect_restock()
+    cid = await d.start(merchant=True)
+    for reversals in range(1, retries + 2):
+
+        def reopened(view: dict[str, Any], n: int = reversals) -> bool:
+            return (
+                _reversals(view) >= n
+                and view["status"] == "in_progress"
+                and view["needs_attention"] == "refund_reversed"
+            )
+
+        view = await d.until(cid, f"refund reversal {reversals}", reopened)
+        refund_id = _line(view, "card")["refund_id"]
+        if reversals <= retries:
+            await d.act(cid, f"refunds/{refund_id}/retry", {})
     await d.act(cid, f"refunds/{refund_id}/retry", {"method": "credits"})
     await d.until_status(cid, "canceled")
 
@@ -825,6 +881,7 @@ SHAPES: dict[str, Shape] = {
     "points_and_credits": points_and_credits,
     "mixed_tenders": mixed_tenders,
     "declined_then_credits": declined_then_credits,
+    "card_refund_reversed": card_refund_reversed,
     "card_as_credits": card_as_credits,
     "defective_not_restocked": defective_not_restocked,
     "rejected": rejected,

@@ -7,9 +7,10 @@ Three sources are compared, none trusted over another:
   the order's items and tenders: each cancellation's final status, the order's status, the
   card movements per payment, and the stock and balance changes;
 - **the store database**: cancellations, refund lines, the audit trail, stock and balances;
-- **the provider sandbox's ledger** (``GET /v1/payments/{id}``), whose every refund, void and
-  recapture carries the idempotency key the workflow sent (``{refund_id}/try-{n}``,
-  ``{refund_id}/undo-{n}/recapture``, ``{refund_id}/undo-{n}/reverse``);
+- **the provider sandbox's ledger** (``GET /v1/payments/{id}``), whose every refund, void,
+  recapture and refund reversal carries the idempotency key the workflow sent
+  (``{refund_id}/try-{n}``, ``{refund_id}/undo-{n}/recapture``, ``{refund_id}/undo-{n}/reverse``),
+  and its refunds (``GET /v1/payments/{id}/refunds``), whose metadata names the refund line;
 
 plus Temporal's own view of each run (its status and search attributes).
 
@@ -45,16 +46,28 @@ class Movements:
     refund: int = 0
     void: int = 0
     recapture: int = 0
+    refund_reversal: int = 0
+    """Refunds that succeeded and then failed: their money came back to the merchant."""
 
     def add(self, other: Movements) -> None:
         """Add ``other`` to these."""
         self.refund += other.refund
         self.void += other.void
         self.recapture += other.recapture
+        self.refund_reversal += other.refund_reversal
+
+    def net(self) -> tuple[int, int, int]:
+        """(refunds net of reversals, voids, recaptures): what moved in the end."""
+        return (self.refund - self.refund_reversal, self.void, self.recapture)
 
     def as_dict(self) -> dict[str, int]:
-        """``{"refund", "void", "recapture"}``."""
-        return {"refund": self.refund, "void": self.void, "recapture": self.recapture}
+        """``{"refund", "void", "recapture", "refund_reversal"}``."""
+        return {
+            "refund": self.refund,
+            "void": self.void,
+            "recapture": self.recapture,
+            "refund_reversal": self.refund_reversal,
+        }
 
 
 @dataclass
@@ -127,6 +140,10 @@ class ViolationKind(StrEnum):
     """What was recaptured differs from what the undo (or its rollback) implies."""
     EXPECTATION_MISMATCH = "expectation_mismatch"
     """A payment's movements differ from what the driver's actions imply."""
+    UNRESOLVED_REVERSAL = "unresolved_reversal"
+    """A refund failed after success, and its line is neither paid back again nor flagged."""
+    WEBHOOK_ACCEPTED = "webhook_accepted"
+    """The hook took a webhook delivery it must refuse (stale timestamp, wrong signature)."""
     PENDING_AT_PROVIDER = "pending_at_provider"
     """A refund is still pending at the provider after the run settled."""
     STOCK_MISMATCH = "stock_mismatch"
@@ -179,7 +196,7 @@ OPEN_STATUSES = frozenset({"requested", "in_progress", "undoing", "awaiting_repa
 ONCE_PER_CANCELLATION = frozenset(
     {"accepted", "canceled", "rejected", "withdrawn", "undone", "acceptance_refused"}
 )
-"""Audit events a cancellation records at most once."""
+"""Audit events a cancellation records at most once (``canceled`` once more per reversal)."""
 
 _PAYBACK_KEY = re.compile(r"^(?P<refund_id>.+)/try-(?P<n>\d+)$")
 _UNDO_KEY = re.compile(r"^(?P<refund_id>.+)/undo-(?P<n>\d+)/(?P<step>recapture|reverse)$")
@@ -358,6 +375,23 @@ async def _read_payments(sandbox_url: str, payment_ids: Iterable[str]) -> dict[s
         return dict(await asyncio.gather(*(one(p) for p in sorted(set(payment_ids)))))
 
 
+async def _read_refunds(
+    sandbox_url: str, payment_ids: Iterable[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Every provider refund of each payment, with its status and metadata."""
+    limit = asyncio.Semaphore(_SANDBOX_CONCURRENCY)
+    async with httpx.AsyncClient(base_url=sandbox_url, timeout=30.0, trust_env=False) as http:
+
+        async def one(payment_id: str) -> tuple[str, list[dict[str, Any]]]:
+            async with limit:
+                answer = await http.get(f"/v1/payments/{payment_id}/refunds")
+                answer.raise_for_status()
+                listed: list[dict[str, Any]] = answer.json()["data"]
+                return payment_id, listed
+
+        return dict(await asyncio.gather(*(one(p) for p in sorted(set(payment_ids)))))
+
+
 @dataclass(frozen=True)
 class _RunView:
     status: WorkflowExecutionStatus | None
@@ -406,7 +440,8 @@ async def reconcile(record: ChaosRecord, world: World) -> Reconciliation:
     )
     _check_orders(record, store, result)
     _check_cancellations(store, runs, result)
-    _check_payments(record, store, card_payments, payments, result)
+    refunds = await _read_refunds(world.sandbox_url, payments)
+    _check_payments(record, store, card_payments, payments, refunds, result)
     _check_stock_and_balances(record, store, result)
     return result
 
@@ -470,7 +505,10 @@ def _check_cancellations(
             )
         counts = Counter(event for event, _ in store.events.get(cid, []))
         for event in sorted(ONCE_PER_CANCELLATION):
-            if counts[event] > 1:
+            # A refund the provider reversed reopens a canceled cancellation: it is canceled
+            # again once the merchant re-pays the line.
+            allowed = 1 + (counts["refund_reversed"] if event == "canceled" else 0)
+            if counts[event] > allowed:
                 result.add(
                     ViolationKind.DUPLICATE_TRANSITION, cid, f"{event} recorded {counts[event]}x"
                 )
@@ -492,6 +530,7 @@ def _check_payments(
     store: _Store,
     card_payments: Mapping[str, tuple[str, str]],
     payments: Mapping[str, dict[str, Any]],
+    refunds: Mapping[str, list[dict[str, Any]]],
     result: Reconciliation,
 ) -> None:
     cancellations = {c.cancellation_id: c for c in store.cancellations}
@@ -516,22 +555,25 @@ def _check_payments(
         entries = [
             _Entry(e["type"], int(e["amount"]), e.get("idempotency_key"))
             for e in payment["ledger"]
-            if e["type"] in ("refund", "void", "recapture")
+            if e["type"] in ("refund", "void", "recapture", "refund_reversal")
         ]
         result.checked["ledger movements"] += len(entries)
-        _check_ledger(
-            payment_id,
-            entries,
-            lines_by_payment.get(payment_id, []),
-            cancellations,
-            store.events,
-            result,
+        lines = lines_by_payment.get(payment_id, [])
+        _check_ledger(payment_id, entries, lines, cancellations, store.events, result)
+        reverses = Counter(
+            m["refund_id"]
+            for e in entries
+            if (m := _UNDO_KEY.match(e.key or "")) and m["step"] == "reverse"
         )
+        _check_provider_refunds(payment_id, refunds.get(payment_id, []), lines, reverses, result)
         totals = Movements()
         for entry in entries:
             totals.add(Movements(**{entry.type: entry.amount}))
         want = expected.get(payment_id, Movements())
-        if totals != want:
+        # Net refunds: after a key expired, a retry of a try whose refund the provider had
+        # reversed makes a new one (nothing of the first was in effect), which the provider
+        # may reverse again; how many such pairs there are depends on the faults' timing.
+        if totals.net() != want.net():
             result.add(
                 ViolationKind.EXPECTATION_MISMATCH,
                 payment_id,
@@ -551,19 +593,28 @@ def _check_ledger(
     result: Reconciliation,
 ) -> None:
     """Match every movement to its refund line by key, and every line to its movements."""
-    for key, count in Counter(e.key for e in entries if e.key is not None).items():
+    # A key the provider forgot (24 h) can move money again; that is a double payment unless
+    # the provider reversed all but one of the refunds it made.
+    by_key = Counter(e.key for e in entries if e.key is not None and e.type != "refund_reversal")
+    by_key.subtract(e.key for e in entries if e.key is not None and e.type == "refund_reversal")
+    for key, count in by_key.items():
         if count > 1:
             result.add(
-                ViolationKind.DOUBLE_EXECUTION, payment_id, f"key {key} moved money {count}x"
+                ViolationKind.DOUBLE_EXECUTION,
+                payment_id,
+                f"key {key} moved money {count}x (net of reversals)",
             )
     known = {line.refund_id: line for line in lines}
     paid_back: dict[str, list[_Entry]] = defaultdict(list)
+    reversed_: dict[str, list[_Entry]] = defaultdict(list)
     undo_steps: dict[tuple[str, str, str], list[_Entry]] = defaultdict(list)
     for entry in entries:
         payback = _PAYBACK_KEY.match(entry.key or "")
         undo = _UNDO_KEY.match(entry.key or "")
         if payback and payback["refund_id"] in known and entry.type in ("refund", "void"):
             paid_back[payback["refund_id"]].append(entry)
+        elif payback and payback["refund_id"] in known and entry.type == "refund_reversal":
+            reversed_[payback["refund_id"]].append(entry)
         elif undo and undo["refund_id"] in known:
             step_type = "recapture" if undo["step"] == "recapture" else "refund"
             if entry.type != step_type:
@@ -594,16 +645,22 @@ def _check_ledger(
         result.checked["refund lines (card)"] += 1
         subject = f"{line.refund_id} ({payment_id})"
         movements = paid_back.get(line.refund_id, [])
-        if len(movements) > 1:
+        reversals = reversed_.get(line.refund_id, [])
+        # A refund the provider reversed (failed after success) paid nothing in the end:
+        # at most one payback per line may still be in effect.
+        if len(movements) - len(reversals) > 1:
             result.add(
                 ViolationKind.DOUBLE_EXECUTION,
                 subject,
                 "paid back more than once: "
-                + ", ".join(f"{m.type} {m.amount} ({m.key})" for m in movements),
+                + ", ".join(f"{m.type} {m.amount} ({m.key})" for m in movements + reversals),
             )
-        paid = sum(m.amount for m in movements)
+        paid = sum(m.amount for m in movements) - sum(m.amount for m in reversals)
         by_provider = line.channel == "provider" and line.status == "succeeded"
         want = line.amount if by_provider else 0
+        if reversals:
+            result.checked["reversed refund lines"] += 1
+            _check_reversed_line(line, cancellations.get(line.cancellation_id), subject, result)
         if paid < want:
             result.add(
                 ViolationKind.LOST_REFUND,
@@ -634,6 +691,64 @@ def _check_ledger(
                 ViolationKind.RECAPTURE_MISMATCH,
                 subject,
                 f"net recaptured {recaptured}, the cancellation ({status}) implies {should}",
+            )
+
+
+def _check_reversed_line(
+    line: _Line, cancellation: _Cancellation | None, subject: str, result: Reconciliation
+) -> None:
+    """A line whose refund failed after success ended re-paid (by the provider once, or by
+    credits or a bank deposit) or flagged for a person; the money checks above count it."""
+    repaid = line.status == "succeeded"
+    flagged = (
+        cancellation is not None
+        and cancellation.needs_attention == "refund_reversed"
+        and line.status == "failed"
+    )
+    if not (repaid or flagged):
+        status = cancellation.status if cancellation else "?"
+        attention = cancellation.needs_attention if cancellation else None
+        result.add(
+            ViolationKind.UNRESOLVED_REVERSAL,
+            subject,
+            f"refund reversed by the provider; line {line.channel} {line.status}, cancellation"
+            f" {status} needing attention {attention}",
+        )
+
+
+def _check_provider_refunds(
+    payment_id: str,
+    refunds: list[dict[str, Any]],
+    lines: list[_Line],
+    reverses: Counter[str],
+    result: Reconciliation,
+) -> None:
+    """Per refund id (the provider refund's metadata), at most one refund still in effect
+    (succeeded or pending), and every refund names a refund line of its payment.
+
+    A rolled-back undo refunds its recapture again under the line's refund id (key
+    ``…/undo-{n}/reverse``): each such ledger refund allows one more."""
+    known = {line.refund_id for line in lines}
+    effective: dict[str, list[str]] = defaultdict(list)
+    for refund in refunds:
+        result.checked["provider refunds"] += 1
+        refund_id = (refund.get("metadata") or {}).get("refund_id")
+        if refund_id not in known:
+            result.add(
+                ViolationKind.UNMATCHED_MOVEMENT,
+                payment_id,
+                f"provider refund {refund['id']} ({refund['status']}, {refund['amount']}) names"
+                f" refund id {refund_id!r}, no refund line of this payment",
+            )
+            continue
+        if refund["status"] in ("succeeded", "pending"):
+            effective[refund_id].append(f"{refund['id']} {refund['status']} {refund['amount']}")
+    for refund_id, in_effect in sorted(effective.items()):
+        if len(in_effect) > 1 + reverses[refund_id]:
+            result.add(
+                ViolationKind.DOUBLE_EXECUTION,
+                f"{refund_id} ({payment_id})",
+                f"{len(in_effect)} provider refunds in effect: {', '.join(in_effect)}",
             )
 
 

@@ -8,10 +8,12 @@ The differences are what a chaos run needs:
 
 - a throwaway state folder (a :class:`~tools.devstack.StateDir`) and free loopback ports, never
   the dev stack's defaults, so a developer's own stack keeps running next to it;
-- the sandbox sends its signed webhooks to the hook, so pending refunds settle both ways;
+- the sandbox sends its signed webhooks to the hook (`refund.succeeded`, `refund.failed`),
+  late, a third of them twice and out of order, as a real provider redelivers them;
 - PostgreSQL runs without fsync: the faults here kill processes, not the machine, and the
   operating system keeps every write a killed server made;
-- Temporal keeps its state in memory: it is the one part that is never restarted.
+- Temporal keeps its state in one SQLite file (WAL), so a killed server restarts with every
+  run, timer and task queue it had.
 
 Faults (:class:`FaultKind`) run one at a time and each leaves the stack whole again.
 """
@@ -20,15 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import os
 import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -56,6 +62,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOOK_STARTUP_TIMEOUT_SECONDS = 60.0
 HOOK_STOP_TIMEOUT_SECONDS = 10.0
 WEBHOOK_PATH = "/v1/provider/webhooks"
+
+WEBHOOK_DELAY_SECONDS = 0.2
+WEBHOOK_DUPLICATE_RATE = 0.3
+WEBHOOK_SHUFFLE_SECONDS = 2.0
+"""The sandbox delivers every webhook late, a third of them twice, in shuffled order: a real
+provider's redeliveries, which the hook must act on once (event id) in any order."""
+STALE_SIGNATURE_SECONDS = 600
+"""Twice the hook's 5-minute signature tolerance: a captured delivery replayed this late."""
+KEY_EXPIRY_JUMP_SECONDS = 25 * 3600
+"""Past the sandbox's 24 h idempotency-key retention (Stripe's): every key in flight expires."""
+PROVIDER_CLIENT_TIMEOUT_SECONDS = 10.0
+"""The product's provider client gives up on an answer after this long (provider_client.py)."""
 
 # The project's variables: the children must talk to this stack only, whatever the shell says
 # (Temporal's own TEMPORAL_* variables are dropped as a prefix).
@@ -92,6 +110,17 @@ class FaultKind(StrEnum):
     """Stop PostgreSQL (fast shutdown: every session is cut) and start it on the same data."""
     PROVIDER_FAULTS = "provider_faults"
     """Turn on the sandbox's fault injection (503s, hangs, effect-then-503) for a few seconds."""
+    HOOK_KILL = "hook_kill"
+    """SIGKILL the admin hook mid-request, then start a new one on the same port."""
+    TEMPORAL_RESTART = "temporal_restart"
+    """SIGKILL the Temporal dev server and start it again on the same SQLite file and port."""
+    KEY_EXPIRY = "key_expiry"
+    """Effect-then-503 answers, then provider time jumps 25 h: every retry meets an expired key."""
+    KEY_IN_USE = "key_in_use"
+    """Slow answers that still apply, held past the client's 10 s timeout: retries get 409."""
+    WEBHOOK_REPLAY = "webhook_replay"
+    """An older ``refund.succeeded`` of a refund reversed since, delivered late (signed now,
+    three times at once), and the same body with a stale timestamp and with a forged one."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +133,8 @@ class InjectedFault:
     detail: str
     seconds: float
     """How long until the stack was whole again."""
+    broke: str | None = None
+    """What the stack did wrong while the fault was on (a stale or forged webhook taken)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +180,7 @@ class ChaosStack:
         self.temporal = DevServer(
             port=self._ports["temporal"],
             namespace=NAMESPACE,
+            db_filename=self.state.temporal_db,
             log_path=self.state.logs / "temporal.log",
         )
         hook_url = f"http://{host}:{self._ports['hook']}"
@@ -174,6 +206,12 @@ class ChaosStack:
                 str(self.state.sandbox_db),
                 "--webhook-url",
                 hook_url + WEBHOOK_PATH,
+                "--webhook-delay-seconds",
+                str(WEBHOOK_DELAY_SECONDS),
+                "--webhook-duplicate-rate",
+                str(WEBHOOK_DUPLICATE_RATE),
+                "--webhook-shuffle-seconds",
+                str(WEBHOOK_SHUFFLE_SECONDS),
             ],
             env,
             self.state.logs / "sandbox.log",
@@ -350,6 +388,106 @@ class ChaosStack:
         await self._restart_postgres_process()
         return f"fast shutdown, down {down_seconds:.1f} s"
 
+    async def kill_hook(self, down_seconds: float) -> str:
+        """SIGKILL the admin hook (requests in flight lose their answers and their claims'
+        releases), then start a new one on the same port."""
+        await self._kill(self.hook, signal.SIGKILL)
+        await asyncio.sleep(down_seconds)
+        await self._start_hook()
+        return f"SIGKILL, down {down_seconds:.1f} s"
+
+    async def restart_temporal(self, down_seconds: float) -> str:
+        """SIGKILL the Temporal server (no clean close of its SQLite file), then start it
+        again on the same file and port: workers, the hook and clients must reconnect."""
+        pid = self.temporal.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(self.temporal.stop, 10.0)  # reaps the killed process
+        await asyncio.sleep(down_seconds)
+        await self._start_temporal()
+        return f"SIGKILL, down {down_seconds:.1f} s"
+
+    async def expire_keys(self, effect_then_503: float, before_jump: float) -> str:
+        """Answer a share of POSTs with 503 after their effect, then jump provider time past
+        the key retention: the retries of those requests reuse keys the provider forgot."""
+        await self.put_provider_faults({"error_after_effect_rate": effect_then_503})
+        try:
+            await asyncio.sleep(before_jump)
+            await self.advance_provider_clock(KEY_EXPIRY_JUMP_SECONDS)
+            # The retries (1 s backoff) arrive after the jump.
+            await asyncio.sleep(1.0)
+        finally:
+            await self.put_provider_faults({})
+        return (
+            f"error_after_effect_rate {effect_then_503:g} for {before_jump:.1f} s,"
+            f" then +{KEY_EXPIRY_JUMP_SECONDS // 3600} h"
+        )
+
+    async def advance_provider_clock(self, seconds: float) -> None:
+        """``POST /v1/clock/advance`` until the sandbox takes it."""
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as http:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    answer = await http.post(
+                        f"{self.endpoints.sandbox_url}/v1/clock/advance", json={"seconds": seconds}
+                    )
+                    if answer.is_success:
+                        return
+                await asyncio.sleep(0.2)
+
+    async def replay_webhook(
+        self, payment_ids: Sequence[str], rng: random.Random
+    ) -> tuple[str, str | None]:
+        """Deliver an older event of a refund late and out of order, and replays of it.
+
+        The refund is one the provider reversed (failed after success) when there is one,
+        so the older ``refund.succeeded`` contradicts what the run was told last; else a
+        succeeded one (the event then repeats the truth under a new event id). Answers
+        what was sent and, separately, anything the hook should have refused but took.
+        """
+        async with httpx.AsyncClient(
+            base_url=self.endpoints.sandbox_url, timeout=5.0, trust_env=False
+        ) as sandbox:
+            refund = await _pick_refund(sandbox, payment_ids, rng)
+        if refund is None:
+            return "no refund to replay yet", None
+        was = refund["status"]
+        event = {
+            "id": f"evt_chaos_{rng.getrandbits(64):016x}",
+            "type": "refund.succeeded",
+            "created": refund["created_at"],
+            "account": None,
+            "refund": refund | {"status": "succeeded", "failure_code": None},
+        }
+        body = json.dumps(event).encode()
+        url = self.endpoints.hook_url + WEBHOOK_PATH
+        now = int(time.time())
+        async with httpx.AsyncClient(timeout=15.0, trust_env=False) as hook:
+
+            async def deliver(timestamp: int, secret: str) -> int | str:
+                signature = _sign(body, secret, timestamp)
+                try:
+                    answer = await hook.post(
+                        url,
+                        content=body,
+                        headers={"Content-Type": "application/json", "X-Signature": signature},
+                    )
+                except httpx.HTTPError as error:
+                    return type(error).__name__
+                return answer.status_code
+
+            stale = await deliver(now - STALE_SIGNATURE_SECONDS, self.webhook_secret)
+            forged = await deliver(now, self.webhook_secret + "x")
+            fresh = await asyncio.gather(*(deliver(now, self.webhook_secret) for _ in range(3)))
+        detail = (
+            f"older refund.succeeded of {refund['id']} (now {was}): stale {stale},"
+            f" forged {forged}, fresh x3 {'/'.join(str(f) for f in fresh)}"
+        )
+        taken = [name for name, got in (("stale", stale), ("forged", forged)) if got == 200]
+        broke = f"{' and '.join(taken)} delivery answered 200: {detail}" if taken else None
+        return detail, broke
+
     async def provider_faults(self, config: dict[str, float], seconds: float) -> str:
         """Turn on the sandbox's fault injection for ``seconds``, then off again."""
         await self.put_provider_faults(config)
@@ -380,10 +518,18 @@ class ChaosStack:
 
 
 async def inject(
-    stack: ChaosStack, kind: FaultKind, rng: random.Random, began: float
+    stack: ChaosStack,
+    kind: FaultKind,
+    rng: random.Random,
+    began: float,
+    payment_ids: Sequence[str] = (),
 ) -> InjectedFault:
-    """Inject one fault of ``kind`` with random parameters; return once the stack is whole."""
+    """Inject one fault of ``kind`` with random parameters; return once the stack is whole.
+
+    ``payment_ids`` are the card payments made so far, newest last (for webhook replays).
+    """
     at = time.monotonic() - began
+    broke = None
     match kind:
         case FaultKind.WORKER_KILL:
             detail = await stack.kill_worker(rng.uniform(0.0, 2.0))
@@ -401,7 +547,53 @@ async def inject(
                 "hang_seconds": rng.choice([3.0, 12.0]),
             }
             detail = await stack.provider_faults(config, rng.uniform(2.0, 5.0))
-    return InjectedFault(kind, at, detail, time.monotonic() - began - at)
+        case FaultKind.HOOK_KILL:
+            detail = await stack.kill_hook(rng.uniform(0.0, 1.5))
+        case FaultKind.TEMPORAL_RESTART:
+            detail = await stack.restart_temporal(rng.uniform(0.0, 2.0))
+        case FaultKind.KEY_EXPIRY:
+            detail = await stack.expire_keys(round(rng.uniform(0.3, 0.6), 2), rng.uniform(1.0, 3.0))
+        case FaultKind.KEY_IN_USE:
+            config = {
+                "slow_rate": round(rng.uniform(0.3, 0.6), 2),
+                # Past the client's timeout: its retry finds the key still in use (409).
+                "hang_seconds": round(PROVIDER_CLIENT_TIMEOUT_SECONDS + rng.uniform(2.0, 5.0), 1),
+            }
+            detail = await stack.provider_faults(config, rng.uniform(2.0, 4.0))
+        case FaultKind.WEBHOOK_REPLAY:
+            detail, broke = await stack.replay_webhook(payment_ids, rng)
+    return InjectedFault(kind, at, detail, time.monotonic() - began - at, broke)
+
+
+async def _pick_refund(
+    sandbox: httpx.AsyncClient, payment_ids: Sequence[str], rng: random.Random
+) -> dict[str, Any] | None:
+    """The newest reversed refund among the latest payments if any, else a succeeded one."""
+    reversed_: list[dict[str, Any]] = []
+    succeeded: list[dict[str, Any]] = []
+    for payment_id in list(payment_ids)[-40:]:
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            answer = await sandbox.get(f"/v1/payments/{payment_id}")
+            payment = answer.json()
+            if not answer.is_success:
+                continue
+            fails_after = payment["behavior"]["refund"] == "fail_after_success"
+            listed = await sandbox.get(f"/v1/payments/{payment_id}/refunds")
+            for refund in listed.json()["data"] if listed.is_success else []:
+                if refund["status"] == "failed" and fails_after:
+                    reversed_.append(refund)
+                elif refund["status"] == "succeeded":
+                    succeeded.append(refund)
+    if reversed_:
+        # The newest: its run is likeliest to be still waiting for the merchant.
+        return reversed_[-1]
+    return rng.choice(succeeded) if succeeded else None
+
+
+def _sign(body: bytes, secret: str, timestamp: int) -> str:
+    """The provider's ``X-Signature``: ``t=<unix seconds>,v1=<HMAC-SHA256 of "t.body">``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
 
 
 def _exit_text(child: ChildProcess) -> str:

@@ -1,12 +1,14 @@
 """The chaos run: a short one under every kind of fault reconciles, and the reconciler can fail.
 
-One short run (20 cancellations, 2 faults of each kind) on its own stack serves the module: the
-first test checks its report, the second plants a double refund and a lost refund in that
-stack's sandbox and database and checks the reconciler finds exactly those.
+One short run (20 cancellations, one fault of each of the eight kinds) on its own stack serves
+the module: the first test checks its report, the second plants a double refund, a lost refund
+and a reversed refund the database still counts as paid in that stack's sandbox and database,
+and checks the reconciler finds exactly those.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import tempfile
@@ -28,14 +30,25 @@ from tools.chaos import (
     parse_options,
     plan_faults,
 )
-from tools.chaos_driver import SHOP_ID
+from tools.chaos_driver import (
+    ATTEMPT_TIMEOUT,
+    CUSTOMERS,
+    SHAPES,
+    SHOP_ID,
+    Endpoints,
+    OrderDriver,
+    ResilientHttp,
+)
 from tools.chaos_events import check_events
-from tools.chaos_reconcile import ViolationKind, reconcile
+from tools.chaos_reconcile import OrderRecord, ViolationKind, reconcile
 from tools.chaos_stack import FaultKind
 
-SHORT = ChaosOptions(cancellations=20, faults_per_kind=2, seed=20261126)
-# The run takes well under a minute on a quiet machine; a loaded CI box may need twice that.
-SHORT_RUN_BUDGET_SECONDS = 120.0
+# One cancellation of every shape, so the planted-violation tests find each one.
+SHORT = ChaosOptions(cancellations=len(SHAPES), faults_per_kind=1, seed=20261126)
+# About 40 s, or two and a half minutes when the hook_kill fault cuts a POST: its claim stays
+# pending until the hook's 2-minute lease (CLAIM_LEASE) ends, and the driver retries it with
+# its key until then. A loaded CI box may need more.
+SHORT_RUN_BUDGET_SECONDS = 300.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -54,9 +67,10 @@ async def short_run() -> AsyncIterator[tuple[ChaosSession, ChaosReport, float]]:
 
 @pytest.mark.integration
 @pytest.mark.asyncio(loop_scope="session")
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 async def test_short_chaos_run_ends_every_cancellation_right(short_run):
-    """Worker kills, sandbox and PostgreSQL restarts and provider faults leave no violation."""
+    """Worker and hook kills, sandbox, PostgreSQL and Temporal restarts, provider faults,
+    expired keys and keys in use, with webhooks late, twice and shuffled, leave no violation."""
     _, report, seconds = short_run
     assert report.violations == 0, report.table()
     assert len(report.record.orders) == SHORT.cancellations
@@ -69,6 +83,8 @@ async def test_short_chaos_run_ends_every_cancellation_right(short_run):
     checked = report.reconciliation.checked
     assert checked["events"] > 3 * SHORT.cancellations, report.table()
     assert checked["event deliveries"] >= checked["events"]
+    # The order whose refund the provider reversed after success was re-paid (as credits).
+    assert report.reconciliation.checked["reversed refund lines"] >= 1, report.table()
     assert seconds < SHORT_RUN_BUDGET_SECONDS, report.table()
 
 
@@ -76,7 +92,8 @@ async def test_short_chaos_run_ends_every_cancellation_right(short_run):
 @pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.timeout(300)
 async def test_reconciler_catches_a_planted_double_refund_and_lost_refund(short_run):
-    """A refund made twice for one line, and a refund line that moved no money, are found."""
+    """A refund made twice for one line, a refund line that moved no money, and a reversed
+    refund the database still counts as paid by the provider, are found."""
     session, _, _ = short_run
     world = session.world
     assert not (await reconcile(session.record, world)).violations
@@ -84,6 +101,7 @@ async def test_reconciler_catches_a_planted_double_refund_and_lost_refund(short_
     undone = next(o for o in session.record.orders if o.shape == "undo_recaptured")
     (recaptured_payment,) = undone.payments
     canceled = next(o for o in session.record.orders if o.shape == "card_request_accepted")
+    reversed_order = next(o for o in session.record.orders if o.shape == "card_refund_reversed")
     conn = await asyncpg.connect(world.database_url)
     try:
         line = await conn.fetchrow(
@@ -103,7 +121,7 @@ async def test_reconciler_catches_a_planted_double_refund_and_lost_refund(short_
         async with httpx.AsyncClient(base_url=world.sandbox_url, trust_env=False) as sandbox:
             answer = await sandbox.post(
                 f"/v1/payments/{recaptured_payment}/refunds",
-                json={"amount": line["amount"]},
+                json={"amount": line["amount"], "metadata": {"refund_id": line["refund_id"]}},
                 headers={"Idempotency-Key": f"{line['refund_id']}/try-2"},
             )
             assert answer.status_code == 201, answer.text
@@ -117,6 +135,15 @@ async def test_reconciler_catches_a_planted_double_refund_and_lost_refund(short_
             cancellation_id,
             tender_id,
         )
+        # The reversal forgotten: the database says the card refund stands (the line was
+        # switched to credits after the provider reversed it).
+        reversed_refund_id = await conn.fetchval(
+            "UPDATE refund_lines r SET channel='provider', method='original', status='succeeded'"
+            " FROM cancellations c WHERE c.cancellation_id=r.cancellation_id AND c.order_id=$1"
+            " RETURNING r.refund_id",
+            reversed_order.order_id,
+        )
+        assert reversed_refund_id is not None
     finally:
         await conn.close()
 
@@ -126,6 +153,7 @@ async def test_reconciler_catches_a_planted_double_refund_and_lost_refund(short_
     assert (ViolationKind.DOUBLE_EXECUTION, line["refund_id"]) in kinds, found.violations
     assert (ViolationKind.EXPECTATION_MISMATCH, recaptured_payment) in kinds, found.violations
     assert (ViolationKind.LOST_REFUND, lost_refund_id) in kinds, found.violations
+    assert (ViolationKind.LOST_REFUND, reversed_refund_id) in kinds, found.violations
     assert {v.kind for v in found.violations} <= {
         ViolationKind.DOUBLE_EXECUTION,
         ViolationKind.UNRECORDED_MOVEMENT,
@@ -180,3 +208,37 @@ def test_command_line_takes_a_rate_per_second():
     assert (options.cancellations, options.faults_per_kind, options.rate) == (300, 30, 1.0)
     with pytest.raises(SystemExit):
         parse_options(["--rate", "fast"])
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.timeout(120)
+async def test_an_older_success_delivered_after_a_reversal_leaves_the_line_failed(short_run):
+    """A provider may deliver a refund's events out of order: the reversal must stand."""
+    session, _, _ = short_run
+    stack = session.stack
+    endpoints = Endpoints(stack.endpoints.hook_url, stack.endpoints.sandbox_url, stack.token)
+    # Not in the run's record: this runs after the tests that reconcile the short run.
+    record = OrderRecord(order_id="late-success", shape="probe", customer_id=CUSTOMERS[0])
+    async with httpx.AsyncClient(timeout=ATTEMPT_TIMEOUT, trust_env=False) as client:
+        d = OrderDriver(endpoints, ResilientHttp(client), record, random.Random(1))
+        await d.place(
+            lambda total: [d.card(total, refund="fail_after_success", fail_after_seconds=1.0)]
+        )
+        cid = await d.start(merchant=True)
+        await d.until(
+            cid,
+            "the refund reversed",
+            lambda v: v["status"] == "in_progress" and v["needs_attention"] == "refund_reversed",
+        )
+        detail, broke = await stack.replay_webhook(record.payments, random.Random(3))
+        assert broke is None, detail
+        await asyncio.sleep(3.0)  # the hook signals the run, the run applies it
+        view = await d.until(cid, "the run's own view", lambda v: True, live=True)
+
+    line = view["refunds"][0]
+    assert (view["status"], view["needs_attention"], line["status"]) == (
+        "in_progress",
+        "refund_reversed",
+        "failed",
+    ), [h["event"] for h in view["history"]]
