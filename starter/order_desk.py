@@ -6,6 +6,7 @@ settings, the refund quote and the provider's recapture check before an undo.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -54,11 +55,8 @@ class OrderDesk:
     provider_accounts: dict[str, str]
     _provider: PaymentProviderClient | None
 
-    async def get_cancellation(
-        self, shop_id: str, order_id: str | None = None, cancellation_id: str | None = None
-    ) -> CancellationView:
-        """The latest cancellation of an order, or the one named (the client's)."""
-        raise NotImplementedError
+    get_cancellation: Callable[..., Awaitable[CancellationView]]
+    """The latest cancellation of an order, or the one named (the client defines it)."""
 
     async def recapture_preview(
         self, shop_id: str, order_id: str | None = None, cancellation_id: str | None = None

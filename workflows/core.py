@@ -241,9 +241,8 @@ class CancellationCore:
             summary=summary,
         )
 
-    async def _perform(self, action: Action, payload: ActionInput) -> None:
-        """Carry one action out: the process (``OrderCancellationWorkflow``) defines it."""
-        raise NotImplementedError
+    _perform: Callable[[Action, ActionInput], Awaitable[None]]
+    """Carry one action out: the process (``OrderCancellationWorkflow``) defines it."""
 
     def _describe(self) -> None:
         """Say in plain words what the run waits for (the Web UI's current details)."""
