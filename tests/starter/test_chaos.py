@@ -32,12 +32,13 @@ from starter.chaos import (
 from starter.chaos_driver import (
     ATTEMPT_TIMEOUT,
     CUSTOMERS,
+    SHOP_ID,
     Endpoints,
     OrderDriver,
     ResilientHttp,
 )
 from starter.chaos_reconcile import OrderRecord, ViolationKind, reconcile
-from starter.chaos_stack import FaultKind
+from starter.chaos_stack import KEY_EXPIRY_JUMP_SECONDS, FaultKind
 
 SHORT_KINDS = tuple(kind for kind in FaultKind if kind is not FaultKind.KEY_EXPIRY)
 """Every kind but ``key_expiry``: it meets findings 13 and 14 (a void or recapture whose answer
@@ -221,3 +222,42 @@ async def test_an_older_success_delivered_after_a_reversal_leaves_the_line_faile
         "refund_reversed",
         "failed",
     ), [h["event"] for h in view["history"]]
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.timeout(120)
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 13 (docs/reliability.md): a void whose answer was lost is refused as"
+    " payment_voided on the retry after its key expired, and the line is marked failed",
+)
+async def test_a_void_whose_answer_was_lost_counts_after_its_key_expired(short_run):
+    """The provider voided the authorization, its answer was lost, then it forgot the key:
+    the retry must find the void done, not fail the line."""
+    session, _, _ = short_run
+    stack = session.stack
+    endpoints = Endpoints(stack.endpoints.hook_url, stack.endpoints.sandbox_url, stack.token)
+    record = OrderRecord(order_id="lost-void", shape="probe", customer_id=CUSTOMERS[0])
+    async with (
+        httpx.AsyncClient(timeout=ATTEMPT_TIMEOUT, trust_env=False) as client,
+        httpx.AsyncClient(base_url=stack.endpoints.sandbox_url, trust_env=False) as sandbox,
+    ):
+        d = OrderDriver(endpoints, ResilientHttp(client), record, random.Random(1))
+        await d.place(lambda total: [d.card(total, capture=False)])
+        (payment_id,) = record.payments
+        # What the provider saw of a first attempt whose answer was lost: the void, under the
+        # key the run sends (cancellation ids and keys are deterministic), then 25 h.
+        voided = await sandbox.post(
+            f"/v1/payments/{payment_id}/void",
+            json={},
+            headers={"Idempotency-Key": f"cancellation~{SHOP_ID}~lost-void~1-r1/try-1"},
+        )
+        assert voided.status_code == 200, voided.text
+        await stack.advance_provider_clock(KEY_EXPIRY_JUMP_SECONDS)
+        cid = await d.start(merchant=True)
+        view = await d.until(
+            cid, "an end", lambda v: v["status"] == "canceled" or v["needs_attention"] is not None
+        )
+
+    assert (view["status"], view["needs_attention"]) == ("canceled", None), view["refunds"]
