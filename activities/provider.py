@@ -374,13 +374,27 @@ class ProviderActivities:
     @activity.defn
     @_with_heartbeats
     async def recapture_payment(self, input: RecapturePaymentInput) -> RecapturePaymentResult:
-        """Take back money that was refunded or voided, once (idempotency key)."""
+        """Take back money that was refunded or voided, once (idempotency key).
+
+        A retry first reads the payment's ledger: a recapture under this key is this one,
+        made by an attempt whose answer was lost (its key may have expired since, and the
+        provider would refuse a second recapture of money already taken back).
+        """
+        account = self._account(input.shop_id)
         try:
+            if activity.info().attempt > 1:
+                current = await self._client.get_payment(input.payment_id, account=account)
+                if any(
+                    entry.get("type") == "recapture"
+                    and entry.get("idempotency_key") == input.idempotency_key
+                    for entry in current.get("ledger") or []
+                ):
+                    return RecapturePaymentResult(payment_id=input.payment_id, amount=input.amount)
             payment = await self._client.recapture(
                 input.payment_id,
                 input.amount,
                 input.idempotency_key,
-                account=self._account(input.shop_id),
+                account=account,
             )
         except ProviderRefused as err:
             raise ApplicationError(str(err), type=RECAPTURE_REFUSED, non_retryable=True) from None

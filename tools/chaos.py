@@ -86,6 +86,8 @@ class ChaosOptions:
     seed: int | None = None
     as_json: bool = False
     keep_state: bool = False
+    kinds: tuple[FaultKind, ...] = tuple(FaultKind)
+    """The fault kinds to inject (``--skip-fault`` leaves some out)."""
 
 
 @dataclass
@@ -254,9 +256,15 @@ def _fault_summary(kind: FaultKind, faults: list[InjectedFault]) -> str:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def plan_faults(per_kind: int, window: float, rng: random.Random) -> list[tuple[float, FaultKind]]:
-    """``per_kind`` faults of each kind at random times in ``window`` seconds, one per slot."""
-    kinds = [kind for kind in FaultKind for _ in range(per_kind)]
+def plan_faults(
+    per_kind: int,
+    window: float,
+    rng: random.Random,
+    of: Sequence[FaultKind] = tuple(FaultKind),
+) -> list[tuple[float, FaultKind]]:
+    """``per_kind`` faults of each kind in ``of`` at random times in ``window`` seconds, one
+    per slot."""
+    kinds = [kind for kind in of for _ in range(per_kind)]
     rng.shuffle(kinds)
     if not kinds:
         return []
@@ -293,10 +301,12 @@ class ChaosSession:
         rng = random.Random(self.seed)
         window = max(
             options.cancellations / options.rate,
-            len(FaultKind) * options.faults_per_kind * FAULT_SPACING_SECONDS,
+            len(options.kinds) * options.faults_per_kind * FAULT_SPACING_SECONDS,
         )
         rate = options.cancellations / window if options.cancellations else options.rate
-        plan = plan_faults(options.faults_per_kind, window, random.Random(rng.random()))
+        plan = plan_faults(
+            options.faults_per_kind, window, random.Random(rng.random()), options.kinds
+        )
         stack = self.stack
         endpoints = Endpoints(stack.endpoints.hook_url, stack.endpoints.sandbox_url, stack.token)
         driver = Driver(endpoints, self.record, random.Random(rng.random()))
@@ -501,6 +511,14 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
     parser.add_argument("--seed", type=int, help="make the shapes, amounts and faults repeatable")
     parser.add_argument("--json", dest="as_json", action="store_true", help="print one JSON object")
     parser.add_argument(
+        "--skip-fault",
+        action="append",
+        default=[],
+        choices=[kind.value for kind in FaultKind],
+        metavar="KIND",
+        help="leave this kind of fault out (repeatable), e.g. key_expiry",
+    )
+    parser.add_argument(
         "--keep-state",
         action="store_true",
         help="keep the state folder (databases, logs) even when everything reconciled",
@@ -513,6 +531,7 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         seed=args.seed,
         as_json=args.as_json,
         keep_state=args.keep_state,
+        kinds=tuple(kind for kind in FaultKind if kind.value not in args.skip_fault),
     )
 
 
