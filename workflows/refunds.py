@@ -179,17 +179,8 @@ class RefundSteps(CancellationCore):
 
     async def _late_success(self, refund_id: str, event: ProviderRefundSettled) -> None:
         """The provider settled a refund after we had marked it failed: it succeeded."""
-        view = self._next_view()
-        line = find_line(view, refund_id)
-        line.status = RefundStatus.SUCCEEDED
-        line.failure = None
-        recount(view)
-        await self._commit(
-            view,
-            event="refund_succeeded_late",
-            actor="system",
-            detail={"refund_id": refund_id, "provider_reference": event.provider_reference},
-            refund_lines=[line],
+        await self._succeeded_after_all(
+            refund_id, "refund_succeeded_late", event.provider_reference
         )
 
     async def _refund_reversed(self, refund_id: str, event: ProviderRefundSettled) -> None:
@@ -243,15 +234,23 @@ class RefundSteps(CancellationCore):
 
     async def _refund_reconciled(self, refund_id: str, reference: str) -> None:
         """The provider paid a line we had marked failed: it succeeded."""
+        await self._succeeded_after_all(refund_id, "refund_reconciled", reference, record=True)
+
+    async def _succeeded_after_all(
+        self, refund_id: str, event: str, reference: str, *, record: bool = False
+    ) -> None:
+        """Mark a line we had marked failed as succeeded (``record``: keep the provider's
+        reference on the line too) and commit ``event``."""
         view = self._next_view()
         line = find_line(view, refund_id)
         line.status = RefundStatus.SUCCEEDED
         line.failure = None
-        line.provider_reference = reference
+        if record:
+            line.provider_reference = reference
         recount(view)
         await self._commit(
             view,
-            event="refund_reconciled",
+            event=event,
             actor="system",
             detail={"refund_id": refund_id, "provider_reference": reference},
             refund_lines=[line],

@@ -5,9 +5,11 @@ treats a SKU without a stock row as none available, and a customer without a row
 holding no points or credits, so there is nothing to be "not found".
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from domain.order import Order, OrderDocument, OrderStatus
@@ -24,6 +26,24 @@ PrincipalDep = Annotated[Principal, Depends(principal)]
 router = APIRouter(route_class=ShopRoute)
 
 ORDER = "/v1/shops/{shop_id}/orders/{order_id}"
+
+
+async def _store_once(
+    request: Request,
+    hook: Hook,
+    caller: Principal,
+    idempotency_key: str | None,
+    body: BaseModel,
+    store: Callable[[], Awaitable[object]],
+) -> JSONResponse:
+    """Store ``body`` once per key; the answer is the document as stored (``200``)."""
+    document = body.model_dump(mode="json")
+
+    async def act() -> tuple[int, Any]:
+        await store()
+        return 200, document
+
+    return await respond_once(request, hook.admin_store, caller, idempotency_key, document, act)
 
 
 @router.put(
@@ -112,12 +132,14 @@ async def put_settings(
     caller: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    async def act() -> tuple[int, Any]:
-        await hook.client.put_settings(shop_id, body)
-        return 200, body.model_dump(mode="json")
-
-    fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await _store_once(
+        request,
+        hook,
+        caller,
+        idempotency_key,
+        body,
+        lambda: hook.client.put_settings(shop_id, body),
+    )
 
 
 @router.get(
@@ -148,12 +170,14 @@ async def put_stock(
     caller: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    async def act() -> tuple[int, Any]:
-        await hook.client.store.put_stock(shop_id, sku, body.available)
-        return 200, body.model_dump(mode="json")
-
-    fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await _store_once(
+        request,
+        hook,
+        caller,
+        idempotency_key,
+        body,
+        lambda: hook.client.store.put_stock(shop_id, sku, body.available),
+    )
 
 
 @router.get(

@@ -294,16 +294,9 @@ async def redeliver(
 
 
 def _view(endpoint: Endpoint, secret: str | None = None) -> EndpointView:
-    return EndpointView(
-        endpoint_id=endpoint.endpoint_id,
-        url=endpoint.url,
-        events=endpoint.events,
-        created_at=endpoint.created_at,
-        updated_at=endpoint.updated_at,
-        secret_created_at=endpoint.secret_created_at,
-        previous_secret_expires_at=endpoint.previous_secret_expires_at,
-        secret=secret,
-    )
+    view = EndpointView.model_validate(endpoint, from_attributes=True)
+    view.secret = secret
+    return view
 
 
 def _delivery_view(delivery: Delivery) -> DeliveryView:

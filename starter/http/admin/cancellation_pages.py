@@ -196,12 +196,7 @@ async def accept(request: Request, cancellation_id: CancellationId) -> Response:
                 url=url,
             )
         await client.accept(
-            session.shop_id,
-            None,
-            body,
-            cancellation_id=view.cancellation_id,
-            idempotency_key=forms.key_of(form),
-            actor=session.actor,
+            session.shop_id, None, body, **_as_merchant(session, form, view.cancellation_id)
         )
     except CancellationError as err:
         return render(request, "accept.html", error=err, view=view, values=values, url=url)
@@ -241,12 +236,7 @@ async def reject(request: Request, cancellation_id: CancellationId) -> Response:
             },
         )
         await client.reject(
-            session.shop_id,
-            None,
-            body,
-            cancellation_id=cancellation_id,
-            idempotency_key=forms.key_of(form),
-            actor=session.actor,
+            session.shop_id, None, body, **_as_merchant(session, form, cancellation_id)
         )
 
     return await _act(request, cancellation_id, "reject", "rejected", act)
@@ -263,13 +253,7 @@ async def confirm_refund(
             ConfirmRefundRequest, {"reference": forms.text(form, "reference")}
         )
         await client.confirm_refund(
-            session.shop_id,
-            None,
-            refund_id,
-            body,
-            cancellation_id=cancellation_id,
-            idempotency_key=forms.key_of(form),
-            actor=session.actor,
+            session.shop_id, None, refund_id, body, **_as_merchant(session, form, cancellation_id)
         )
 
     return await _act(request, cancellation_id, f"confirm-{refund_id}", "confirmed", act)
@@ -291,13 +275,7 @@ async def retry_refund(
             },
         )
         await client.retry_refund(
-            session.shop_id,
-            None,
-            refund_id,
-            body,
-            cancellation_id=cancellation_id,
-            idempotency_key=forms.key_of(form),
-            actor=session.actor,
+            session.shop_id, None, refund_id, body, **_as_merchant(session, form, cancellation_id)
         )
 
     form = await request.form()
@@ -319,18 +297,23 @@ async def repayment(request: Request, cancellation_id: CancellationId) -> Respon
             },
         )
         await client.confirm_repayment(
-            session.shop_id,
-            None,
-            body,
-            cancellation_id=cancellation_id,
-            idempotency_key=forms.key_of(form),
-            actor=session.actor,
+            session.shop_id, None, body, **_as_merchant(session, form, cancellation_id)
         )
 
     return await _act(request, cancellation_id, "repayment", "repaid", act)
 
 
 Act = Callable[[CancellationClient, Session, FormData], Coroutine[Any, Any, None]]
+
+
+def _as_merchant(session: Session, form: FormData, cancellation_id: str) -> dict[str, Any]:
+    """The client's keyword arguments for a form's action: the cancellation, the form's
+    idempotency key and the signed-in merchant as the actor."""
+    return {
+        "cancellation_id": cancellation_id,
+        "idempotency_key": forms.key_of(form),
+        "actor": session.actor,
+    }
 
 
 async def _act(
@@ -437,12 +420,7 @@ async def undo(request: Request, cancellation_id: CancellationId) -> Response:
             },
         )
         await _client(request).undo(
-            session.shop_id,
-            None,
-            body,
-            cancellation_id=cancellation_id,
-            idempotency_key=forms.key_of(form),
-            actor=session.actor,
+            session.shop_id, None, body, **_as_merchant(session, form, cancellation_id)
         )
     except CancellationError as err:
         if err.code in (ErrorCode.CANCELLATION_NOT_FOUND, ErrorCode.FORBIDDEN):
