@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -28,7 +29,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tools import ports, processes, temporal_server  # noqa: E402 (needs the sys.path line above)
+from activities.database import create_pool  # noqa: E402 (needs the sys.path line above)
+from activities.provider_client import PaymentProviderClient  # noqa: E402 (same)
+from tools import ports, processes, temporal_server  # noqa: E402 (same)
 from tools.embedded_postgres import EmbeddedPostgres  # noqa: E402 (same)
 
 # -- tiers ----------------------------------------------------------------------------------------
@@ -203,6 +206,22 @@ def provider_sandbox() -> Iterator[ProviderSandbox]:
 def provider_url(provider_sandbox: ProviderSandbox) -> str:
     """Base URL of :func:`provider_sandbox`, e.g. ``http://127.0.0.1:40123``."""
     return provider_sandbox.url
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def provider(provider_url: str) -> AsyncIterator[PaymentProviderClient]:
+    """A client of the sandbox, for the activities and for the tests' own checks."""
+    client = PaymentProviderClient(provider_url)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """The tests' own pool on the migrated test database, to set up and check what changed."""
+    pool = await create_pool(database_url)
+    yield pool
+    await pool.close()
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -20,7 +20,7 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from activities.bulk_store import BulkRepository
-from activities.database import StoreRepository, create_pool
+from activities.database import StoreRepository
 from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
@@ -35,21 +35,6 @@ SKU = "sku-sold-out"
 OTHER_SKU = "sku-other"
 # A worker process connects and applies migrations in a second or two; a loaded box is slower.
 WORKER_STARTUP_SECONDS = 60.0
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A connection pool on the migrated test database."""
-    pool = await create_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def provider(provider_url: str) -> AsyncIterator[PaymentProviderClient]:
-    client = PaymentProviderClient(provider_url)
-    yield client
-    await client.aclose()
 
 
 @dataclass

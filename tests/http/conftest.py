@@ -259,14 +259,6 @@ def dead_database_hook(dev_env: WorkflowEnvironment) -> Iterator[str]:
 # -- the tests' side -----------------------------------------------------------------------------
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """The tests' own pool on the hook's database, to check what the hook changed."""
-    pool = await create_pool(database_url)
-    yield pool
-    await pool.close()
-
-
 @pytest.fixture
 def store(pool: asyncpg.Pool) -> StoreRepository:
     return StoreRepository(pool)

@@ -11,8 +11,8 @@ import pytest
 import pytest_asyncio
 
 from domain.contract import cancellation_workflow_id
+from tests.http.routes import ACCEPT, BY_ID
 
-ACCEPT = {"reason_code": "changed_mind", "reason": "asked", "refund_method": "original"}
 ITEMS = [{"item_id": "i1", "sku": "sku-mug", "quantity": 1, "unit_price": 10000}]
 
 
@@ -208,22 +208,6 @@ class TestIdsAcrossShops:
         assert mine["cancellation_id"] != theirs["cancellation_id"]
         listed = (await c.http.get(f"{c.base}/cancellations")).json()["items"]
         assert {v["shop_id"] for v in listed} == {c.shop_id}
-
-
-# Routes under the caller's own shop that name a cancellation or a refund by id.
-BY_ID: list[tuple[str, str, Any]] = [
-    ("GET", "{c}", None),
-    ("POST", "{c}/quote", {}),
-    ("POST", "{c}/accept", ACCEPT),
-    ("POST", "{c}/reject", {"reason": "no"}),
-    ("POST", "{c}/withdraw", None),
-    ("POST", "{c}/refunds/{r}/confirm", {"reference": "ref-1"}),
-    ("POST", "{c}/refunds/{r}/retry", {"method": "credits"}),
-    ("POST", "{c}/undo", {"reason": "kept"}),
-    ("POST", "{c}/repayment", {"reference": "p-1", "amount": 100}),
-    ("POST", "{o}/cancellation/refunds/{r}/confirm", {"reference": "ref-1"}),
-    ("POST", "{o}/cancellation/refunds/{r}/retry", {"method": "credits"}),
-]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from activities.provider_client import PaymentProviderClient, ProviderUnavailable
+from activities.provider_client import ProviderUnavailable
 from starter import card_payments
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -24,13 +24,6 @@ async def sandbox(provider_url: str) -> AsyncIterator[httpx.AsyncClient]:
             yield http
         finally:
             await http.put("/v1/faults", json={})
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def provider(provider_url: str) -> AsyncIterator[PaymentProviderClient]:
-    client = PaymentProviderClient(provider_url)
-    yield client
-    await client.aclose()
 
 
 async def _heal_after(sandbox: httpx.AsyncClient, seconds: float) -> None:

@@ -27,22 +27,26 @@ def _path(stack: Any, order_id: str, suffix: str = "") -> str:
     return f"/v1/shops/{stack.shop_id}/orders/{order_id}{suffix}"
 
 
+def _document(payment_id: str) -> dict[str, Any]:
+    """A paid order of :data:`ITEMS` and a 3,000 shipping fee, one card tender naming
+    ``payment_id``."""
+    return {
+        "customer_id": "cust-1",
+        "currency": "KRW",
+        "status": "paid",
+        "shipping_fee": 3000,
+        "items": ITEMS,
+        "tenders": [{"tender_id": "t1", "kind": "card", "amount": TOTAL, "payment_id": payment_id}],
+    }
+
+
 async def _order_paid_by(stack: Any, *, capture: bool = True) -> tuple[str, str]:
     """An order paid by one card tender, a new PaymentIntent; ``(order id, PaymentIntent)``."""
     payment = await stack.stripe.create_payment(TOTAL, "KRW", capture=capture)
     order_id = f"o-{uuid.uuid4().hex[:8]}"
     answer = await stack.http.put(
         _path(stack, order_id),
-        json={
-            "customer_id": "cust-1",
-            "currency": "KRW",
-            "status": "paid",
-            "shipping_fee": 3000,
-            "items": ITEMS,
-            "tenders": [
-                {"tender_id": "t1", "kind": "card", "amount": TOTAL, "payment_id": payment["id"]}
-            ],
-        },
+        json=_document(payment["id"]),
     )
     assert answer.status_code == 201, answer.text
     return order_id, payment["id"]
@@ -105,16 +109,7 @@ async def test_a_payment_intent_in_another_currency_is_refused_at_put(stripe_sta
     payment = await stripe_stack.stripe.create_payment(TOTAL, "USD")
     answer = await stripe_stack.http.put(
         _path(stripe_stack, f"o-{uuid.uuid4().hex[:8]}"),
-        json={
-            "customer_id": "cust-1",
-            "currency": "KRW",
-            "status": "paid",
-            "shipping_fee": 3000,
-            "items": ITEMS,
-            "tenders": [
-                {"tender_id": "t1", "kind": "card", "amount": TOTAL, "payment_id": payment["id"]}
-            ],
-        },
+        json=_document(payment["id"]),
     )
 
     assert answer.status_code == 422, answer.text
@@ -124,16 +119,7 @@ async def test_a_payment_intent_in_another_currency_is_refused_at_put(stripe_sta
 async def test_an_unknown_payment_intent_is_refused_at_put(stripe_stack):
     answer = await stripe_stack.http.put(
         _path(stripe_stack, f"o-{uuid.uuid4().hex[:8]}"),
-        json={
-            "customer_id": "cust-1",
-            "currency": "KRW",
-            "status": "paid",
-            "shipping_fee": 3000,
-            "items": ITEMS,
-            "tenders": [
-                {"tender_id": "t1", "kind": "card", "amount": TOTAL, "payment_id": "pi_missing"}
-            ],
-        },
+        json=_document("pi_missing"),
     )
 
     assert answer.status_code == 422, answer.text

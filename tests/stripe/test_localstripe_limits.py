@@ -31,12 +31,17 @@ async def _post(raw: httpx.AsyncClient, path: str, data: dict[str, Any], **heade
     return answer
 
 
-async def _captured(raw: httpx.AsyncClient, amount: int = 1000) -> str:
-    answer = await _post(
-        raw,
-        "/v1/payment_intents",
-        {"amount": amount, "currency": "eur", "payment_method": "pm_card_visa", "confirm": "true"},
-    )
+async def _captured(raw: httpx.AsyncClient, amount: int = 1000, *, capture: bool = True) -> str:
+    """A confirmed PaymentIntent's id: captured, or (``capture=False``) only authorized."""
+    data: dict[str, Any] = {
+        "amount": amount,
+        "currency": "eur",
+        "payment_method": "pm_card_visa",
+        "confirm": "true",
+    }
+    if not capture:
+        data["capture_method"] = "manual"
+    answer = await _post(raw, "/v1/payment_intents", data)
     assert answer.status_code == 200, answer.text
     return str(answer.json()["id"])
 
@@ -61,18 +66,7 @@ async def test_localstripe_refunds_more_than_was_charged(raw):
 
 
 async def test_localstripe_refunds_an_uncaptured_payment_intent(raw):
-    created = await _post(
-        raw,
-        "/v1/payment_intents",
-        {
-            "amount": "1000",
-            "currency": "eur",
-            "payment_method": "pm_card_visa",
-            "confirm": "true",
-            "capture_method": "manual",
-        },
-    )
-    intent = created.json()["id"]
+    intent = await _captured(raw, capture=False)
 
     answer = await _post(raw, "/v1/refunds", {"payment_intent": intent, "amount": "100"})
 
@@ -89,21 +83,11 @@ async def test_localstripe_refunds_are_succeeded_at_once(raw):
 
 
 async def test_localstripe_refuses_a_cancellation_reason(raw):
-    created = await _post(
-        raw,
-        "/v1/payment_intents",
-        {
-            "amount": "1000",
-            "currency": "eur",
-            "payment_method": "pm_card_visa",
-            "confirm": "true",
-            "capture_method": "manual",
-        },
-    )
+    intent = await _captured(raw, capture=False)
 
     answer = await _post(
         raw,
-        f"/v1/payment_intents/{created.json()['id']}/cancel",
+        f"/v1/payment_intents/{intent}/cancel",
         {"cancellation_reason": "requested_by_customer"},
     )
 
@@ -112,18 +96,7 @@ async def test_localstripe_refuses_a_cancellation_reason(raw):
 
 async def test_localstripe_records_an_uncaptured_remainder_as_a_refund(raw):
     """A partial capture leaves a refund of the rest on the charge (no payment_intent)."""
-    created = await _post(
-        raw,
-        "/v1/payment_intents",
-        {
-            "amount": "1000",
-            "currency": "eur",
-            "payment_method": "pm_card_visa",
-            "confirm": "true",
-            "capture_method": "manual",
-        },
-    )
-    intent = created.json()["id"]
+    intent = await _captured(raw, capture=False)
     await _post(raw, f"/v1/payment_intents/{intent}/capture", {"amount_to_capture": "600"})
 
     refunds = (await raw.get("/v1/refunds", params={"payment_intent": intent})).json()["data"]

@@ -18,7 +18,7 @@ import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from activities.database import StoreRepository, create_pool
+from activities.database import StoreRepository
 from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
@@ -29,22 +29,6 @@ from starter import card_payments
 from starter.client import CancellationClient
 from worker import build_workers
 from workflows.order_cancellation import OrderCancellationWorkflow
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    """A connection pool on the migrated test database."""
-    pool = await create_pool(database_url)
-    yield pool
-    await pool.close()
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def provider(provider_url: str) -> AsyncIterator[PaymentProviderClient]:
-    """A client of the sandbox, for the activities and for the tests' own checks."""
-    client = PaymentProviderClient(provider_url)
-    yield client
-    await client.aclose()
 
 
 @dataclass
