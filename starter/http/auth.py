@@ -21,7 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
-from fastapi import Header, Request, Security
+from fastapi import Depends, Header, Request, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import Response
@@ -175,3 +175,7 @@ def principal(
     """
     shop: str = request.state.shop_id
     return Principal(shop_id=shop, actor=f"merchant:{x_actor or shop}")
+
+
+PrincipalDep = Annotated[Principal, Depends(principal)]
+"""A route's caller parameter: the authenticated shop and the acting merchant."""

@@ -6,22 +6,19 @@ holding no points or credits, so there is nothing to be "not found".
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from domain.order import Order, OrderDocument, OrderStatus
-from starter.http.auth import Principal, ShopRoute, principal
-from starter.http.context import Hook, hook
+from starter.http.auth import PrincipalDep, ShopRoute
+from starter.http.context import HookDep
 from starter.http.errors import error_responses
-from starter.http.idempotency import IdempotencyKey, respond_once
+from starter.http.idempotency import Write, WriteDep
 from starter.http.models import Balances, FulfillmentUpdate, SettingsDocument, Stock
 from starter.http.params import CustomerId, OrderId, ShopId, Sku
-
-HookDep = Annotated[Hook, Depends(hook)]
-PrincipalDep = Annotated[Principal, Depends(principal)]
 
 router = APIRouter(route_class=ShopRoute)
 
@@ -29,12 +26,7 @@ ORDER = "/v1/shops/{shop_id}/orders/{order_id}"
 
 
 async def _store_once(
-    request: Request,
-    hook: Hook,
-    caller: Principal,
-    idempotency_key: str | None,
-    body: BaseModel,
-    store: Callable[[], Awaitable[object]],
+    write: Write, body: BaseModel, store: Callable[[], Awaitable[object]]
 ) -> JSONResponse:
     """Store ``body`` once per key; the answer is the document as stored (``200``)."""
     document = body.model_dump(mode="json")
@@ -43,7 +35,7 @@ async def _store_once(
         await store()
         return 200, document
 
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, document, act)
+    return await write.once(document, act)
 
 
 @router.put(
@@ -58,24 +50,21 @@ async def _store_once(
     summary="Create or replace an order",
 )
 async def put_order(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     order_id: OrderId,
     body: OrderDocument,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """``201`` when new, ``200`` when replaced; an order with a cancellation can't be
     replaced (``409 invalid_transition``)."""
 
     async def act() -> tuple[int, Any]:
-        created = await hook.client.put_order(shop_id, order_id, body)
-        order = await hook.client.get_order(shop_id, order_id)
+        created = await write.hook.client.put_order(shop_id, order_id, body)
+        order = await write.hook.client.get_order(shop_id, order_id)
         return (201 if created else 200), order.model_dump(mode="json")
 
     fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await write.once(fingerprint, act)
 
 
 @router.get(
@@ -98,23 +87,20 @@ async def get_order(
     summary="Report fulfillment progress (preparing … delivered)",
 )
 async def set_fulfillment(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     order_id: OrderId,
     body: FulfillmentUpdate,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Shipping (``in_transit``, ``delivered``) while a request waits shows in the order's
     status, so the acceptance re-check refuses it with ``order_shipped``."""
 
     async def act() -> tuple[int, Any]:
-        order = await hook.client.set_fulfillment(shop_id, order_id, OrderStatus(body.status))
+        order = await write.hook.client.set_fulfillment(shop_id, order_id, OrderStatus(body.status))
         return 200, order.model_dump(mode="json")
 
     fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await write.once(fingerprint, act)
 
 
 @router.put(
@@ -125,20 +111,14 @@ async def set_fulfillment(
     summary="Replace the shop's cancellation settings (ISO 8601 durations)",
 )
 async def put_settings(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     body: SettingsDocument,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return await _store_once(
-        request,
-        hook,
-        caller,
-        idempotency_key,
+        write,
         body,
-        lambda: hook.client.put_settings(shop_id, body),
+        lambda: write.hook.client.put_settings(shop_id, body),
     )
 
 
@@ -162,21 +142,15 @@ async def get_settings(shop_id: ShopId, hook: HookDep, caller: PrincipalDep) -> 
     summary="Set the units available of a SKU",
 )
 async def put_stock(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     sku: Sku,
     body: Stock,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     return await _store_once(
-        request,
-        hook,
-        caller,
-        idempotency_key,
+        write,
         body,
-        lambda: hook.client.store.put_stock(shop_id, sku, body.available),
+        lambda: write.hook.client.store.put_stock(shop_id, sku, body.available),
     )
 
 
@@ -199,23 +173,20 @@ async def get_stock(shop_id: ShopId, sku: Sku, hook: HookDep, caller: PrincipalD
     summary="Set a customer's points and credits",
 )
 async def put_balances(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     customer_id: CustomerId,
     body: Balances,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     async def act() -> tuple[int, Any]:
-        currency = await hook.client.store.put_balances(
+        currency = await write.hook.client.store.put_balances(
             shop_id, customer_id, body.points, body.credits, body.currency
         )
         answer = body.model_copy(update={"currency": currency})
         return 200, answer.model_dump(mode="json", exclude_none=True)
 
     fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await write.once(fingerprint, act)
 
 
 @router.get(

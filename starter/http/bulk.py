@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from starlette.responses import JSONResponse
 
 from domain.bulk import BULK_ID_PATTERN, BulkDryRun, BulkItemPage, BulkJob, BulkRequest
 from starter.bulk import DEFAULT_ITEMS_LIMIT, MAX_ITEMS_LIMIT, BulkClient
-from starter.http.auth import Principal, ShopRoute, principal
-from starter.http.context import Hook, hook
+from starter.http.auth import PrincipalDep, ShopRoute
+from starter.http.context import Hook, HookDep
 from starter.http.errors import error_responses
-from starter.http.idempotency import IdempotencyKey, respond_once
+from starter.http.idempotency import WriteDep
 from starter.http.params import ShopId
 
 BULK = "/v1/shops/{shop_id}/bulk-cancellations"
 
-HookDep = Annotated[Hook, Depends(hook)]
-PrincipalDep = Annotated[Principal, Depends(principal)]
 BulkIdParam = Annotated[
     str,
     Path(min_length=1, max_length=64, pattern=BULK_ID_PATTERN, description="The job."),
@@ -47,25 +45,22 @@ def _bulk(hook: Hook) -> BulkClient:
     summary="Cancel every open order holding a SKU (or, with dry_run, show what would happen)",
 )
 async def start_bulk_cancellation(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     body: BulkRequest,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """``202`` with the job, which runs on; ``200`` with the dry run's orders and plans."""
-    bulk = _bulk(hook)
+    bulk = _bulk(write.hook)
 
     async def act() -> tuple[int, Any]:
         if body.dry_run:
             dry = await bulk.dry_run(shop_id, body)
             return 200, dry.model_dump(mode="json")
-        job = await bulk.start(shop_id, body, actor=caller.actor, idempotency_key=idempotency_key)
+        job = await bulk.start(shop_id, body, actor=write.caller.actor, idempotency_key=write.key)
         return 202, job.model_dump(mode="json")
 
     fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await write.once(fingerprint, act)
 
 
 @router.get(
@@ -107,17 +102,14 @@ async def bulk_cancellation_items(
     summary="Start no further orders; the cancellations started go on",
 )
 async def stop_bulk_cancellation(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     bulk_id: BulkIdParam,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """The job after the stop; stopping a finished or stopped job changes nothing."""
 
     async def act() -> tuple[int, Any]:
-        job = await _bulk(hook).stop(shop_id, bulk_id)
+        job = await _bulk(write.hook).stop(shop_id, bulk_id)
         return 200, job.model_dump(mode="json")
 
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, {}, act)
+    return await write.once({}, act)

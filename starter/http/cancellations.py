@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
@@ -31,10 +31,11 @@ from domain.requests import (
     StartRequest,
     UndoRequest,
 )
-from starter.http.auth import Principal, ShopRoute, principal
-from starter.http.context import Hook, hook
+from starter.client import CancellationClient
+from starter.http.auth import PrincipalDep, ShopRoute
+from starter.http.context import HookDep
 from starter.http.errors import error_responses
-from starter.http.idempotency import IdempotencyKey, respond_once
+from starter.http.idempotency import Write, WriteDep
 from starter.http.models import CancellationPage
 from starter.http.params import CancellationId, OrderId, RefundId, ShopId
 
@@ -45,8 +46,6 @@ BY_ID = "/v1/shops/{shop_id}/cancellations/{cancellation_id}"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 
-HookDep = Annotated[Hook, Depends(hook)]
-PrincipalDep = Annotated[Principal, Depends(principal)]
 
 READ_ERRORS = error_responses(401, 403, 404, 422, 503)
 ACTION_ERRORS = error_responses(401, 403, 404, 409, 422, 503)
@@ -81,18 +80,19 @@ def _view(view: CancellationView, status: int = 200) -> tuple[int, Any]:
 class _Action:
     """One action request: answered once per idempotency key, then replayed."""
 
-    request: Request
     target: Target
-    hook: Hook
-    caller: Principal
-    idempotency_key: str | None
+    write: Write
+
+    @property
+    def client(self) -> CancellationClient:
+        return self.write.hook.client
 
     def addressing(self, actor: str | None = None) -> dict[str, Any]:
         """The client's keyword arguments naming the cancellation, the key and the actor."""
         return {
             "cancellation_id": self.target.cancellation_id,
-            "idempotency_key": self.idempotency_key,
-            "actor": actor or self.caller.actor,
+            "idempotency_key": self.write.key,
+            "actor": actor or self.write.caller.actor,
         }
 
     async def run(
@@ -103,10 +103,7 @@ class _Action:
         async def act() -> tuple[int, Any]:
             return _view(await call())
 
-        fingerprint = body.model_dump(mode="json") if body is not None else {}
-        return await respond_once(
-            self.request, self.hook.admin_store, self.caller, self.idempotency_key, fingerprint, act
-        )
+        return await self.write.once(body.model_dump(mode="json") if body is not None else {}, act)
 
 
 # ---------------------------------------------------------------------- starting and lists
@@ -124,29 +121,26 @@ class _Action:
     summary="Start a cancellation (a customer's request, or the merchant's accepted one)",
 )
 async def start_cancellation(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     order_id: OrderId,
     body: StartRequest,
-    hook: HookDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """``201`` with the new cancellation, ``200`` with the open one (rule 3).
 
     A customer's request is recorded as the customer's (``customer:<id>``); a merchant's
     start as the calling merchant.
     """
-    actor = caller.actor if body.initiated_by is InitiatedBy.MERCHANT else None
+    actor = write.caller.actor if body.initiated_by is InitiatedBy.MERCHANT else None
 
     async def act() -> tuple[int, Any]:
-        view, created = await hook.client.start_cancellation(
-            shop_id, order_id, body, actor=actor, idempotency_key=idempotency_key
+        view, created = await write.hook.client.start_cancellation(
+            shop_id, order_id, body, actor=actor, idempotency_key=write.key
         )
         return _view(view, 201 if created else 200)
 
     fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await write.once(fingerprint, act)
 
 
 @router.get(
@@ -250,17 +244,14 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         summary="The merchant accepts, with a reason and a refund method",
     )
     async def accept(
-        request: Request,
+        write: WriteDep,
         target: Annotated[Target, Depends(target_of)],
         body: AcceptRequest,
-        hook: HookDep,
-        caller: PrincipalDep,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        action = _Action(request, target, hook, caller, idempotency_key)
+        action = _Action(target, write)
         return await action.run(
             body,
-            lambda: hook.client.accept(
+            lambda: action.client.accept(
                 target.shop_id, target.order_id, body, **action.addressing()
             ),
         )
@@ -273,17 +264,14 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         summary="The merchant rejects the customer's request",
     )
     async def reject(
-        request: Request,
+        write: WriteDep,
         target: Annotated[Target, Depends(target_of)],
         body: RejectRequest,
-        hook: HookDep,
-        caller: PrincipalDep,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        action = _Action(request, target, hook, caller, idempotency_key)
+        action = _Action(target, write)
         return await action.run(
             body,
-            lambda: hook.client.reject(
+            lambda: action.client.reject(
                 target.shop_id, target.order_id, body, **action.addressing()
             ),
         )
@@ -296,17 +284,14 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         summary="The customer takes the request back (recorded as the customer's action)",
     )
     async def withdraw(
-        request: Request,
+        write: WriteDep,
         target: Annotated[Target, Depends(target_of)],
-        hook: HookDep,
-        caller: PrincipalDep,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         # The backend service relays the customer's click, so the audit trail says customer.
-        action = _Action(request, target, hook, caller, idempotency_key)
+        action = _Action(target, write)
         return await action.run(
             None,
-            lambda: hook.client.withdraw(
+            lambda: action.client.withdraw(
                 target.shop_id, target.order_id, **action.addressing(actor="customer")
             ),
         )
@@ -319,18 +304,15 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         summary="The merchant made the manual bank deposit of a refund line",
     )
     async def confirm_refund(
-        request: Request,
+        write: WriteDep,
         target: Annotated[Target, Depends(target_of)],
         refund_id: RefundId,
         body: ConfirmRefundRequest,
-        hook: HookDep,
-        caller: PrincipalDep,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        action = _Action(request, target, hook, caller, idempotency_key)
+        action = _Action(target, write)
         return await action.run(
             body,
-            lambda: hook.client.confirm_refund(
+            lambda: action.client.confirm_refund(
                 target.shop_id, target.order_id, refund_id, body, **action.addressing()
             ),
         )
@@ -343,18 +325,15 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         summary="Retry a failed refund line, or switch it to bank deposit or credits",
     )
     async def retry_refund(
-        request: Request,
+        write: WriteDep,
         target: Annotated[Target, Depends(target_of)],
         refund_id: RefundId,
         body: RetryRefundRequest,
-        hook: HookDep,
-        caller: PrincipalDep,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        action = _Action(request, target, hook, caller, idempotency_key)
+        action = _Action(target, write)
         return await action.run(
             body,
-            lambda: hook.client.retry_refund(
+            lambda: action.client.retry_refund(
                 target.shop_id, target.order_id, refund_id, body, **action.addressing()
             ),
         )
@@ -367,17 +346,16 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         summary="Undo the cancellation: recapture checked first, the store never poorer",
     )
     async def undo(
-        request: Request,
+        write: WriteDep,
         target: Annotated[Target, Depends(target_of)],
         body: UndoRequest,
-        hook: HookDep,
-        caller: PrincipalDep,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        action = _Action(request, target, hook, caller, idempotency_key)
+        action = _Action(target, write)
         return await action.run(
             body,
-            lambda: hook.client.undo(target.shop_id, target.order_id, body, **action.addressing()),
+            lambda: action.client.undo(
+                target.shop_id, target.order_id, body, **action.addressing()
+            ),
         )
 
     @router.post(
@@ -388,17 +366,14 @@ def _add_cancellation_routes(prefix: str, target_of: Callable[..., Target], tag:
         summary="The customer paid again after an undo",
     )
     async def repayment(
-        request: Request,
+        write: WriteDep,
         target: Annotated[Target, Depends(target_of)],
         body: RepaymentRequest,
-        hook: HookDep,
-        caller: PrincipalDep,
-        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
-        action = _Action(request, target, hook, caller, idempotency_key)
+        action = _Action(target, write)
         return await action.run(
             body,
-            lambda: hook.client.confirm_repayment(
+            lambda: action.client.confirm_repayment(
                 target.shop_id, target.order_id, body, **action.addressing()
             ),
         )

@@ -15,16 +15,16 @@ out of every log line (:func:`starter.http.errors.install_log_redaction`).
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from google.protobuf import json_format
 from starlette.responses import JSONResponse
 from temporalio.api.common.v1 import Payloads
 
 from domain.errors import CancellationError, ErrorCode
 from starter.codec import EncryptionCodec, UndecryptablePayloadError
-from starter.http.context import Hook, hook
+from starter.http.context import Hook, HookDep
 from starter.http.errors import RouteErrorCode, error_response, error_responses
 
 router = APIRouter(tags=["operations"])
@@ -83,9 +83,6 @@ async def _run(request: Request, hook: Hook, path_token: str | None, encode: boo
     except (InvalidPayloadsError, UndecryptablePayloadError) as err:
         return error_response(RouteErrorCode.INVALID_PAYLOADS, str(err), status=400)
     return JSONResponse(json_format.MessageToDict(Payloads(payloads=done)))
-
-
-HookDep = Annotated[Hook, Depends(hook)]
 
 
 CODEC_ERRORS = error_responses(400, 401, 422)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from activities.admin_store import AdminStore
 from starter.client import CancellationClient
@@ -26,3 +27,7 @@ def hook(request: Request) -> Hook:
     """The app's :class:`Hook` (a FastAPI dependency)."""
     context: Hook = request.app.state.hook
     return context
+
+
+HookDep = Annotated[Hook, Depends(hook)]
+"""A route's or dependency's :class:`Hook` parameter."""

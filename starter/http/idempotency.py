@@ -22,15 +22,17 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Final
 
-from fastapi import Header, Request
+from fastapi import Depends, Header, Request
 from starlette.responses import JSONResponse
 
 from activities.admin_store import AdminStore, ClaimOutcome
 from domain.errors import CancellationError, ErrorCode
-from starter.http.auth import Principal
+from starter.http.auth import Principal, PrincipalDep
+from starter.http.context import Hook, HookDep
 
 log = logging.getLogger("starter.http")
 
@@ -63,6 +65,37 @@ IdempotencyKey = Annotated[
 
 Action = Callable[[], Awaitable[tuple[int, Any]]]
 """Performs the request; returns the status and the JSON-ready body."""
+
+
+@dataclass(frozen=True)
+class Write:
+    """A request that changes something: where it came from, who sent it and its key."""
+
+    request: Request
+    hook: Hook
+    caller: Principal
+    key: str | None
+    """The ``Idempotency-Key``, if the caller sent one."""
+
+    async def once(self, fingerprint: Any, act: Action) -> JSONResponse:
+        """Run ``act`` once per key (see :func:`respond_once`)."""
+        return await respond_once(
+            self.request, self.hook.admin_store, self.caller, self.key, fingerprint, act
+        )
+
+
+def write(
+    request: Request,
+    hook: HookDep,
+    caller: PrincipalDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Write:
+    """The :class:`Write` of a changing route (a FastAPI dependency)."""
+    return Write(request, hook, caller, idempotency_key)
+
+
+WriteDep = Annotated[Write, Depends(write)]
+"""What a changing route declares: the hook, the caller and the idempotency key."""
 
 
 async def respond_once(

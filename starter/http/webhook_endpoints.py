@@ -13,21 +13,18 @@ import base64
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.responses import JSONResponse, Response
 
 from activities.events import Delivery, Endpoint, EventStore
 from domain.errors import CancellationError, ErrorCode
 from domain.events import MAX_FILTERS, MAX_URL_LENGTH, check_endpoint_url, check_filters
-from starter.http.auth import Principal, ShopRoute, principal
-from starter.http.context import Hook, hook
+from starter.http.auth import PrincipalDep, ShopRoute
+from starter.http.context import HookDep
 from starter.http.errors import error_responses
-from starter.http.idempotency import IdempotencyKey, respond_once
+from starter.http.idempotency import WriteDep
 from starter.http.params import IDENTIFIER, ShopId
-
-HookDep = Annotated[Hook, Depends(hook)]
-PrincipalDep = Annotated[Principal, Depends(principal)]
 
 router = APIRouter(route_class=ShopRoute)
 
@@ -143,19 +140,16 @@ StoreDep = Annotated[EventStore, Depends(events_store)]
     summary="Create or update a webhook endpoint (the first answer carries its secret)",
 )
 async def put_endpoint(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     endpoint_id: EndpointId,
     body: EndpointDocument,
-    hook: HookDep,
     store: StoreDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """``201`` with the secret when new; ``200`` without it when updated. A URL that is not
     ``https`` (outside development), or that points at a private or loopback address, is
     ``422 validation_error``."""
-    url = check_endpoint_url(body.url, allow_http=hook.settings.webhooks_allow_http)
+    url = check_endpoint_url(body.url, allow_http=write.hook.settings.webhooks_allow_http)
     events = check_filters(body.events)
 
     async def act() -> tuple[int, Any]:
@@ -163,7 +157,7 @@ async def put_endpoint(
         return (201 if secret else 200), _view(endpoint, secret).model_dump(mode="json")
 
     fingerprint = body.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await write.once(fingerprint, act)
 
 
 @router.get(
@@ -211,14 +205,11 @@ async def delete_endpoint(
     summary="Make a new signing secret; the previous one signs too for a while",
 )
 async def rotate_secret(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     endpoint_id: EndpointId,
-    hook: HookDep,
     store: StoreDep,
-    caller: PrincipalDep,
     body: RotateSecret | None = None,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """Deliveries are signed with both secrets until ``previous_secret_expires_at``; the
     answer carries the new secret, once."""
@@ -231,7 +222,7 @@ async def rotate_secret(
         return 200, _view(endpoint, secret).model_dump(mode="json")
 
     fingerprint = rotation.model_dump(mode="json")
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, fingerprint, act)
+    return await write.once(fingerprint, act)
 
 
 @router.get(
@@ -274,14 +265,11 @@ async def list_deliveries(
     summary="Send a failed (or delivered) delivery again",
 )
 async def redeliver(
-    request: Request,
+    write: WriteDep,
     shop_id: ShopId,
     endpoint_id: EndpointId,
     delivery_id: DeliveryId,
-    hook: HookDep,
     store: StoreDep,
-    caller: PrincipalDep,
-    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     """``202``: the relay sends it now, with a fresh retry schedule and the same
     ``webhook-id``. A delivery still pending is ``409 invalid_transition``."""
@@ -290,7 +278,7 @@ async def redeliver(
         delivery = await store.redeliver(shop_id, endpoint_id, delivery_id)
         return 202, _delivery_view(delivery).model_dump(mode="json")
 
-    return await respond_once(request, hook.admin_store, caller, idempotency_key, {}, act)
+    return await write.once({}, act)
 
 
 def _view(endpoint: Endpoint, secret: str | None = None) -> EndpointView:
