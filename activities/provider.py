@@ -43,12 +43,16 @@ class ProviderOperation(StrEnum):
     VOID = "void"
 
 
-class RefundPaymentInput(BaseModel):
-    """Give a card payment's money back (refund, or void when only authorized)."""
+class AccountInput(BaseModel):
+    """An input that names the shop's account at the provider."""
 
     shop_id: str | None = None
     """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
     scheduled before release 2, which used the provider's default account."""
+
+
+class RefundPaymentInput(AccountInput):
+    """Give a card payment's money back (refund, or void when only authorized)."""
 
     refund_id: str
     payment_id: str
@@ -76,12 +80,8 @@ class FindRefundInput(BaseModel):
     payment_id: str
 
 
-class AwaitSettlementInput(BaseModel):
+class AwaitSettlementInput(AccountInput):
     """Wait until a pending provider refund settles."""
-
-    shop_id: str | None = None
-    """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
-    scheduled before release 2, which used the provider's default account."""
 
     refund_id: str
     provider_reference: str
@@ -98,12 +98,8 @@ class RecaptureOutcome(StrEnum):
     """It can't be taken back at all."""
 
 
-class RecaptureCheckInput(BaseModel):
+class RecaptureCheckInput(AccountInput):
     """Ask the provider about one payment."""
-
-    shop_id: str | None = None
-    """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
-    scheduled before release 2, which used the provider's default account."""
 
     payment_id: str
 
@@ -116,12 +112,8 @@ class RecaptureCheckResult(BaseModel):
     until: datetime | None = None
 
 
-class RecapturePaymentInput(BaseModel):
+class RecapturePaymentInput(AccountInput):
     """Take back an amount that was refunded or voided."""
-
-    shop_id: str | None = None
-    """Whose account at the provider (``PROVIDER_ACCOUNTS``); ``None`` only in activities
-    scheduled before release 2, which used the provider's default account."""
 
     payment_id: str
     amount: int
