@@ -54,3 +54,32 @@ def test_docs_and_code_point_only_inside_the_repository():
         and path.name != "test_docs.py"
     ]
     assert not offenders
+
+
+CODE_PATH = re.compile(
+    r"`((?:domain|workflows|activities|starter|tools|provider_sandbox)/[\w/]+\.(?:py|sql)|worker\.py)`"
+    r"(?:\s*\(((?:`\w+`(?:,\s*)?)+)\))?"
+)
+
+
+def _defines(path: Path, name: str) -> bool:
+    pattern = rf"^\s*(?:async def|def|class) {name}\b|^\s*{name}\s*[:=]"
+    return re.search(pattern, path.read_text(), re.M) is not None
+
+
+def test_every_code_path_the_docs_name_exists():
+    """The docs name modules (and in parentheses what in them): each is there, so a newcomer
+    following a doc never lands on a file or a function that moved."""
+    missing = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for match in CODE_PATH.finditer(text):
+            path = ROOT / match.group(1)
+            if not path.exists():
+                missing.append(f"{doc.name}: {match.group(1)}")
+                continue
+            names = re.findall(r"`(\w+)`", match.group(2) or "")
+            missing += [
+                f"{doc.name}: {match.group(1)} ({n})" for n in names if not _defines(path, n)
+            ]
+    assert not missing
