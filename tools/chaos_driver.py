@@ -456,6 +456,20 @@ class OrderDriver:
         order_status = "canceled" if situation.order_canceled else self.status_before
         self.expect([situation.ends] * situation.parts, order_status)
 
+    async def begin(
+        self, tenders: Callable[[int], list[Tender]] | None = None, **card: Any
+    ) -> None:
+        """Place the order (:meth:`place`) and write down what its situation implies for the
+        whole order: its end, the money paid back (unless nothing is) and the items back in
+        stock (when the order ends canceled and they go back)."""
+        await self.place(tenders, **card)
+        situation = self.situation
+        self.expect_end()
+        if situation.paid_back != "nothing":
+            self.expect_paid_back()
+        if situation.restock and situation.order_canceled:
+            self.expect_restock()
+
     def expect_paid_back(
         self, *, method: str | None = None, items: list[Item] | None = None
     ) -> None:
@@ -599,44 +613,49 @@ def _reversals(view: dict[str, Any]) -> int:
     return sum(1 for h in view["history"] if h["event"] == "refund_reversed")
 
 
+async def _customer_asks(d: OrderDriver, action: str, body: dict[str, Any] | None = None) -> None:
+    """The order placed as its situation says; the customer asks from My Account, then
+    ``action`` (the merchant accepts or rejects, the customer withdraws); the situation's end."""
+    await d.begin()
+    cid = await d.start(merchant=False)
+    await d.act(cid, action, body)
+    await d.until_status(cid, str(d.situation.ends))
+
+
+async def _merchant_cancels(
+    d: OrderDriver,
+    *,
+    accept: dict[str, Any] | None = None,
+    channel: str | None = None,
+    **card: Any,
+) -> None:
+    """The order placed as its situation says (``card``: more sandbox behavior); the merchant
+    cancels it (the start carries the acceptance); the situation's end."""
+    await d.begin(**card)
+    cid = await d.start(merchant=True, accept=accept, channel=channel)
+    await d.until_status(cid, str(d.situation.ends))
+
+
 async def card_request_accepted(d: OrderDriver) -> None:
     """A customer asks from My Account; the merchant accepts; the captured card is refunded."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_restock()
-    cid = await d.start(merchant=False)
-    await d.act(cid, "accept", {"reason_code": "changed_mind", "reason": "asked nicely"})
-    await d.until_status(cid, "canceled")
+    await _customer_asks(d, "accept", {"reason_code": "changed_mind", "reason": "asked nicely"})
 
 
 async def card_authorized_voided(d: OrderDriver) -> None:
     """The merchant cancels an order whose card was only authorized: the provider voids it."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_restock()
-    cid = await d.start(merchant=True)
-    await d.until_status(cid, "canceled")
+    await _merchant_cancels(d)
 
 
 async def card_refund_pending(d: OrderDriver) -> None:
     """The customer phoned; the refund is pending at the provider and settles seconds later."""
     settle = d.rng.choice([1.0, 2.0, 4.0])
-    await d.place(settle_after_seconds=settle)
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_restock()
     accept = {"reason_code": "customer_contact", "reason": "phoned"}
-    cid = await d.start(merchant=True, accept=accept, channel="contact")
-    await d.until_status(cid, "canceled")
+    await _merchant_cancels(d, accept=accept, channel="contact", settle_after_seconds=settle)
 
 
 async def bank_transfer_confirmed(d: OrderDriver) -> None:
     """Paid by bank transfer: accepted with the customer's account, the merchant confirms."""
-    await d.place()
-    d.expect_end()
-    d.expect_restock()
+    await d.begin()
     cid = await d.start(merchant=False)
     accept = {"reason_code": "changed_mind", "bank_account": BANK_ACCOUNT}
     await d.act(cid, "accept", accept)
@@ -652,31 +671,17 @@ async def bank_transfer_confirmed(d: OrderDriver) -> None:
 
 async def points_and_credits(d: OrderDriver) -> None:
     """Paid with points and credits only: canceled at once, both balances returned."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_restock()
-    cid = await d.start(merchant=True)
-    await d.until_status(cid, "canceled")
+    await _merchant_cancels(d)
 
 
 async def mixed_tenders(d: OrderDriver) -> None:
     """Card, points and credits: each goes back to its source."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_restock()
-    cid = await d.start(merchant=False)
-    await d.act(cid, "accept", {"reason_code": "shipping_delay"})
-    await d.until_status(cid, "canceled")
+    await _customer_asks(d, "accept", {"reason_code": "shipping_delay"})
 
 
 async def declined_then_credits(d: OrderDriver) -> None:
     """The card network declines: retried as it is (declined again), then paid as credits."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_restock()
+    await d.begin()
     cid = await d.start(merchant=True)
     view = await d.until(cid, "a failed refund", lambda v: _failures(v) >= 1)
     refund_id = _line(view, "card")["refund_id"]
@@ -691,12 +696,12 @@ async def card_refund_reversed(d: OrderDriver) -> None:
     (the card was closed): the cancellation reopens needing attention (``refund_reversed``).
     The merchant retries it as is (or not), which is reversed again, then switches it to
     credits: one effective payback, never two."""
-    await d.place(fail_after_seconds=d.rng.choice([1.0, 2.0, 3.0]))
+    # The delay is drawn once the basket is (a seed repeats the amounts of every shape).
+    await d.begin(
+        lambda total: d.paid_as_situation(total, fail_after_seconds=d.rng.choice([1.0, 2.0, 3.0]))
+    )
     retries = d.rng.choice(REVERSAL_RETRIES)
-    d.expect_end()
     d.expect_reversed(times=1 + retries)
-    d.expect_paid_back()
-    d.expect_restock()
     cid = await d.start(merchant=True)
     for reversals in range(1, retries + 2):
 
@@ -717,60 +722,32 @@ async def card_refund_reversed(d: OrderDriver) -> None:
 
 async def card_as_credits(d: OrderDriver) -> None:
     """The merchant refunds a card order as store credit."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_restock()
-    cid = await d.start(merchant=False)
-    await d.act(cid, "accept", {"reason_code": "changed_mind", "refund_method": "credits"})
-    await d.until_status(cid, "canceled")
+    await _customer_asks(d, "accept", {"reason_code": "changed_mind", "refund_method": "credits"})
 
 
 async def defective_not_restocked(d: OrderDriver) -> None:
     """Defective goods: canceled and refunded, nothing goes back in stock."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    accept = {"reason_code": "defective", "reason": "broken", "restock": False}
-    cid = await d.start(merchant=True, accept=accept)
-    await d.until_status(cid, "canceled")
+    await _merchant_cancels(
+        d, accept={"reason_code": "defective", "reason": "broken", "restock": False}
+    )
 
 
 async def rejected(d: OrderDriver) -> None:
     """The merchant rejects the customer's request: nothing moves, the order is as it was."""
-    await d.place()
-    d.expect_end()
-    cid = await d.start(merchant=False)
-    await d.act(cid, "reject", {"reason": "already packed", "customer_note": "sorry"})
-    await d.until_status(cid, "rejected")
+    await _customer_asks(d, "reject", {"reason": "already packed", "customer_note": "sorry"})
 
 
 async def withdrawn(d: OrderDriver) -> None:
     """The customer takes the request back."""
-    await d.place()
-    d.expect_end()
-    cid = await d.start(merchant=False)
-    await d.act(cid, "withdraw")
-    await d.until_status(cid, "withdrawn")
+    await _customer_asks(d, "withdraw")
 
 
-async def undo_recaptured(d: OrderDriver) -> None:
-    """Canceled and refunded, then undone: the provider recaptures the refund."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_taken_back()
-    cid = await d.start(merchant=True)
-    await d.until_status(cid, "canceled")
-    await d.act(cid, "undo", {"reason": "found another one"})
-    await d.until_status(cid, "undone")
-
-
-async def undo_void_recaptured(d: OrderDriver) -> None:
-    """An authorization voided, then undone: the provider authorizes it again."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
+async def canceled_then_undone(d: OrderDriver) -> None:
+    """Canceled and paid back, then undone: what was paid back is taken back. As the
+    situation pays: a captured card's refund is recaptured (``undo_recaptured``), a voided
+    authorization authorized again (``undo_void_recaptured``), points and credits taken back
+    from the balances (``undo_points_taken_back``)."""
+    await d.begin()
     d.expect_taken_back()
     cid = await d.start(merchant=True)
     await d.until_status(cid, "canceled")
@@ -780,9 +757,7 @@ async def undo_void_recaptured(d: OrderDriver) -> None:
 
 async def undo_with_repayment(d: OrderDriver) -> None:
     """No recapture possible: the undo is refused, then done with the customer paying again."""
-    await d.place(recapture=d.rng.choice(["not_possible", "reauth_required"]))
-    d.expect_end()
-    d.expect_paid_back()
+    await d.begin(recapture=d.rng.choice(["not_possible", "reauth_required"]))
     d.expect_taken_back()  # the card's refund stays: the customer pays again instead
     cid = await d.start(merchant=True)
     await d.until_status(cid, "canceled")
@@ -803,8 +778,7 @@ async def undo_with_repayment(d: OrderDriver) -> None:
 
 async def undo_bank_repaid(d: OrderDriver) -> None:
     """A confirmed bank deposit can't be taken back: undoing waits for the customer to pay."""
-    await d.place()
-    d.expect_end()
+    await d.begin()
     accept = {"reason_code": "sold_out", "bank_account": BANK_ACCOUNT}
     cid = await d.start(merchant=True, accept=accept)
     view = await d.until(
@@ -823,22 +797,9 @@ async def undo_bank_repaid(d: OrderDriver) -> None:
     await d.until_status(cid, "undone")
 
 
-async def undo_points_taken_back(d: OrderDriver) -> None:
-    """Points and credits returned, then taken back by the undo."""
-    await d.place()
-    d.expect_end()
-    d.expect_paid_back()
-    d.expect_taken_back()
-    cid = await d.start(merchant=True)
-    await d.until_status(cid, "canceled")
-    await d.act(cid, "undo", {"reason": "mistake"})
-    await d.until_status(cid, "undone")
-
-
 async def undo_while_in_progress(d: OrderDriver) -> None:
     """Undone before the bank deposit was made: the deposit is canceled, nothing is owed."""
-    await d.place()
-    d.expect_end()
+    await d.begin()
     cid = await d.start(merchant=False)
     await d.act(cid, "accept", {"reason_code": "changed_mind", "bank_account": BANK_ACCOUNT})
     await d.until(
@@ -852,11 +813,8 @@ async def undo_while_in_progress(d: OrderDriver) -> None:
 
 async def partial_then_rest(d: OrderDriver) -> None:
     """One unit canceled first, the rest (with the shipping fee) later: two refunds."""
-    await d.place()
+    await d.begin()  # both parts together pay back and restock the whole order
     first_item = d.items[0]
-    d.expect_end()
-    d.expect_paid_back()  # both parts together: the whole order
-    d.expect_restock()
     cid = await d.start(merchant=True, items=[{"item_id": first_item.item_id, "quantity": 1}])
     await d.until_status(cid, "canceled")
     rest = await d.start(merchant=True)
@@ -900,11 +858,11 @@ SHAPES: dict[str, Shape] = {  # keyed by the catalog's situations (tools.situati
     "defective_not_restocked": defective_not_restocked,
     "rejected": rejected,
     "withdrawn": withdrawn,
-    "undo_recaptured": undo_recaptured,
-    "undo_void_recaptured": undo_void_recaptured,
+    "undo_recaptured": canceled_then_undone,
+    "undo_void_recaptured": canceled_then_undone,
     "undo_with_repayment": undo_with_repayment,
     "undo_bank_repaid": undo_bank_repaid,
-    "undo_points_taken_back": undo_points_taken_back,
+    "undo_points_taken_back": canceled_then_undone,
     "undo_while_in_progress": undo_while_in_progress,
     "partial_then_rest": partial_then_rest,
     "partial_undone": partial_undone,

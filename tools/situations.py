@@ -82,6 +82,8 @@ class Situation:
     """How many cancellations the order takes (a partial cancellation, then the rest)."""
     order_canceled: bool = True
     """Whether the order ends canceled; otherwise it ends as it was before (or back to it)."""
+    restock: bool = True
+    """Whether the canceled items go back in stock (not when sold out or defective)."""
     paid_back: PaidBack = "original"
     """Where the money finally goes: the original tenders, or store credit."""
     capture: bool = True
@@ -135,7 +137,7 @@ SITUATIONS: tuple[Situation, ...] = (
     ),
     Situation(
         "sold_out", "d-sold-out", "Merchant cancels: sold out",
-        MERCHANT, CARD, "card refunded", "canceled", _DEMO, section="d1",
+        MERCHANT, CARD, "card refunded", "canceled", _DEMO, section="d1", restock=False,
     ),
     Situation(
         "undeliverable_area", "d-undeliverable-area", "Merchant cancels: the area is not served",
@@ -144,7 +146,7 @@ SITUATIONS: tuple[Situation, ...] = (
     Situation(
         "defective_not_restocked", "e-defective-no-restock",
         "Merchant cancels: defective item, not restocked",
-        MERCHANT, CARD, "card refunded", "canceled", _DEMO_CHAOS, section="e",
+        MERCHANT, CARD, "card refunded", "canceled", _DEMO_CHAOS, section="e", restock=False,
     ),
     Situation(
         "rejected", "f-request-rejected", "Merchant rejects the customer's request",
@@ -281,6 +283,7 @@ SITUATIONS: tuple[Situation, ...] = (
         "bulk_sold_out", "bulk-sold-out",
         "A SKU sells out: a bulk job cancels the order's line of it",
         MERCHANT, CARD, "that line's card refund", "canceled", _CHAOS, order_canceled=False,
+        restock=False,
     ),
     Situation(
         "card_and_points_accepted", "card-and-points-accepted",
