@@ -453,6 +453,13 @@ class DemoWalk:
             report.outcome.insert(position, _refund_text(line))
         report.ok = view.status is expected and facts_hold
 
+    def conclude_refunded(self, report: Report, view: CancellationView, *facts: bool) -> None:
+        """Conclude a scenario that ends canceled with every refund line succeeded and adding
+        up to what was refundable (rule 8), and with its ``facts`` holding."""
+        self.conclude(
+            report, view, CancellationStatus.CANCELED, facts_hold=all(facts) and _all_ok(view)
+        )
+
     # ------------------------------------------------------------------ scenarios
 
     async def request_accepted(self, report: Report) -> None:
@@ -466,9 +473,7 @@ class DemoWalk:
         restocked = report.check(
             after - before == 2, f"stock sku-mug {before} → {after} (2 restocked)"
         )
-        self.conclude(
-            report, view, CancellationStatus.CANCELED, facts_hold=restocked and _all_ok(view)
-        )
+        self.conclude_refunded(report, view, restocked)
 
     async def phoned_instead(self, report: Report) -> None:
         """b. Requests are off in the shop; the customer phones; the merchant enters it."""
@@ -521,14 +526,14 @@ class DemoWalk:
         # Sold out: there is nothing to put back on the shelf.
         await self.merchant_cancels(report, order_id, ReasonCode.SOLD_OUT, restock=False)
         view = await self.until_status(order_id, CancellationStatus.CANCELED)
-        self.conclude(report, view, CancellationStatus.CANCELED, facts_hold=_all_ok(view))
+        self.conclude_refunded(report, view)
 
     async def undeliverable(self, report: Report) -> None:
         """d. The merchant cancels because the address is outside the shipping area."""
         order_id = await self.place(report, "undeliverable", (("sku-mug", 1),))
         await self.merchant_cancels(report, order_id, ReasonCode.UNDELIVERABLE_AREA)
         view = await self.until_status(order_id, CancellationStatus.CANCELED)
-        self.conclude(report, view, CancellationStatus.CANCELED, facts_hold=_all_ok(view))
+        self.conclude_refunded(report, view)
 
     async def defective(self, report: Report) -> None:
         """e. The item is defective: canceled without putting it back into stock."""
@@ -538,7 +543,7 @@ class DemoWalk:
         view = await self.until_status(order_id, CancellationStatus.CANCELED)
         after = await self._stock("sku-tee")
         kept = report.check(after == before, f"stock sku-tee {before} → {after} (not restocked)")
-        self.conclude(report, view, CancellationStatus.CANCELED, facts_hold=kept and _all_ok(view))
+        self.conclude_refunded(report, view, kept)
 
     async def rejected(self, report: Report) -> None:
         """f. The merchant rejects the customer's request; the order carries on."""
@@ -584,9 +589,7 @@ class DemoWalk:
         is_void = report.check(
             payment["status"] == "voided", f"sandbox payment {payment['id']}: {payment['status']}"
         )
-        self.conclude(
-            report, view, CancellationStatus.CANCELED, facts_hold=is_void and _all_ok(view)
-        )
+        self.conclude_refunded(report, view, is_void)
 
     async def bank_deposit(self, report: Report) -> None:
         """h. Paid by bank transfer: the merchant deposits the refund and confirms it."""
@@ -607,9 +610,7 @@ class DemoWalk:
         )
         report.step(f"Merchant transfers the money and confirms it with reference {reference}")
         view = await self.until_status(order_id, CancellationStatus.CANCELED)
-        self.conclude(
-            report, view, CancellationStatus.CANCELED, facts_hold=waiting and _all_ok(view)
-        )
+        self.conclude_refunded(report, view, waiting)
 
     async def points_and_credits(self, report: Report) -> None:
         """i. Paid wholly in points and credits: canceled at once, balances given back."""
@@ -626,9 +627,7 @@ class DemoWalk:
         await self.accept(report, order_id, ReasonCode.CHANGED_MIND)
         view = await self.until_status(order_id, CancellationStatus.CANCELED)
         returned = await self._balances_back(report, customer, order_id, (200, 100))
-        self.conclude(
-            report, view, CancellationStatus.CANCELED, facts_hold=returned and _all_ok(view)
-        )
+        self.conclude_refunded(report, view, returned)
 
     async def zero_amount(self, report: Report) -> None:
         """i. A $0 order: nothing to refund, canceled at once."""
@@ -680,12 +679,7 @@ class DemoWalk:
             balances is not None and balances[1] == line.amount,
             f"customer credits now {_money(balances[1] if balances else 0)}",
         )
-        self.conclude(
-            report,
-            view,
-            CancellationStatus.CANCELED,
-            facts_hold=flagged and credited and _all_ok(view),
-        )
+        self.conclude_refunded(report, view, flagged, credited)
 
     async def pending_refund(self, report: Report) -> None:
         """k. The provider takes a while: the refund is processing, then settles."""
@@ -716,12 +710,7 @@ class DemoWalk:
         settled = report.check(
             refund["status"] == "succeeded", f"sandbox refund {refund['id']}: {refund['status']}"
         )
-        self.conclude(
-            report,
-            view,
-            CancellationStatus.CANCELED,
-            facts_hold=seen and settled and _all_ok(view),
-        )
+        self.conclude_refunded(report, view, seen, settled)
 
     async def quote_first(self, report: Report) -> None:
         """l. The merchant asks for a refund quote before accepting; nothing changes."""
@@ -745,12 +734,7 @@ class DemoWalk:
         planned = sorted((line.tender_id, line.amount) for line in quote.lines)
         done = sorted((line.tender_id, line.amount) for line in view.refunds)
         matches = report.check(planned == done, "the refunds are exactly the quoted lines")
-        self.conclude(
-            report,
-            view,
-            CancellationStatus.CANCELED,
-            facts_hold=unchanged and matches and _all_ok(view),
-        )
+        self.conclude_refunded(report, view, unchanged, matches)
 
     async def undo_recaptured(self, report: Report) -> None:
         """m. The customer wants the canceled order after all: the card payment is recaptured."""
