@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +62,7 @@ from starter import card_payments
 from tools.bench_relay import RelayProbe
 from tools.bench_skeleton import SKELETON_TASK_QUEUE, SkeletonWorkflow
 from tools.bench_stack import LIFTED_QUEUE_LIMITS, Batch, BenchStack, CpuUsage, http_client
+from tools.situations import Situation, situation
 
 __all__ = ["SkeletonWorkflow", "main", "run_bench"]
 
@@ -106,11 +107,18 @@ SERVER_BOUND_SHARE = 0.5
 """On a saturated machine, the server is the bottleneck when it took this much of the CPU."""
 
 ORDER_TOTAL = 30_000
-POINTS_PART = 5_000
 CURRENCY = "KRW"
 _BANK_ACCOUNT = BankAccount(bank="Bench Bank", account_number="110-000-000000", holder="Bench")
 
 Kind = Literal["card", "card+points", "bank"]
+MIX: Mapping[Kind | Literal["bank-idle"], Situation] = {
+    "card": situation("card_request_accepted"),
+    "card+points": situation("card_and_points_accepted"),
+    "bank": situation("bank_transfer_confirmed"),
+    "bank-idle": situation("bank_transfer_confirmed"),  # left requested: the idle footprint
+}
+"""The product mix's kinds (the report's names) and the catalog's situations they run: how
+their orders are paid (:mod:`tools.situations`)."""
 AcceptVia = Literal["client", "http"]
 
 
@@ -366,15 +374,7 @@ async def make_orders(
 
     async def one(n: int) -> None:
         kind = kinds[n]
-        tenders: list[tuple[TenderKind, int]] = {
-            "card": [(TenderKind.CARD, ORDER_TOTAL)],
-            "card+points": [
-                (TenderKind.POINTS, POINTS_PART),
-                (TenderKind.CARD, ORDER_TOTAL - POINTS_PART),
-            ],
-            "bank": [(TenderKind.BANK_TRANSFER, ORDER_TOTAL)],
-            "bank-idle": [(TenderKind.BANK_TRANSFER, ORDER_TOTAL)],
-        }[kind]
+        tenders = [(TenderKind(k), amount) for k, amount in MIX[kind].split(ORDER_TOTAL)]
         doc_tenders = []
         for position, (tender_kind, amount) in enumerate(tenders, start=1):
             payment_id = None
@@ -485,7 +485,7 @@ class _Runner:
         self.workflow_ids[run_id] = view.cancellation_id
         accept = AcceptRequest(
             reason_code=ReasonCode.CHANGED_MIND,
-            bank_account=_BANK_ACCOUNT if kind == "bank" else None,
+            bank_account=_BANK_ACCOUNT if MIX[kind].pays_with("bank_transfer") else None,
         )
         began = time.perf_counter()
         if self.workload.accept_via == "http":
