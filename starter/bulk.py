@@ -8,7 +8,6 @@ the job's activities keep current, not from Temporal's visibility.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import uuid
@@ -41,6 +40,7 @@ from domain.contract import TASK_QUEUE
 from domain.errors import CancellationError, ErrorCode
 from domain.refund_plan import RefundChannel, refund_channel
 from domain.rules import check_can_start
+from starter import cursors
 from starter.client import CancellationClient
 from workflows.bulk_cancellation import BulkCancellationWorkflow
 from workflows.search_attributes import bulk_search_attributes
@@ -251,9 +251,9 @@ class BulkClient:
     ) -> BulkItemPage:
         """A page of the job's outcomes by order id; pass ``next_cursor`` back for more."""
         await self.get(shop_id, bulk_id)
-        after = _decode_cursor(cursor) if cursor else None
+        after = cursors.unwrap(cursor) if cursor else None
         rows = await self._jobs.outcomes(shop_id, bulk_id, after=after, limit=limit + 1)
-        next_cursor = _encode_cursor(rows[limit - 1].order_id) if len(rows) > limit else None
+        next_cursor = cursors.wrap(rows[limit - 1].order_id) if len(rows) > limit else None
         return BulkItemPage(items=rows[:limit], next_cursor=next_cursor)
 
     async def stop(self, shop_id: str, bulk_id: str) -> BulkJob:
@@ -269,20 +269,6 @@ class BulkClient:
             if err.status is not RPCStatusCode.NOT_FOUND:  # NOT_FOUND: it finished already
                 raise _rpc_error(err) from None
         return await self.get(shop_id, bulk_id)
-
-
-def _encode_cursor(order_id: str) -> str:
-    return base64.urlsafe_b64encode(order_id.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        decoded = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
-    except ValueError:  # binascii.Error and UnicodeError are ValueErrors
-        decoded = ""
-    if not decoded or "\x00" in decoded:
-        raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor is not valid")
-    return decoded
 
 
 def _rpc_error(err: RPCError) -> CancellationError:

@@ -9,7 +9,6 @@ Temporal updates, with the ``Idempotency-Key`` as the update id.
 Rule numbers are those of ``docs/rules.md``.
 """
 
-import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -19,7 +18,6 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
 from domain.cancellation import CancellationStatus, CancellationView, InitiatedBy
-from domain.errors import CancellationError, ErrorCode
 from domain.requests import (
     AcceptRequest,
     ConfirmRefundRequest,
@@ -31,6 +29,7 @@ from domain.requests import (
     StartRequest,
     UndoRequest,
 )
+from starter import cursors
 from starter.client import CancellationClient
 from starter.http.auth import PrincipalDep, ShopRoute
 from starter.http.context import HookDep
@@ -187,19 +186,11 @@ async def list_cancellations(
 
 
 def _http_cursor(cursor: str | None) -> str | None:
-    return None if cursor is None else base64.urlsafe_b64encode(cursor.encode()).decode()
+    return None if cursor is None else cursors.wrap(cursor)
 
 
 def _client_cursor(cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    try:
-        decoded = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
-    except ValueError:  # binascii.Error and UnicodeError are ValueErrors
-        decoded = ""
-    if not decoded:
-        raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor is not valid")
-    return decoded
+    return None if cursor is None else cursors.unwrap(cursor)
 
 
 # ---------------------------------------------------------------------- one cancellation

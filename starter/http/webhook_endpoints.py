@@ -9,7 +9,6 @@ sent again with ``POST …/deliveries/{delivery_id}/redeliver``. docs/events.md 
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
@@ -20,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from activities.events import Delivery, Endpoint, EventStore
 from domain.errors import CancellationError, ErrorCode
 from domain.events import MAX_FILTERS, MAX_URL_LENGTH, check_endpoint_url, check_filters
+from starter import cursors
 from starter.http.auth import PrincipalDep, ShopRoute
 from starter.http.context import HookDep
 from starter.http.errors import error_responses
@@ -296,13 +296,12 @@ def _delivery_view(delivery: Delivery) -> DeliveryView:
 
 def _cursor(delivery: Delivery) -> str:
     raw = f"{delivery.created_at.isoformat()}|{delivery.delivery_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
+    return cursors.wrap(raw)
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    at, _, delivery_id = cursors.unwrap(cursor).partition("|")
     try:
-        raw = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
-        at, _, delivery_id = raw.partition("|")
         return datetime.fromisoformat(at), delivery_id
-    except ValueError:  # binascii.Error and UnicodeError are ValueErrors
+    except ValueError:
         raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor is not valid") from None

@@ -9,7 +9,6 @@ a sentence (:data:`~starter.http.admin.words.ERROR_SENTENCES`); nothing is a ``5
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from domain.cancellation import (
 from domain.errors import CancellationError, ErrorCode
 from domain.money import format_money
 from domain.refund_plan import RefundMethod
+from starter import cursors
 from starter.client import CancellationClient
 from starter.config import Settings
 from starter.http.admin import forms
@@ -369,7 +369,7 @@ async def cancellations(
         except ValueError:
             raise CancellationError(ErrorCode.VALIDATION_ERROR, "status: not a status") from None
     needs_attention = attention == "1"
-    position = _decode_cursor(cursor) if cursor else None
+    position = cursors.unwrap(cursor) if cursor else None
     if not needs_attention:
         page = await client.list_cancellations(
             session.shop_id, statuses=statuses, limit=limit, cursor=position
@@ -404,7 +404,7 @@ async def cancellations(
             "status": status,
             "attention": attention,
             "limit": str(limit) if limit != PAGE_SIZE else "",
-            "cursor": _encode_cursor(next_position),
+            "cursor": cursors.wrap(next_position),
         }
         next_url = _url("/admin/cancellations", **{k: v for k, v in query.items() if v})
     return render(
@@ -433,23 +433,6 @@ async def _amount(client: CancellationClient, shop_id: str, view: CancellationVi
 
 def _needs_attention(view: CancellationView) -> bool:
     return view.needs_attention is not None and view.needs_attention is not Attention.NONE
-
-
-# The client's cursor ("<time>|<id>") travels in the URL opaque and URL-safe.
-
-
-def _encode_cursor(cursor: str) -> str:
-    return base64.urlsafe_b64encode(cursor.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        decoded = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True).decode()
-    except ValueError:  # binascii.Error and UnicodeError are ValueErrors
-        decoded = ""
-    if not decoded:
-        raise CancellationError(ErrorCode.VALIDATION_ERROR, "cursor: not a page of this list")
-    return decoded
 
 
 # ---------------------------------------------------------------------- the cancellation
