@@ -36,6 +36,7 @@ from domain.bank import BankAccount, BankAccountRef
 from domain.cancellation import (
     OPEN_STATUSES,
     AcceptInput,
+    Action,
     CancellationStatus,
     CancellationView,
     ConfirmRefundInput,
@@ -61,12 +62,12 @@ from domain.requests import (
 )
 from domain.rules import check_can_start, check_start_input
 from domain.scope import scope_of
-from starter import runs
 from starter.codec import data_converter
 from starter.config import Settings
 from starter.order_desk import OrderDesk
 from starter.providers import provider_client
 from starter.runs import (
+    Step,
     closed_if_done,
     current_view,
     initial_view,
@@ -100,6 +101,22 @@ async def connect_temporal(settings: Settings, *, runtime: Runtime | None = None
             ErrorCode.TEMPORAL_UNAVAILABLE,
             f"can't reach Temporal at {settings.temporal_address}: {err}",
         ) from None
+
+
+# The run's updates, each with the action a view allows it as.
+_ACCEPT: Step[AcceptInput] = Step(Action.ACCEPT, OrderCancellationWorkflow.accept_update)
+_REJECT: Step[RejectInput] = Step(Action.REJECT, OrderCancellationWorkflow.reject_update)
+_WITHDRAW: Step[WithdrawInput] = Step(Action.WITHDRAW, OrderCancellationWorkflow.withdraw_update)
+_CONFIRM_REFUND: Step[ConfirmRefundInput] = Step(
+    Action.CONFIRM_REFUND, OrderCancellationWorkflow.confirm_refund_update
+)
+_RETRY_REFUND: Step[RetryRefundInput] = Step(
+    Action.RETRY_REFUND, OrderCancellationWorkflow.retry_refund_update
+)
+_UNDO: Step[UndoInput] = Step(Action.UNDO, OrderCancellationWorkflow.undo_update)
+_REPAYMENT: Step[ConfirmRepaymentInput] = Step(
+    Action.REPAYMENT, OrderCancellationWorkflow.confirm_repayment_update
+)
 
 
 @dataclass(frozen=True)
@@ -324,7 +341,7 @@ class CancellationClient(OrderDesk):
         """The merchant accepts with a reason and a refund method."""
         row = await self._row(shop_id, order_id, cancellation_id)
         accept = await self._accept_input(shop_id, request, actor)
-        return await send_update(self.temporal, row, runs.ACCEPT, accept, idempotency_key)
+        return await send_update(self.temporal, row, _ACCEPT, accept, idempotency_key)
 
     async def reject(
         self,
@@ -339,7 +356,7 @@ class CancellationClient(OrderDesk):
         """The merchant rejects the customer's request."""
         row = await self._row(shop_id, order_id, cancellation_id)
         body = RejectInput(reason=request.reason, customer_note=request.customer_note, actor=actor)
-        return await send_update(self.temporal, row, runs.REJECT, body, idempotency_key)
+        return await send_update(self.temporal, row, _REJECT, body, idempotency_key)
 
     async def withdraw(
         self,
@@ -353,7 +370,7 @@ class CancellationClient(OrderDesk):
         """The customer takes the request back."""
         row = await self._row(shop_id, order_id, cancellation_id)
         body = WithdrawInput(actor=actor)
-        return await send_update(self.temporal, row, runs.WITHDRAW, body, idempotency_key)
+        return await send_update(self.temporal, row, _WITHDRAW, body, idempotency_key)
 
     async def confirm_refund(
         self,
@@ -369,7 +386,7 @@ class CancellationClient(OrderDesk):
         """The merchant made the manual bank deposit."""
         row = await self._row(shop_id, order_id, cancellation_id)
         body = ConfirmRefundInput(refund_id=refund_id, reference=request.reference, actor=actor)
-        return await send_update(self.temporal, row, runs.CONFIRM_REFUND, body, idempotency_key)
+        return await send_update(self.temporal, row, _CONFIRM_REFUND, body, idempotency_key)
 
     async def retry_refund(
         self,
@@ -394,7 +411,7 @@ class CancellationClient(OrderDesk):
             bank_account=await self._bank_ref(shop_id, request.bank_account),
             actor=actor,
         )
-        return await send_update(self.temporal, row, runs.RETRY_REFUND, body, idempotency_key)
+        return await send_update(self.temporal, row, _RETRY_REFUND, body, idempotency_key)
 
     async def undo(
         self,
@@ -414,7 +431,7 @@ class CancellationClient(OrderDesk):
             require_repayment=request.require_repayment,
             actor=actor,
         )
-        return await send_update(self.temporal, row, runs.UNDO, body, idempotency_key)
+        return await send_update(self.temporal, row, _UNDO, body, idempotency_key)
 
     async def confirm_repayment(
         self,
@@ -431,7 +448,7 @@ class CancellationClient(OrderDesk):
         body = ConfirmRepaymentInput(
             reference=request.reference, amount=request.amount, actor=actor
         )
-        return await send_update(self.temporal, row, runs.REPAYMENT, body, idempotency_key)
+        return await send_update(self.temporal, row, _REPAYMENT, body, idempotency_key)
 
     # ------------------------------------------------------------------ helpers
 

@@ -26,17 +26,10 @@ from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.database import CancellationRow
 from domain.cancellation import (
-    AcceptInput,
     Action,
     CancellationStatus,
     CancellationView,
-    ConfirmRefundInput,
-    ConfirmRepaymentInput,
-    RejectInput,
-    RetryRefundInput,
     StartCancellationInput,
-    UndoInput,
-    WithdrawInput,
 )
 from domain.errors import CancellationError, ErrorCode, as_error_code
 from domain.money import Money
@@ -58,20 +51,6 @@ class Step(Generic[_Body]):
     # The SDK types a handler's result as its coroutine; the update answers the view.
     update: UpdateMethodMultiParam[[OrderCancellationWorkflow, _Body], Any]
 
-
-ACCEPT: Step[AcceptInput] = Step(Action.ACCEPT, OrderCancellationWorkflow.accept_update)
-REJECT: Step[RejectInput] = Step(Action.REJECT, OrderCancellationWorkflow.reject_update)
-WITHDRAW: Step[WithdrawInput] = Step(Action.WITHDRAW, OrderCancellationWorkflow.withdraw_update)
-CONFIRM_REFUND: Step[ConfirmRefundInput] = Step(
-    Action.CONFIRM_REFUND, OrderCancellationWorkflow.confirm_refund_update
-)
-RETRY_REFUND: Step[RetryRefundInput] = Step(
-    Action.RETRY_REFUND, OrderCancellationWorkflow.retry_refund_update
-)
-UNDO: Step[UndoInput] = Step(Action.UNDO, OrderCancellationWorkflow.undo_update)
-REPAYMENT: Step[ConfirmRepaymentInput] = Step(
-    Action.REPAYMENT, OrderCancellationWorkflow.confirm_repayment_update
-)
 
 # ---------------------------------------------------------------------- starting
 
