@@ -3,6 +3,7 @@
 Every action returns the :class:`~domain.cancellation.CancellationView` after the
 action took effect, or raises :class:`~domain.errors.CancellationError` with one of
 the error codes of ``domain.errors``. The CLI and the HTTP hook are thin layers over this class.
+The client's side of each cancellation's Temporal run is :mod:`starter.runs`.
 
 Rule numbers are those of ``docs/rules.md``.
 """
