@@ -3,6 +3,7 @@
 Every action returns the :class:`~domain.cancellation.CancellationView` after the
 action took effect, or raises :class:`~domain.errors.CancellationError` with one of
 the error codes of ``domain.errors``. The CLI and the HTTP hook are thin layers over this class.
+The client's side of each cancellation's Temporal run is :mod:`starter.runs`.
 
 Rule numbers are those of ``docs/rules.md``.
 """
@@ -11,27 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any
 
 import asyncpg
-from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
-    WorkflowFailureError,
-    WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.database import CancellationRow, StoreRepository, create_pool
 from activities.provider_client import (
@@ -53,8 +49,7 @@ from domain.cancellation import (
     WithdrawInput,
 )
 from domain.contract import TASK_QUEUE, cancellation_workflow_id
-from domain.errors import CancellationError, ErrorCode, as_error_code
-from domain.money import Money
+from domain.errors import CancellationError, ErrorCode
 from domain.order import Order
 from domain.refund_plan import RefundMethod
 from domain.requests import (
@@ -67,18 +62,26 @@ from domain.requests import (
     UndoRequest,
 )
 from domain.rules import check_can_start, check_start_input
-from domain.scope import refundable_before_acceptance, scope_of
+from domain.scope import scope_of
 from starter.codec import data_converter
 from starter.config import Settings
 from starter.order_desk import OrderDesk
 from starter.providers import provider_client
+from starter.runs import (
+    Step,
+    closed_if_done,
+    current_view,
+    initial_view,
+    is_unknown_update,
+    rpc_error,
+    send_update,
+    static_details,
+    static_summary,
+    update_refusal,
+    wait_opened,
+)
 from workflows.order_cancellation import OrderCancellationWorkflow
 from workflows.search_attributes import start_search_attributes
-
-_Body = TypeVar("_Body", bound=BaseModel)
-"""The body of one of the run's updates."""
-
-log = logging.getLogger("starter.client")
 
 # How long a start waits for the run to open (check the order, hold it) before
 # answering; opening is one short database transaction.
@@ -99,6 +102,22 @@ async def connect_temporal(settings: Settings, *, runtime: Runtime | None = None
             ErrorCode.TEMPORAL_UNAVAILABLE,
             f"can't reach Temporal at {settings.temporal_address}: {err}",
         ) from None
+
+
+# The run's updates, each with the action a view allows it as.
+_ACCEPT: Step[AcceptInput] = Step(Action.ACCEPT, OrderCancellationWorkflow.accept_update)
+_REJECT: Step[RejectInput] = Step(Action.REJECT, OrderCancellationWorkflow.reject_update)
+_WITHDRAW: Step[WithdrawInput] = Step(Action.WITHDRAW, OrderCancellationWorkflow.withdraw_update)
+_CONFIRM_REFUND: Step[ConfirmRefundInput] = Step(
+    Action.CONFIRM_REFUND, OrderCancellationWorkflow.confirm_refund_update
+)
+_RETRY_REFUND: Step[RetryRefundInput] = Step(
+    Action.RETRY_REFUND, OrderCancellationWorkflow.retry_refund_update
+)
+_UNDO: Step[UndoInput] = Step(Action.UNDO, OrderCancellationWorkflow.undo_update)
+_REPAYMENT: Step[ConfirmRepaymentInput] = Step(
+    Action.REPAYMENT, OrderCancellationWorkflow.confirm_repayment_update
+)
 
 
 @dataclass(frozen=True)
@@ -188,11 +207,11 @@ class CancellationClient(OrderDesk):
                         ErrorCode.IDEMPOTENCY_KEY_REUSED,
                         "this Idempotency-Key started a cancellation of another order",
                     )
-                return await self._current_view(started), False
+                return await current_view(self.temporal, started), False
         context = await self.store.order_context(shop_id, order_id)
         order, latest = context.order, context.latest
         if latest is not None and latest.status in OPEN_STATUSES:
-            return await self._current_view(latest), False
+            return await current_view(self.temporal, latest), False
         check_can_start(order, context.settings, request.initiated_by, request.channel)
         scope_of(order, request.items)  # quantities beyond what remains: validation_error
         accept = None
@@ -228,9 +247,9 @@ class CancellationClient(OrderDesk):
             # USE_EXISTING it never starts a second run for the same id.
             "id_conflict_policy": WorkflowIDConflictPolicy.FAIL,
             "id_reuse_policy": WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            "search_attributes": start_search_attributes(_initial_view(start, order)),
-            "static_summary": _static_summary(start, order),
-            "static_details": _static_details(start),
+            "search_attributes": start_search_attributes(initial_view(start, order)),
+            "static_summary": static_summary(start, order),
+            "static_details": static_details(start),
         }
         handle = self.temporal.get_workflow_handle_for(
             OrderCancellationWorkflow.run, cancellation_id
@@ -248,12 +267,12 @@ class CancellationClient(OrderDesk):
             # The operation holds the same error for its handle; take it, it is answered.
             with contextlib.suppress(WorkflowAlreadyStartedError):
                 await operation.workflow_handle()
-            return await self._wait_opened(handle, start, accepted=accepted), False
+            return await wait_opened(handle, start, accepted=accepted, wait=self._open_wait), False
         except WorkflowUpdateFailedError as err:
-            if not _is_unknown_update(err):
-                raise _update_refusal(err) from None
+            if not is_unknown_update(err):
+                raise update_refusal(err) from None
             # A worker from before the `opened` update: the run started, watch it open.
-            return await self._wait_opened(handle, start, accepted=accepted), True
+            return await wait_opened(handle, start, accepted=accepted, wait=self._open_wait), True
         except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
             # No worker took the run up in time: it opens when one does.
             try:
@@ -263,54 +282,19 @@ class CancellationClient(OrderDesk):
                     raise CancellationError(
                         ErrorCode.TEMPORAL_UNAVAILABLE, "Temporal did not start the cancellation"
                     ) from None
-                raise _rpc_error(err) from None
-            return _initial_view(start, order), True
+                raise rpc_error(err) from None
+            return initial_view(start, order), True
         except RPCError as err:
             if err.status not in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.PERMISSION_DENIED):
-                raise _rpc_error(err) from None
+                raise rpc_error(err) from None
         # A server without update-with-start (older, or with it turned off): start, poll.
         try:
             await self.temporal.start_workflow(OrderCancellationWorkflow.run, start, **options)
         except WorkflowAlreadyStartedError:
-            return await self._wait_opened(handle, start, accepted=accepted), False
+            return await wait_opened(handle, start, accepted=accepted, wait=self._open_wait), False
         except RPCError as err:
-            raise _rpc_error(err) from None
-        return await self._wait_opened(handle, start, accepted=accepted), True
-
-    async def _wait_opened(
-        self,
-        handle: WorkflowHandle[Any, CancellationView],
-        start: StartCancellationInput,
-        *,
-        accepted: bool,
-    ) -> CancellationView:
-        """Answer once the run has opened (and applied a starting acceptance)."""
-        delay = 0.02
-        deadline = asyncio.get_running_loop().time() + self._open_wait
-        while True:
-            try:
-                view = await handle.query(OrderCancellationWorkflow.status)
-            except RPCError as err:
-                raise _rpc_error(err) from None
-            if (view.shop_id, view.order_id) != (start.shop_id, start.order_id):
-                # Only a release-1 id can name another shop's run; never show that run.
-                raise CancellationError(
-                    ErrorCode.INVALID_TRANSITION,
-                    f"cancellation id {start.cancellation_id} is taken by another order;"
-                    " nothing was started",
-                )
-            ready = view.order_status is not None and (
-                not accepted or view.status is not CancellationStatus.REQUESTED
-            )
-            if ready or view.closed:
-                return view
-            description = await handle.describe()
-            if description.status is not None and description.status.name != "RUNNING":
-                await _raise_run_failure(handle)
-            if asyncio.get_running_loop().time() > deadline:
-                return view
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            raise rpc_error(err) from None
+        return await wait_opened(handle, start, accepted=accepted, wait=self._open_wait), True
 
     # ------------------------------------------------------------------ reading
 
@@ -319,13 +303,13 @@ class CancellationClient(OrderDesk):
     ) -> CancellationView:
         """The latest cancellation of an order, or the one named."""
         row = await self._row(shop_id, order_id, cancellation_id)
-        return await self._current_view(row)
+        return await current_view(self.temporal, row)
 
     async def cancellations_of_order(self, shop_id: str, order_id: str) -> list[CancellationView]:
         """All cancellations of an order, latest first."""
         await self.store.get_order(shop_id, order_id)
         rows = await self.store.cancellations_of_order(shop_id, order_id)
-        return [_closed_if_done(r.view) for r in rows]
+        return [closed_if_done(r.view) for r in rows]
 
     async def list_cancellations(
         self,
@@ -341,7 +325,7 @@ class CancellationClient(OrderDesk):
             shop_id, statuses=statuses or [], limit=limit + 1, before=before
         )
         next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-        return Page([_closed_if_done(r.view) for r in rows[:limit]], next_cursor)
+        return Page([closed_if_done(r.view) for r in rows[:limit]], next_cursor)
 
     # ------------------------------------------------------------------ actions
 
@@ -358,13 +342,7 @@ class CancellationClient(OrderDesk):
         """The merchant accepts with a reason and a refund method."""
         row = await self._row(shop_id, order_id, cancellation_id)
         accept = await self._accept_input(shop_id, request, actor)
-        return await self._update(
-            row,
-            OrderCancellationWorkflow.accept_update,
-            Action.ACCEPT,
-            accept,
-            idempotency_key,
-        )
+        return await send_update(self.temporal, row, _ACCEPT, accept, idempotency_key)
 
     async def reject(
         self,
@@ -379,13 +357,7 @@ class CancellationClient(OrderDesk):
         """The merchant rejects the customer's request."""
         row = await self._row(shop_id, order_id, cancellation_id)
         body = RejectInput(reason=request.reason, customer_note=request.customer_note, actor=actor)
-        return await self._update(
-            row,
-            OrderCancellationWorkflow.reject_update,
-            Action.REJECT,
-            body,
-            idempotency_key,
-        )
+        return await send_update(self.temporal, row, _REJECT, body, idempotency_key)
 
     async def withdraw(
         self,
@@ -398,13 +370,8 @@ class CancellationClient(OrderDesk):
     ) -> CancellationView:
         """The customer takes the request back."""
         row = await self._row(shop_id, order_id, cancellation_id)
-        return await self._update(
-            row,
-            OrderCancellationWorkflow.withdraw_update,
-            Action.WITHDRAW,
-            WithdrawInput(actor=actor),
-            idempotency_key,
-        )
+        body = WithdrawInput(actor=actor)
+        return await send_update(self.temporal, row, _WITHDRAW, body, idempotency_key)
 
     async def confirm_refund(
         self,
@@ -420,13 +387,7 @@ class CancellationClient(OrderDesk):
         """The merchant made the manual bank deposit."""
         row = await self._row(shop_id, order_id, cancellation_id)
         body = ConfirmRefundInput(refund_id=refund_id, reference=request.reference, actor=actor)
-        return await self._update(
-            row,
-            OrderCancellationWorkflow.confirm_refund_update,
-            Action.CONFIRM_REFUND,
-            body,
-            idempotency_key,
-        )
+        return await send_update(self.temporal, row, _CONFIRM_REFUND, body, idempotency_key)
 
     async def retry_refund(
         self,
@@ -451,13 +412,7 @@ class CancellationClient(OrderDesk):
             bank_account=await self._bank_ref(shop_id, request.bank_account),
             actor=actor,
         )
-        return await self._update(
-            row,
-            OrderCancellationWorkflow.retry_refund_update,
-            Action.RETRY_REFUND,
-            body,
-            idempotency_key,
-        )
+        return await send_update(self.temporal, row, _RETRY_REFUND, body, idempotency_key)
 
     async def undo(
         self,
@@ -477,13 +432,7 @@ class CancellationClient(OrderDesk):
             require_repayment=request.require_repayment,
             actor=actor,
         )
-        return await self._update(
-            row,
-            OrderCancellationWorkflow.undo_update,
-            Action.UNDO,
-            body,
-            idempotency_key,
-        )
+        return await send_update(self.temporal, row, _UNDO, body, idempotency_key)
 
     async def confirm_repayment(
         self,
@@ -500,15 +449,7 @@ class CancellationClient(OrderDesk):
         body = ConfirmRepaymentInput(
             reference=request.reference, amount=request.amount, actor=actor
         )
-        return await self._update(
-            row,
-            OrderCancellationWorkflow.confirm_repayment_update,
-            Action.REPAYMENT,
-            body,
-            idempotency_key,
-        )
-
-    # ------------------------------------------------------------------ backend data
+        return await send_update(self.temporal, row, _REPAYMENT, body, idempotency_key)
 
     # ------------------------------------------------------------------ helpers
 
@@ -530,93 +471,6 @@ class CancellationClient(OrderDesk):
                 ErrorCode.CANCELLATION_NOT_FOUND, f"order {order_id} has no cancellation"
             )
         return row
-
-    def _handle(self, row: CancellationRow) -> WorkflowHandle[Any, CancellationView]:
-        """The run the store's row names: pinned to its run id once the run recorded it,
-        so a later run that reuses the workflow id is never read or acted on."""
-        return self.temporal.get_workflow_handle_for(
-            OrderCancellationWorkflow.run, row.cancellation_id, run_id=row.run_id
-        )
-
-    async def _current_view(self, row: CancellationRow) -> CancellationView:
-        """The live view while the run is open; the stored one after it closed."""
-        handle = self._handle(row)
-        try:
-            view = await handle.query(OrderCancellationWorkflow.status)
-        except RPCError as err:
-            if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-                # Temporal is away: the projection is the best answer we have.
-                return row.view
-            if err.status is RPCStatusCode.NOT_FOUND:
-                return _closed_if_done(row.view)
-            raise _rpc_error(err) from None
-        except Exception:  # a closed run whose history can't be queried right now
-            return _closed_if_done(row.view)
-        if (view.shop_id, view.order_id) != (row.view.shop_id, row.view.order_id):
-            # A release-1 id reused by another shop's run: that run is not ours to show.
-            return _closed_if_done(row.view)
-        return view
-
-    async def _update(
-        self,
-        row: CancellationRow,
-        # The SDK types a handler's result as its coroutine; the update answers the view.
-        update: UpdateMethodMultiParam[[OrderCancellationWorkflow, _Body], Any],
-        action: Action,
-        body: _Body,
-        idempotency_key: str | None,
-    ) -> CancellationView:
-        """Send one of the run's updates (its typed handle) and answer with the view.
-
-        ``idempotency_key`` is the update id: Temporal itself answers a repeat once.
-        """
-        handle = self._handle(row)
-        if row.run_id is None:
-            await self._check_owner(row)
-        try:
-            view: CancellationView = await handle.execute_update(update, body, id=idempotency_key)
-            return view
-        except WorkflowUpdateFailedError as err:
-            refusal = _update_refusal(err)
-            if refusal.code is ErrorCode.INVALID_TRANSITION and action in (
-                row.view.allowed_actions
-            ):
-                # The store committed a step the run has not taken up yet (its worker died
-                # between the two): the list allowed what the run refused, for a few seconds.
-                raise CancellationError(
-                    ErrorCode.INVALID_TRANSITION,
-                    f"{refusal.message}; the cancellation is still finishing its last step,"
-                    " try again in a few seconds",
-                ) from None
-            raise refusal from None
-        except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                view = _closed_if_done(row.view)
-                if action is Action.UNDO and view.status is CancellationStatus.CANCELED:
-                    raise CancellationError(
-                        ErrorCode.UNDO_WINDOW_CLOSED,
-                        f"the undo window of {row.cancellation_id} closed at"
-                        f" {view.undo_until:%Y-%m-%d %H:%M} UTC; ask the customer to order again",
-                    ) from None
-                raise CancellationError(
-                    ErrorCode.INVALID_TRANSITION,
-                    f"cancellation {row.cancellation_id} is closed ({view.status.value});"
-                    f" {action.value} is no longer possible",
-                ) from None
-            raise _rpc_error(err) from None
-
-    async def _check_owner(self, row: CancellationRow) -> None:
-        """A row no run has pinned yet: make sure the run under its id is this order's."""
-        try:
-            view = await self._handle(row).query(OrderCancellationWorkflow.status)
-        except RPCError:
-            return  # no run to act on: the update answers for itself
-        if (view.shop_id, view.order_id) != (row.view.shop_id, row.view.order_id):
-            raise CancellationError(
-                ErrorCode.INVALID_TRANSITION,
-                f"cancellation {row.cancellation_id} names another order's run;"
-                " nothing was changed",
-            )
 
     async def _accept_input(self, shop_id: str, request: AcceptRequest, actor: str) -> AcceptInput:
         return AcceptInput(
@@ -641,95 +495,6 @@ def _default_actor(request: StartRequest, order: Order) -> str:
     if request.initiated_by == "customer":
         return f"customer:{order.customer_id}"
     return "merchant"
-
-
-def _initial_view(start: StartCancellationInput, order: Order) -> CancellationView:
-    """The view of a run that has not opened yet: its first search attributes, or the answer
-    when no worker took the run up in time. Its money is what accepting would refund before
-    any earlier cancellation's refunds count; the run's own view is exact once it opens."""
-    return CancellationView(
-        cancellation_id=start.cancellation_id,
-        shop_id=start.shop_id,
-        order_id=start.order_id,
-        workflow_id=start.cancellation_id,
-        status=CancellationStatus.REQUESTED,
-        order_status=None,
-        initiated_by=start.initiated_by,
-        channel=start.channel,
-        reason_code=start.reason_code,
-        reason=start.reason,
-        refundable=refundable_before_acceptance(order, start.items, {}),
-        refunded=Money(amount=0, currency=order.currency),
-    )
-
-
-def _static_summary(start: StartCancellationInput, order: Order) -> str:
-    who = "Customer request" if start.initiated_by == "customer" else "Merchant cancellation"
-    return f"{who}: order {start.order_id} of shop {start.shop_id} ({order.currency})"
-
-
-def _static_details(start: StartCancellationInput) -> str:
-    reason = start.reason_code.value if start.reason_code else "no reason code"
-    return (
-        f"Shop: {start.shop_id}\nOrder: {start.order_id}\n"
-        f"Started by: {start.actor} via {start.channel.value}\nReason: {reason}"
-    )
-
-
-def _closed_if_done(view: CancellationView) -> CancellationView:
-    """Stored views of finished runs say so; a canceled one closes with its undo window."""
-    terminal = view.status in (
-        CancellationStatus.REJECTED,
-        CancellationStatus.WITHDRAWN,
-        CancellationStatus.UNDONE,
-    )
-    expired = view.undo_until is not None and view.undo_until <= datetime.now(UTC)
-    if terminal or expired:
-        return view.model_copy(update={"closed": True, "allowed_actions": []})
-    return view
-
-
-def _is_unknown_update(err: WorkflowUpdateFailedError) -> bool:
-    """The run's worker predates the update (a rolling deploy)."""
-    return isinstance(err.cause, ApplicationError) and "expected but not found" in str(
-        err.cause.message
-    )
-
-
-def _update_refusal(err: WorkflowUpdateFailedError) -> CancellationError:
-    return _as_cancellation_error(err.cause, err)
-
-
-async def _raise_run_failure(handle: WorkflowHandle[Any, CancellationView]) -> None:
-    try:
-        await handle.result()
-    except WorkflowFailureError as err:
-        raise _as_cancellation_error(err.cause, err) from None
-
-
-def _as_cancellation_error(cause: BaseException | None, err: Exception) -> CancellationError:
-    """The workflow's typed refusal as the client's error. A failure of ours (a store
-    constraint, a type nobody maps) is logged with its trace and answered as such, never
-    passed off as the caller's ``invalid_transition``."""
-    failure_type = cause.type if isinstance(cause, ApplicationError) else None
-    code = as_error_code(failure_type)
-    if code is ErrorCode.INTERNAL_ERROR:
-        log.error("a run failed on our side (%s)", failure_type, exc_info=err)
-        return CancellationError(
-            code, "the cancellation failed on our side; it is logged and nothing was changed"
-        )
-    message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-    return CancellationError(code, message)
-
-
-def _rpc_error(err: RPCError) -> CancellationError:
-    if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-        return CancellationError(
-            ErrorCode.TEMPORAL_UNAVAILABLE, f"Temporal does not answer: {err.message}"
-        )
-    if err.status is RPCStatusCode.NOT_FOUND:
-        return CancellationError(ErrorCode.CANCELLATION_NOT_FOUND, err.message)
-    return CancellationError(ErrorCode.TEMPORAL_UNAVAILABLE, f"Temporal refused: {err.message}")
 
 
 def _encode_cursor(row: CancellationRow) -> str:
