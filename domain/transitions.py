@@ -11,6 +11,7 @@ Rule numbers are those of ``docs/rules.md``.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 from domain.bank import BankAccountRef
 from domain.cancellation import (
@@ -19,6 +20,7 @@ from domain.cancellation import (
     CancellationView,
     RefundLine,
     RefundStatus,
+    StartCancellationInput,
 )
 from domain.changes import BalanceChange, BalanceKind, ChangeSet, StockChange
 from domain.errors import CancellationError, ErrorCode
@@ -26,6 +28,29 @@ from domain.money import Money
 from domain.order import Order, TenderKind
 from domain.refund_plan import RefundChannel, RefundMethod, RefundPlan
 from domain.scope import CancellationScope
+
+# ----------------------------------------------------------------------------- the start
+
+
+def requested_view(
+    start: StartCancellationInput, *, workflow_id: str, **facts: Any
+) -> CancellationView:
+    """A cancellation as it starts: requested, nothing decided; ``facts`` adds what the caller
+    knows (the run: its items and start time; the client: what accepting would refund)."""
+    return CancellationView(
+        cancellation_id=start.cancellation_id,
+        shop_id=start.shop_id,
+        order_id=start.order_id,
+        workflow_id=workflow_id,
+        status=CancellationStatus.REQUESTED,
+        order_status=None,
+        initiated_by=start.initiated_by,
+        channel=start.channel,
+        reason_code=start.reason_code,
+        reason=start.reason,
+        **facts,
+    )
+
 
 # ----------------------------------------------------------------------------- refund lines
 

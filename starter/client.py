@@ -163,6 +163,12 @@ class CancellationClient(OrderDesk):
             raise CancellationError(
                 ErrorCode.DATABASE_UNAVAILABLE, f"can't reach the store database: {err}"
             ) from None
+        return cls.over(temporal, pool, settings)
+
+    @classmethod
+    def over(cls, temporal: Client, pool: asyncpg.Pool, settings: Settings) -> CancellationClient:
+        """A client over an open Temporal connection and store pool, as ``settings`` say
+        (task queues, the provider, the shops' provider accounts); it closes ``pool``."""
         return cls(
             temporal,
             StoreRepository(pool),

@@ -35,6 +35,7 @@ from domain.errors import CancellationError, ErrorCode, as_error_code
 from domain.money import Money
 from domain.order import Order
 from domain.scope import refundable_before_acceptance
+from domain.transitions import requested_view
 from workflows.order_cancellation import OrderCancellationWorkflow
 
 _Body = TypeVar("_Body", bound=BaseModel)
@@ -59,17 +60,9 @@ def initial_view(start: StartCancellationInput, order: Order) -> CancellationVie
     """The view of a run that has not opened yet: its first search attributes, or the answer
     when no worker took the run up in time. Its money is what accepting would refund before
     any earlier cancellation's refunds count; the run's own view is exact once it opens."""
-    return CancellationView(
-        cancellation_id=start.cancellation_id,
-        shop_id=start.shop_id,
-        order_id=start.order_id,
+    return requested_view(
+        start,
         workflow_id=start.cancellation_id,
-        status=CancellationStatus.REQUESTED,
-        order_status=None,
-        initiated_by=start.initiated_by,
-        channel=start.channel,
-        reason_code=start.reason_code,
-        reason=start.reason,
         refundable=refundable_before_acceptance(order, start.items, {}),
         refunded=Money(amount=0, currency=order.currency),
     )

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         find_line,
         recount,
         refund_lines,
+        requested_view,
         restock_changes,
         retry_channel,
         route_line,
@@ -84,17 +85,9 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps, CommandSteps):
     @workflow.init
     def __init__(self, start: StartCancellationInput) -> None:
         self._start = start
-        self._view = CancellationView(
-            cancellation_id=start.cancellation_id,
-            shop_id=start.shop_id,
-            order_id=start.order_id,
+        self._view = requested_view(
+            start,
             workflow_id=workflow.info().workflow_id,
-            status=CancellationStatus.REQUESTED,
-            order_status=None,
-            initiated_by=start.initiated_by,
-            channel=start.channel,
-            reason_code=start.reason_code,
-            reason=start.reason,
             items=start.items,
             created_at=workflow.now(),
         )

@@ -11,13 +11,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from activities.admin_store import AdminStore
-from activities.database import StoreRepository, apply_migrations, create_pool
+from activities.database import apply_migrations, create_pool
 from starter.client import CancellationClient, connect_temporal
 from starter.config import Settings
 from starter.http.app import create_app
 from starter.http.errors import install_log_redaction
 from starter.http.params import IDENTIFIER
-from starter.providers import provider_client
 
 # Long enough that guessing is hopeless (256 bits), short enough to paste.
 TOKEN_BYTES = 32
@@ -41,15 +40,7 @@ async def open_hook(settings: Settings) -> AsyncIterator[FastAPI]:
     )
     temporal = await connect_temporal(lazy)
     pool = await create_pool(database_url)
-    client = CancellationClient(
-        temporal,
-        StoreRepository(pool),
-        task_queue=settings.task_queue,
-        provider_task_queue=settings.provider_task_queue,
-        pool=pool,
-        provider=provider_client(settings),
-        provider_accounts=settings.provider_accounts,
-    )
+    client = CancellationClient.over(temporal, pool, settings)
     try:
         yield create_app(client, settings, AdminStore(pool))
     finally:
