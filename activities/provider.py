@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -187,6 +187,19 @@ def _with_heartbeats(
     return heartbeating
 
 
+@contextlib.contextmanager
+def _as_failures(refused: str = PROVIDER_REFUSED, *, declined: str | None = None) -> Iterator[None]:
+    """The port's errors as a run's failure types: a refusal is final (``declined`` for a
+    declined refund, when given; ``refused`` otherwise), an outage is retried."""
+    try:
+        yield
+    except ProviderRefused as err:
+        kind = declined if declined and isinstance(err, RefundDeclined) else refused
+        raise ApplicationError(str(err), type=kind, non_retryable=True) from None
+    except ProviderUnavailable as err:
+        raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
+
+
 class ProviderActivities:
     """Refunds and voids through the payment provider, each with an idempotency key.
 
@@ -220,7 +233,7 @@ class ProviderActivities:
         # metadata, so their retries keep that body (the key would otherwise be "reused").
         tagged = input.shop_id is not None
         listed: list[dict[str, Any]] | None = None
-        try:
+        with _as_failures(declined=REFUND_DECLINED):
             if tagged and (activity.info().attempt > 1 or input.attempt > 1):
                 listed = await self._client.list_refunds(input.payment_id, account=account)
                 earlier = _in_effect(listed, input.refund_id)
@@ -239,12 +252,6 @@ class ProviderActivities:
                 if err.code not in NOT_REFUNDABLE_YET:
                     raise
                 return await self._void(input)
-        except RefundDeclined as err:
-            raise ApplicationError(str(err), type=REFUND_DECLINED, non_retryable=True) from None
-        except ProviderRefused as err:
-            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
-        except ProviderUnavailable as err:
-            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
         activity.logger.info(
             "provider refund %s for %s: %s", refund["id"], input.refund_id, refund["status"]
         )
@@ -287,7 +294,7 @@ class ProviderActivities:
     async def find_refund(self, input: FindRefundInput) -> RefundPaymentResult | None:
         """What the provider did for a refund line, by the refund id in its metadata: a
         refund that succeeded or is pending, or ``None``. Changes nothing."""
-        try:
+        with _as_failures():
             return await self._earlier_refund(
                 RefundPaymentInput(
                     shop_id=input.shop_id,
@@ -299,10 +306,6 @@ class ProviderActivities:
                 ),
                 self._account(input.shop_id),
             )
-        except ProviderRefused as err:
-            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
-        except ProviderUnavailable as err:
-            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
 
     async def _void(self, input: RefundPaymentInput) -> RefundPaymentResult:
         """Release an authorization the provider would not refund (never captured)."""
@@ -349,14 +352,10 @@ class ProviderActivities:
     @_with_heartbeats
     async def check_recapture(self, input: RecaptureCheckInput) -> RecaptureCheckResult:
         """Ask whether a refunded or voided payment can be taken again (changes nothing)."""
-        try:
+        with _as_failures():
             answer = await self._client.recapture_check(
                 input.payment_id, account=self._account(input.shop_id)
             )
-        except ProviderRefused as err:
-            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
-        except ProviderUnavailable as err:
-            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
         return RecaptureCheckResult(
             payment_id=input.payment_id,
             outcome=RecaptureOutcome(answer["outcome"]),
@@ -373,7 +372,7 @@ class ProviderActivities:
         provider would refuse a second recapture of money already taken back).
         """
         account = self._account(input.shop_id)
-        try:
+        with _as_failures(RECAPTURE_REFUSED):
             if activity.info().attempt > 1:
                 current = await self._client.get_payment(input.payment_id, account=account)
                 if any(
@@ -388,10 +387,6 @@ class ProviderActivities:
                 input.idempotency_key,
                 account=account,
             )
-        except ProviderRefused as err:
-            raise ApplicationError(str(err), type=RECAPTURE_REFUSED, non_retryable=True) from None
-        except ProviderUnavailable as err:
-            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
         return RecapturePaymentResult(payment_id=payment["id"], amount=input.amount)
 
     @activity.defn
@@ -402,14 +397,10 @@ class ProviderActivities:
         Waiting through activity retries keeps the workflow history short: only the
         final outcome is recorded, however many times the provider was asked.
         """
-        try:
+        with _as_failures():
             refund = await self._client.get_refund(
                 input.provider_reference, account=self._account(input.shop_id)
             )
-        except ProviderRefused as err:
-            raise ApplicationError(str(err), type=PROVIDER_REFUSED, non_retryable=True) from None
-        except ProviderUnavailable as err:
-            raise ApplicationError(str(err), type=PROVIDER_UNAVAILABLE) from None
         match refund["status"]:
             case "succeeded":
                 return RefundPaymentResult(
