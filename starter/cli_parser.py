@@ -7,6 +7,7 @@ Each command's job (what it does once parsed) is in :mod:`starter.cli_commands`.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, self.format_usage())
 
 
+CONSOLE_SCRIPT = "order-cancellations"
+"""The installed command (``pyproject.toml``); the same as ``python -m starter``."""
+
+
+def _prog() -> str:
+    """How the user called us, for the usage lines: the console script or the module."""
+    return CONSOLE_SCRIPT if Path(sys.argv[0]).name == CONSOLE_SCRIPT else "python -m starter"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     json_option = _Parser(add_help=False)
@@ -74,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
     )
     parser = _Parser(
-        prog="python -m starter",
+        prog=_prog(),
         description="Start and drive order cancellations.",
         epilog=_EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
