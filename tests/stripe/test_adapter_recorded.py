@@ -216,51 +216,48 @@ async def test_connection_error_is_retryable(client, stripe_api):
     assert unavailable.value.code == "provider_unavailable"
 
 
-async def test_charge_already_refunded_is_final_with_stripes_message(client, stripe_api):
-    stripe_api.post("/v1/refunds").mock(
-        return_value=stripe_error(
+@pytest.mark.parametrize(
+    ("status", "type_", "message", "code", "raised"),
+    [
+        pytest.param(
             400,
             "invalid_request_error",
             "Charge ch_3RecordedCharge has already been refunded.",
-            code="charge_already_refunded",
-        )
-    )
-
-    with pytest.raises(ProviderRefused) as refused:
-        await client.refund(PI, 1200, "key-1")
-
-    assert refused.value.code == "charge_already_refunded"
-    assert not isinstance(refused.value, ProviderUnavailable)
-    message = str(refused.value)
-    assert "has already been refunded" in message
-    assert REQUEST_ID in message
-
-
-async def test_declined_card_is_a_declined_refund(client, stripe_api):
-    stripe_api.post("/v1/refunds").mock(
-        return_value=stripe_error(402, "card_error", "Your card was declined.", "card_declined")
-    )
-
-    with pytest.raises(RefundDeclined) as declined:
-        await client.refund(PI, 1200, "key-1")
-
-    assert declined.value.code == "card_declined"
-
-
-async def test_invalid_request_keeps_stripes_code(client, stripe_api):
-    stripe_api.post("/v1/refunds").mock(
-        return_value=stripe_error(
+            "charge_already_refunded",
+            ProviderRefused,
+            id="charge-already-refunded",
+        ),
+        pytest.param(
+            402,
+            "card_error",
+            "Your card was declined.",
+            "card_declined",
+            RefundDeclined,
+            id="declined-card-is-a-declined-refund",
+        ),
+        pytest.param(
             400,
             "invalid_request_error",
             "Refund amount (€60.00) is greater than charge amount (€50.00)",
-            code="amount_too_large",
-        )
-    )
+            "amount_too_large",
+            ProviderRefused,
+            id="invalid-request",
+        ),
+    ],
+)
+async def test_a_refusal_is_final_with_stripes_code_and_message(
+    client, stripe_api, status, type_, message, code, raised
+):
+    stripe_api.post("/v1/refunds").mock(return_value=stripe_error(status, type_, message, code))
 
-    with pytest.raises(ProviderRefused) as refused:
+    with pytest.raises(raised) as refused:
         await client.refund(PI, 1200, "key-1")
 
-    assert refused.value.code == "amount_too_large"
+    assert refused.value.code == code
+    assert not isinstance(refused.value, ProviderUnavailable)
+    said = str(refused.value)
+    assert message in said
+    assert REQUEST_ID in said
 
 
 @pytest.mark.parametrize(
