@@ -13,22 +13,20 @@ from domain.bulk import (
 from domain.errors import CancellationError, ErrorCode
 from domain.order import Order, OrderItem, OrderStatus
 from domain.refund_plan import RefundMethod
+from tests.domain.orders import an_order
 
 
 def _order(items: list[tuple[str, int]], canceled: dict[str, int] | None = None) -> Order:
-    return Order(
-        shop_id="s",
-        order_id="o1",
-        customer_id="c",
-        currency="KRW",
-        status=OrderStatus.PAID,
-        shipping_fee=3000,
-        items=[
+    return an_order(
+        [
             OrderItem(item_id=f"i{n}", sku=sku, quantity=q, unit_price=1000)
             for n, (sku, q) in enumerate(items, start=1)
         ],
+        [],
+        order_id="o1",
+        status=OrderStatus.PAID,
+        shipping_fee=3000,
         canceled_quantities=canceled or {},
-        tenders=[],
     )
 
 

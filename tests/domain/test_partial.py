@@ -9,6 +9,7 @@ from domain.errors import CancellationError, ErrorCode
 from domain.order import Order, OrderItem, OrderStatus, Tender, TenderKind
 from domain.refund_plan import RefundMethod, plan_refund
 from domain.scope import refundable_amount, scope_of
+from tests.domain.orders import an_order
 
 
 @st.composite
@@ -38,16 +39,7 @@ def paid_orders(draw: st.DrawFn) -> Order:
         )
         for n, (kind, amount) in enumerate(zip(kinds, amounts, strict=True))
     ]
-    return Order(
-        shop_id="s",
-        order_id="o",
-        customer_id="c",
-        currency="KRW",
-        status=OrderStatus.PAID,
-        shipping_fee=shipping,
-        items=items,
-        tenders=tenders,
-    )
+    return an_order(items, tenders, status=OrderStatus.PAID, shipping_fee=shipping)
 
 
 @given(paid_orders(), st.data())
@@ -87,17 +79,13 @@ def test_successive_partial_cancellations_add_up_to_the_whole_order(order, data)
 
 
 def _order() -> Order:
-    return Order(
-        shop_id="s",
-        order_id="o",
-        customer_id="c",
-        currency="KRW",
-        shipping_fee=3000,
-        items=[
+    return an_order(
+        [
             OrderItem(item_id="i1", sku="mug", quantity=2, unit_price=10_000),
             OrderItem(item_id="i2", sku="tee", quantity=1, unit_price=7_000),
         ],
-        tenders=[Tender(tender_id="t", kind=TenderKind.CARD, amount=30_000, payment_id="p")],
+        [Tender(tender_id="t", kind=TenderKind.CARD, amount=30_000, payment_id="p")],
+        shipping_fee=3000,
     )
 
 

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from domain.order import Order, OrderItem, OrderStatus, Tender, TenderKind
 from domain.refund_plan import RefundChannel, RefundMethod, apportion, plan_refund
+from tests.domain.orders import an_order
 
 KINDS = list(TenderKind)
 
@@ -41,16 +42,7 @@ def orders(draw: st.DrawFn) -> Order:
                 payment_id=f"pay_{n}" if kind is TenderKind.CARD else None,
             )
         )
-    return Order(
-        shop_id="s",
-        order_id="o",
-        customer_id="c",
-        currency="KRW",
-        status=OrderStatus.PAID,
-        shipping_fee=shipping,
-        items=items,
-        tenders=tenders,
-    )
+    return an_order(items, tenders, status=OrderStatus.PAID, shipping_fee=shipping)
 
 
 @given(orders(), st.sampled_from(list(RefundMethod)))
@@ -93,13 +85,9 @@ def test_apportion_rounds_by_largest_remainder():
 
 
 def test_refund_beyond_what_is_left_is_refused():
-    order = Order(
-        shop_id="s",
-        order_id="o",
-        customer_id="c",
-        currency="KRW",
-        items=[OrderItem(item_id="i", sku="k", quantity=1, unit_price=100)],
-        tenders=[Tender(tender_id="t", kind=TenderKind.CARD, amount=100, payment_id="p")],
+    order = an_order(
+        [OrderItem(item_id="i", sku="k", quantity=1, unit_price=100)],
+        [Tender(tender_id="t", kind=TenderKind.CARD, amount=100, payment_id="p")],
     )
     with pytest.raises(ValueError, match="exceeds"):
         plan_refund(order, RefundMethod.ORIGINAL, amount=60, refunded_by_tender={"t": 50})
@@ -119,13 +107,9 @@ def test_refund_beyond_what_is_left_is_refused():
     ],
 )
 def test_each_tender_goes_back_the_way_the_method_says(kind, method, channel):
-    order = Order(
-        shop_id="s",
-        order_id="o",
-        customer_id="c",
-        currency="KRW",
-        items=[OrderItem(item_id="i", sku="k", quantity=1, unit_price=100)],
-        tenders=[
+    order = an_order(
+        [OrderItem(item_id="i", sku="k", quantity=1, unit_price=100)],
+        [
             Tender(
                 tender_id="t",
                 kind=kind,

@@ -18,6 +18,7 @@ from domain.order import Order, OrderDocument, OrderItem, OrderStatus, Tender, T
 from domain.refund_plan import RefundChannel, RefundMethod
 from domain.rules import allowed_actions, check_can_start, check_start_input, restorable_status
 from domain.shop import ShopSettings
+from tests.domain.orders import an_order
 
 CUSTOMER, MERCHANT = InitiatedBy.CUSTOMER, InitiatedBy.MERCHANT
 MY_ACCOUNT = Channel.MY_ACCOUNT
@@ -25,15 +26,11 @@ ITEM = OrderItem(item_id="i1", sku="mug", quantity=2, unit_price=10_000)
 
 
 def _order(status: OrderStatus = OrderStatus.PAID, **extra) -> Order:
-    return Order(
-        shop_id="s",
-        order_id="o",
-        customer_id="c",
-        currency="KRW",
+    return an_order(
+        [ITEM],
+        [Tender(tender_id="t", kind=TenderKind.CARD, amount=20_000, payment_id="p")],
         status=status,
         shipping_fee=0,
-        items=[ITEM],
-        tenders=[Tender(tender_id="t", kind=TenderKind.CARD, amount=20_000, payment_id="p")],
         **extra,
     )
 

@@ -31,17 +31,17 @@ from domain.transitions import (
     undo_holds,
     undo_reversal,
 )
+from tests.domain.orders import an_order
 
 CID = "cancellation~shop~order-1~1"
 BANK = BankAccountRef(ref="ba_1", bank="KB", masked_number="****3210")
 
 
 def _order() -> Order:
-    return Order(
+    return an_order(
         shop_id="shop",
         order_id="order-1",
         customer_id="cust-1",
-        currency="KRW",
         status=OrderStatus.PAID,
         shipping_fee=1000,
         items=[
