@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -31,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from activities.database import create_pool  # noqa: E402 (needs the sys.path line above)
 from activities.provider_client import PaymentProviderClient  # noqa: E402 (same)
+from domain.order import OrderDocument, OrderItem, Tender, TenderKind  # noqa: E402 (same)
 from tools import ports, processes, temporal_server  # noqa: E402 (same)
 from tools.embedded_postgres import EmbeddedPostgres  # noqa: E402 (same)
 
@@ -87,13 +89,37 @@ def _scratch_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+# -- orders --------------------------------------------------------------------------------------
+
+
+def order_document(
+    items: list[tuple[str, int, int]],
+    tenders: list[tuple[TenderKind, int, str | None]],
+    **fields: Any,
+) -> OrderDocument:
+    """An order whose items ``i1``, ``i2``… are ``(sku, quantity, unit price)`` and whose
+    tenders ``t1``, ``t2``… are ``(kind, amount, payment id)``; ``fields`` give the rest."""
+    return OrderDocument(
+        items=[
+            OrderItem(item_id=f"i{n}", sku=sku, quantity=q, unit_price=p)
+            for n, (sku, q, p) in enumerate(items, start=1)
+        ],
+        tenders=[
+            Tender(tender_id=f"t{n}", kind=kind, amount=amount, payment_id=payment_id)
+            for n, (kind, amount, payment_id) in enumerate(tenders, start=1)
+        ],
+        **fields,
+    )
+
+
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[EmbeddedPostgres]:
-    """A running embedded PostgreSQL server (fsync off: fast, and thrown away afterwards)."""
-    data_dir = _scratch_dir("test-postgres-")
+@contextmanager
+def running_postgres(prefix: str) -> Iterator[EmbeddedPostgres]:
+    """An embedded PostgreSQL server in a new scratch folder named from ``prefix`` (fsync off:
+    fast, and thrown away afterwards with its folder)."""
+    data_dir = _scratch_dir(prefix)
     server = EmbeddedPostgres(data_dir, ports.free_port(), durable=False)
     try:
         server.start()
@@ -101,6 +127,13 @@ def postgres() -> Iterator[EmbeddedPostgres]:
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[EmbeddedPostgres]:
+    """A running embedded PostgreSQL server shared by the session."""
+    with running_postgres("test-postgres-") as server:
+        yield server
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -8,13 +8,10 @@ function the transitions call, so no workflow is needed to make them.
 from __future__ import annotations
 
 import asyncio
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -24,6 +21,7 @@ from activities.database import apply_migrations, create_pool
 from activities.events import EventStore, NewEvent, record_events
 from domain.cancellation import CancellationStatus, CancellationView, Channel, InitiatedBy
 from domain.events import EventType
+from tests.conftest import running_postgres
 from tests.webhook_receiver import (
     Receiver,
     events_of,
@@ -33,7 +31,6 @@ from tests.webhook_receiver import (
     running_relay,
     start_relay_process,
 )
-from tools import ports
 from tools.embedded_postgres import EmbeddedPostgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -44,14 +41,8 @@ TYPES = [EventType.REQUESTED, EventType.ACCEPTED, EventType.COMPLETED]
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[EmbeddedPostgres]:
     """A PostgreSQL these tests may stop and start."""
-    data_dir = Path(tempfile.mkdtemp(prefix="test-relay-postgres-"))
-    server = EmbeddedPostgres(data_dir, ports.free_port(), durable=False)
-    try:
-        server.start()
+    with running_postgres("test-relay-postgres-") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
