@@ -25,9 +25,10 @@ from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
 from domain.bulk import BulkJob, BulkStatus
-from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
+from domain.order import OrderStatus, TenderKind
 from starter.bulk import BulkClient
 from starter.client import CancellationClient
+from tests.conftest import order_document
 from worker import build_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,25 +72,20 @@ class Shop:
         self._orders += 1
         order_id = f"o{self._orders:03d}-{uuid.uuid4().hex[:4]}"
         total = sum(q * p for _, q, p in items) + shipping_fee
-        doc_tenders = []
-        for n, (kind, amount) in enumerate(tenders or [(TenderKind.CARD, total)], start=1):
+        paid = []
+        for kind, amount in tenders or [(TenderKind.CARD, total)]:
             payment_id = None
             if kind is TenderKind.CARD:
                 payment = await self.provider.create_payment(amount, "KRW", capture=capture)
                 payment_id = str(payment["id"])
-            doc_tenders.append(
-                Tender(tender_id=f"t{n}", kind=kind, amount=amount, payment_id=payment_id)
-            )
-        doc = OrderDocument(
+            paid.append((kind, amount, payment_id))
+        doc = order_document(
+            items,
+            paid,
             customer_id=customer_id,
             currency="KRW",
             status=status,
             shipping_fee=shipping_fee,
-            items=[
-                OrderItem(item_id=f"i{n}", sku=sku, quantity=q, unit_price=p)
-                for n, (sku, q, p) in enumerate(items, start=1)
-            ],
-            tenders=doc_tenders,
         )
         await self.store.put_order(self.shop_id, order_id, doc)
         return order_id

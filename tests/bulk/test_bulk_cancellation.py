@@ -382,15 +382,12 @@ def _refused_by_the_open_retry_fault(row: CancellationRow) -> bool:
     )
 
 
-async def test_a_page_retried_after_a_crash_recognizes_the_starts_under_way(shop: Shop) -> None:
-    """The attempt that died wrote each order's cancellation id before starting it: the
-    retry records a start that happened as started, starts one that never did, and
-    never starts a second cancellation."""
-    started_before = await shop.order(items=[(SKU, 1, 1000)])
-    never_started = await shop.order(items=[(SKU, 1, 1000), (OTHER_SKU, 1, 500)])
+async def _registered_job(shop: Shop, bulk_id: str) -> BulkParameters:
+    """A job canceling ``SKU``, registered as its run would, for its activity to be run
+    directly."""
     parameters = BulkParameters(
         shop_id=shop.shop_id,
-        bulk_id="b-crashed",
+        bulk_id=bulk_id,
         sku=SKU,
         reason_code=ReasonCode.SOLD_OUT,
         refund_method=RefundMethod.ORIGINAL,
@@ -398,7 +395,17 @@ async def test_a_page_retried_after_a_crash_recognizes_the_starts_under_way(shop
         notify_customer=True,
         actor="merchant:test",
     )
-    await shop.jobs.register(parameters, "bulk~x~b-crashed", datetime.now(UTC))
+    await shop.jobs.register(parameters, f"bulk~x~{bulk_id}", datetime.now(UTC))
+    return parameters
+
+
+async def test_a_page_retried_after_a_crash_recognizes_the_starts_under_way(shop: Shop) -> None:
+    """The attempt that died wrote each order's cancellation id before starting it: the
+    retry records a start that happened as started, starts one that never did, and
+    never starts a second cancellation."""
+    started_before = await shop.order(items=[(SKU, 1, 1000)])
+    never_started = await shop.order(items=[(SKU, 1, 1000), (OTHER_SKU, 1, 500)])
+    parameters = await _registered_job(shop, "b-crashed")
     intended = {
         order_id: cancellation_workflow_id(shop.shop_id, order_id, 1)
         for order_id in (started_before, never_started)
@@ -444,17 +451,7 @@ async def test_a_stopped_job_finishes_the_starts_a_dead_attempt_began_and_no_oth
     and starts no order that attempt had not begun."""
     begun = await shop.order(items=[(SKU, 1, 1000)])
     not_begun = await shop.order(items=[(SKU, 1, 1000)])
-    parameters = BulkParameters(
-        shop_id=shop.shop_id,
-        bulk_id="b-stopped",
-        sku=SKU,
-        reason_code=ReasonCode.SOLD_OUT,
-        refund_method=RefundMethod.ORIGINAL,
-        restock=False,
-        notify_customer=True,
-        actor="merchant:test",
-    )
-    await shop.jobs.register(parameters, "bulk~x~b-stopped", datetime.now(UTC))
+    parameters = await _registered_job(shop, "b-stopped")
     intended = cancellation_workflow_id(shop.shop_id, begun, 1)
     await shop.jobs.record_intent(shop.shop_id, "b-stopped", begun, intended, None)
     assert await shop.jobs.request_stop(shop.shop_id, "b-stopped")

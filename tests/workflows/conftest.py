@@ -23,10 +23,11 @@ from activities.provider import ProviderActivities
 from activities.provider_client import PaymentProviderClient
 from activities.store import StoreActivities
 from domain.cancellation import CancellationStatus, CancellationView
-from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
+from domain.order import OrderStatus, TenderKind
 from domain.shop import ShopSettings
 from starter import card_payments
 from starter.client import CancellationClient
+from tests.conftest import order_document
 from worker import build_workers
 from workflows.order_cancellation import OrderCancellationWorkflow
 
@@ -71,24 +72,19 @@ class Harness:
         total = sum(q * p for _, q, p in items) + shipping_fee
         if tenders is None:
             tenders = [] if status is OrderStatus.AWAITING_PAYMENT else [(TenderKind.CARD, total)]
-        doc_tenders = []
-        for n, (kind, amount) in enumerate(tenders, start=1):
+        paid = []
+        for kind, amount in tenders:
             payment_id = None
             if kind is TenderKind.CARD:
                 payment_id = await self.card_payment(amount, currency, **(card_behavior or {}))
-            doc_tenders.append(
-                Tender(tender_id=f"t{n}", kind=kind, amount=amount, payment_id=payment_id)
-            )
-        doc = OrderDocument(
+            paid.append((kind, amount, payment_id))
+        doc = order_document(
+            items,
+            paid,
             customer_id="cust-1",
             currency=currency,
             status=status,
             shipping_fee=shipping_fee,
-            items=[
-                OrderItem(item_id=f"i{n}", sku=sku, quantity=q, unit_price=p)
-                for n, (sku, q, p) in enumerate(items, start=1)
-            ],
-            tenders=doc_tenders,
         )
         await self.store.put_order(self.shop_id, order_id, doc)
         return order_id
