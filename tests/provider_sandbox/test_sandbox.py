@@ -1057,48 +1057,54 @@ class TestIdempotencyKeyRetention:
         assert after["now"] >= moved["now"]
 
 
+async def _retried_while_held(
+    client: httpx.AsyncClient, faults: SetFaults, **fault: float
+) -> tuple[str, str, asyncio.Task[httpx.Response], httpx.Response]:
+    """With ``fault`` set, refund 100 of a new payment under a new key and send the same
+    request again while the first is held: the payment id, the key, the first request still
+    under way, and the retry's answer."""
+    payment = await create_payment(client)
+    key = new_key()
+    await faults(**fault)
+    first = asyncio.create_task(refund(client, payment["id"], 100, key))
+    await asyncio.sleep(0.3)
+    return payment["id"], key, first, await refund(client, payment["id"], 100, key)
+
+
 class TestIdempotencyKeyInUse:
     async def test_a_key_still_being_processed_answers_409_in_use(
         self, client: httpx.AsyncClient, faults: SetFaults
     ) -> None:
         """While the first request hangs, its retry is refused with `409` and stores nothing."""
-        payment = await create_payment(client)
-        key = new_key()
-        await faults(hang_rate=1, hang_seconds=1.0)
-
-        first = asyncio.create_task(refund(client, payment["id"], 100, key))
-        await asyncio.sleep(0.3)
-        second = await refund(client, payment["id"], 100, key)
+        payment_id, key, first, second = await _retried_while_held(
+            client, faults, hang_rate=1, hang_seconds=1.0
+        )
         hung = await first
         await faults()
-        third = await refund(client, payment["id"], 100, key)
+        third = await refund(client, payment_id, 100, key)
 
         assert (second.status_code, error_code(second)) == (409, "idempotency_key_in_use")
         assert hung.status_code == 503
         assert third.status_code == 201
         assert "Idempotent-Replayed" not in third.headers
-        assert movements(await get_payment(client, payment["id"])).count(("refund", 100)) == 1
+        assert movements(await get_payment(client, payment_id)).count(("refund", 100)) == 1
 
     async def test_a_slow_first_request_pays_once_and_its_retry_replays_it(
         self, client: httpx.AsyncClient, faults: SetFaults
     ) -> None:
         """The client gives up on a slow refund and retries: `409`, then the first answer."""
-        payment = await create_payment(client)
-        key = new_key()
-        await faults(slow_rate=1, hang_seconds=1.0)
-
-        first = asyncio.create_task(refund(client, payment["id"], 100, key))
-        await asyncio.sleep(0.3)
-        in_use = await refund(client, payment["id"], 100, key)
+        payment_id, key, first, in_use = await _retried_while_held(
+            client, faults, slow_rate=1, hang_seconds=1.0
+        )
         await faults()
         applied = await first
-        retry = await refund(client, payment["id"], 100, key)
+        retry = await refund(client, payment_id, 100, key)
 
         assert (in_use.status_code, error_code(in_use)) == (409, "idempotency_key_in_use")
         assert applied.status_code == 201
         assert (retry.status_code, retry.json()) == (201, applied.json())
         assert retry.headers["Idempotent-Replayed"] == "true"
-        assert movements(await get_payment(client, payment["id"])).count(("refund", 100)) == 1
+        assert movements(await get_payment(client, payment_id)).count(("refund", 100)) == 1
 
     async def test_another_key_is_not_held_up(
         self, client: httpx.AsyncClient, faults: SetFaults
