@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -88,6 +90,14 @@ async def test_fulfillment_progress_updates_the_order(shop):
     assert refused.status_code == 422
 
 
+async def _put_settings(shop, values: dict[str, Any]) -> dict[str, Any]:
+    """PUT the shop's settings: `200`, and the answer it returns (a GET reads the same)."""
+    put = await shop.http.put(f"{shop.base}/settings", json=values)
+    assert put.status_code == 200, put.text
+    assert (await shop.http.get(f"{shop.base}/settings")).json() == put.json()
+    return dict(put.json())
+
+
 async def test_settings_use_iso_8601_durations_both_ways(shop):
     """Durations come back normalized (24 hours is ``P1D``)."""
     defaults = await shop.http.get(f"{shop.base}/settings")
@@ -103,10 +113,7 @@ async def test_settings_use_iso_8601_durations_both_ways(shop):
         "undo_window": "P14D",
         "repayment_window": "P3D",
     }
-    put = await shop.http.put(f"{shop.base}/settings", json=new)
-    assert put.status_code == 200, put.text
-    assert put.json() == new
-    assert (await shop.http.get(f"{shop.base}/settings")).json() == put.json()
+    assert await _put_settings(shop, new) == new
 
 
 async def test_settings_take_any_duration_from_a_second_and_no_undo_at_all(shop):
@@ -117,14 +124,9 @@ async def test_settings_take_any_duration_from_a_second_and_no_undo_at_all(shop)
         "undo_window": "PT0S",
         "repayment_window": "PT1S",
     }
-    put = await shop.http.put(f"{shop.base}/settings", json=seconds)
-    assert put.status_code == 200, put.text
-    assert put.json() == seconds
-    assert (await shop.http.get(f"{shop.base}/settings")).json() == seconds
+    assert await _put_settings(shop, seconds) == seconds
     ten_years = {"request_reminder_after": "P3650D", "undo_window": "P10Y"}
-    put = await shop.http.put(f"{shop.base}/settings", json=ten_years)
-    assert put.status_code == 200, put.text
-    assert put.json()["undo_window"] == "P3650D"
+    assert (await _put_settings(shop, ten_years))["undo_window"] == "P3650D"
 
 
 @pytest.mark.parametrize(
