@@ -13,7 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,28 @@ def order_document(
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def stock_writes_failing_with(
+    db: asyncpg.Pool | asyncpg.Connection,
+    shop_id: str,
+    sqlstate: str,
+    message: str = "injected outage",
+) -> AsyncIterator[None]:
+    """PostgreSQL itself refuses the shop's stock writes with ``sqlstate`` (a trigger): the
+    real error through the real wire protocol, for this shop only."""
+    name = f"outage_{uuid.uuid4().hex[:12]}"
+    await db.execute(
+        f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN RAISE EXCEPTION '{message}' USING ERRCODE = '{sqlstate}'; END $$;
+            CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON stock FOR EACH ROW
+              WHEN (NEW.shop_id = '{shop_id}') EXECUTE FUNCTION {name}();"""
+    )
+    try:
+        yield
+    finally:
+        await db.execute(f"DROP TRIGGER {name} ON stock; DROP FUNCTION {name}();")
 
 
 @contextmanager

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import asyncpg
 import httpx
 import pytest
+
+from tests.conftest import stock_writes_failing_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -126,31 +125,12 @@ OUTAGE_STATES = {
 }
 
 
-@asynccontextmanager
-async def _stock_writes_failing_with(
-    pool: asyncpg.Pool, shop_id: str, sqlstate: str
-) -> AsyncIterator[None]:
-    """PostgreSQL itself refuses the shop's stock writes with ``sqlstate`` (a trigger): the
-    real error through the real wire protocol, for this shop only."""
-    name = f"outage_{uuid.uuid4().hex[:12]}"
-    await pool.execute(
-        f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-              BEGIN RAISE EXCEPTION 'injected outage' USING ERRCODE = '{sqlstate}'; END $$;
-            CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON stock FOR EACH ROW
-              WHEN (NEW.shop_id = '{shop_id}') EXECUTE FUNCTION {name}();"""
-    )
-    try:
-        yield
-    finally:
-        await pool.execute(f"DROP TRIGGER {name} ON stock; DROP FUNCTION {name}();")
-
-
 @pytest.mark.parametrize("sqlstate", OUTAGE_STATES.values(), ids=OUTAGE_STATES.keys())
 async def test_every_database_outage_is_database_unavailable(pool, shop, sqlstate):
     """A full disk, exhausted resources, a shutdown, an I/O error or a read-only standby is
     ``503 database_unavailable``, never a 500; once it is over, the same call works."""
     path = f"{shop.base}/stock/sku-1"
-    async with _stock_writes_failing_with(pool, shop.shop_id, sqlstate):
+    async with stock_writes_failing_with(pool, shop.shop_id, sqlstate):
         answer = await shop.http.put(path, json={"available": 3})
     assert answer.status_code == 503, answer.text
     assert answer.json() == {

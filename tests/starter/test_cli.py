@@ -30,6 +30,7 @@ from starter import card_payments, cli, cli_output
 from starter.client import CancellationClient
 from starter.config import Settings, dev_stack_environment
 from starter.orders_file import read_orders_file
+from tests.conftest import stock_writes_failing_with
 from tools import demo
 from tools.devstack import Endpoints
 from worker import build_workers
@@ -444,18 +445,11 @@ async def test_a_full_disk_exits_5_as_database_unavailable(run: Cli, tmp_path: P
     database_url = run.system.settings.database_url
     assert database_url is not None
     conn = await asyncpg.connect(database_url)
-    name = f"disk_full_{uuid.uuid4().hex[:12]}"
-    await conn.execute(
-        f"""CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-              BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$;
-            CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON stock FOR EACH ROW
-              WHEN (NEW.shop_id = '{run.shop_id}') EXECUTE FUNCTION {name}();"""
-    )
     try:
-        path = _orders_file(tmp_path, run.shop_id, {}, stock={"sku-mug": 5})
-        outcome = await run("load-orders", str(path), "--json")
+        async with stock_writes_failing_with(conn, run.shop_id, "53100", "could not extend file"):
+            path = _orders_file(tmp_path, run.shop_id, {}, stock={"sku-mug": 5})
+            outcome = await run("load-orders", str(path), "--json")
     finally:
-        await conn.execute(f"DROP TRIGGER {name} ON stock; DROP FUNCTION {name}();")
         await conn.close()
     assert outcome.code == cli_output.EXIT_UNAVAILABLE, outcome
     assert outcome.json["error"]["code"] == "database_unavailable"
