@@ -7,20 +7,13 @@ hook as processes) and the JSON report has every key, with sane values.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.starter.conftest import run_json_report
 from tools.bench import parse_options, percentile
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The tiny run takes 45-70 s on a quiet two-core machine (the relay batch adds about 8 s);
 # the rest is room for a busy one.
@@ -55,28 +48,12 @@ BATCH_KEYS = (
 
 def _run_bench(arguments: list[str]) -> dict[str, Any]:
     """``python -m tools.bench`` as a user runs it; stopped by its pid if it hangs."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tools.bench", *arguments],
-        cwd=REPO_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return run_json_report(
+        ["-m", "tools.bench", *arguments],
+        "the tiny bench",
+        timeout=BENCH_TIMEOUT_SECONDS,
+        stop_timeout=STOP_TIMEOUT_SECONDS,
     )
-    try:
-        stdout, stderr = process.communicate(timeout=BENCH_TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        # SIGTERM lets the bench stop every server and worker it started (they run in sessions
-        # of their own, so killing only the bench would leave them behind).
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            _, stderr = process.communicate(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            _, stderr = process.communicate()
-        pytest.fail(f"the tiny bench took over {BENCH_TIMEOUT_SECONDS:.0f} s:\n{stderr[-3000:]}")
-    assert process.returncode == 0, stderr[-3000:]
-    report: dict[str, Any] = json.loads(stdout)
-    return report
 
 
 def _positive(value: Any) -> bool:
