@@ -32,6 +32,13 @@ if str(REPO_ROOT) not in sys.path:
 
 from activities.database import create_pool  # noqa: E402 (needs the sys.path line above)
 from activities.provider_client import PaymentProviderClient  # noqa: E402 (same)
+from domain.cancellation import (  # noqa: E402 (same)
+    AcceptInput,
+    Channel,
+    InitiatedBy,
+    ReasonCode,
+    StartCancellationInput,
+)
 from domain.order import OrderDocument, OrderItem, Tender, TenderKind  # noqa: E402 (same)
 from tools import ports, processes, temporal_server  # noqa: E402 (same)
 from tools.embedded_postgres import EmbeddedPostgres  # noqa: E402 (same)
@@ -109,6 +116,22 @@ def order_document(
             for n, (kind, amount, payment_id) in enumerate(tenders, start=1)
         ],
         **fields,
+    )
+
+
+def sold_out_start(cancellation_id: str, shop_id: str, order_id: str) -> StartCancellationInput:
+    """What a merchant's start from the admin, accepted at once as sold out (a bulk job's
+    start), gives the workflow."""
+    return StartCancellationInput(
+        cancellation_id=cancellation_id,
+        seq=1,
+        shop_id=shop_id,
+        order_id=order_id,
+        initiated_by=InitiatedBy.MERCHANT,
+        channel=Channel.ADMIN,
+        reason_code=ReasonCode.SOLD_OUT,
+        accept=AcceptInput(reason_code=ReasonCode.SOLD_OUT),
+        actor="merchant",
     )
 
 

@@ -21,17 +21,16 @@ from datetime import UTC, datetime
 import pytest
 
 from domain.cancellation import (
-    AcceptInput,
     CancellationStatus,
     CancellationView,
     Channel,
     InitiatedBy,
     ReasonCode,
-    StartCancellationInput,
 )
 from domain.requests import AcceptRequest, StartRequest
 from domain.scope import scope_of
 from tests.bulk.conftest import SKU, Shop
+from tests.conftest import sold_out_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -50,17 +49,7 @@ async def test_open_cancellation_retried_after_the_acceptance_answers_the_order_
     )
     assert created and view.status is not CancellationStatus.REQUESTED
     # What the next worker's replay sends: the same start, the same opening view.
-    start = StartCancellationInput(
-        cancellation_id=view.cancellation_id,
-        seq=1,
-        shop_id=shop.shop_id,
-        order_id=order_id,
-        initiated_by=InitiatedBy.MERCHANT,
-        channel=Channel.ADMIN,
-        reason_code=ReasonCode.SOLD_OUT,
-        accept=AcceptInput(reason_code=ReasonCode.SOLD_OUT),
-        actor="merchant",
-    )
+    start = sold_out_start(view.cancellation_id, shop.shop_id, order_id)
     opening = CancellationView(
         cancellation_id=view.cancellation_id,
         shop_id=shop.shop_id,

@@ -98,6 +98,13 @@ class Harness:
     async def view(self, cancellation_id: str) -> CancellationView:
         return await self.handle(cancellation_id).query(OrderCancellationWorkflow.status)
 
+    async def wait_refund_at_provider(self, cancellation_id: str) -> CancellationView:
+        """Wait until the first refund line carries the provider's reference: the provider
+        has that refund."""
+        return await self.wait_for(
+            cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference
+        )
+
     async def wait_for(
         self, cancellation_id: str, predicate: Any, within: float = 30.0
     ) -> CancellationView:

@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from activities.provider import ProviderRefundSettled
-from domain.cancellation import Attention, CancellationStatus, RefundStatus, UndoInput
+from domain.cancellation import (
+    Attention,
+    CancellationStatus,
+    CancellationView,
+    RefundStatus,
+    UndoInput,
+)
 from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderStatus
 from domain.requests import AcceptRequest, RetryRefundRequest, StartRequest
@@ -27,6 +33,20 @@ ACCEPT = AcceptRequest(reason_code="changed_mind")
 async def _set_faults(provider_url: str, **faults: float) -> None:
     async with httpx.AsyncClient(base_url=provider_url, trust_env=False) as http:
         (await http.put("/v1/faults", json=faults)).raise_for_status()
+
+
+async def _accepted_with_a_pending_refund(
+    h, settle_after_seconds: float
+) -> tuple[str, CancellationView, CancellationView]:
+    """A customer's cancellation, accepted, whose card refund the provider keeps pending for
+    ``settle_after_seconds``: its order id, its opening view, and its view once the provider
+    has the refund."""
+    order_id = await h.order(
+        card_behavior={"refund": "pending", "settle_after_seconds": settle_after_seconds}
+    )
+    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
+    await h.client.accept(h.shop_id, order_id, ACCEPT)
+    return order_id, view, await h.wait_refund_at_provider(view.cancellation_id)
 
 
 async def test_a_refund_reversed_after_canceled_reopens_the_cancellation_for_a_person(h):
@@ -88,12 +108,7 @@ async def test_a_refund_reversed_after_canceled_reopens_the_cancellation_for_a_p
 async def test_a_pending_refund_the_provider_fails_then_settles_ends_succeeded(h):
     """The webhook's failure of a pending refund fails the line at once; the provider's
     later success of the same refund (a late webhook) moves it to succeeded."""
-    order_id = await h.order(card_behavior={"refund": "pending", "settle_after_seconds": 3600})
-    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
-    await h.client.accept(h.shop_id, order_id, ACCEPT)
-    processing = await h.wait_for(
-        view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference
-    )
+    _, view, processing = await _accepted_with_a_pending_refund(h, 3600)
     reference = str(processing.refunds[0].provider_reference)
     handle = h.handle(view.cancellation_id)
     await handle.signal(
@@ -147,12 +162,7 @@ async def test_a_switch_waits_for_what_the_provider_did_and_never_pays_twice(h):
     """A card line marked failed while the provider still works on it can't be switched to
     credits; once the provider paid it, the switch settles the line instead of giving
     credits on top of the card refund."""
-    order_id = await h.order(card_behavior={"refund": "pending", "settle_after_seconds": 2})
-    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
-    await h.client.accept(h.shop_id, order_id, ACCEPT)
-    processing = await h.wait_for(
-        view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference
-    )
+    order_id, view, processing = await _accepted_with_a_pending_refund(h, 2)
     line = processing.refunds[0]
     await h.handle(view.cancellation_id).signal(
         OrderCancellationWorkflow.provider_refund_settled,
@@ -220,11 +230,7 @@ async def test_a_pending_refund_is_polled_without_a_deadline(h):
     """The first release polled a pending refund for at most 7 days (a schedule-to-close
     timeout) and then failed the line, although the provider might still settle it; the
     poll now has no deadline: the line fails only when the provider says so."""
-    pending = {"refund": "pending", "settle_after_seconds": 9 * 86400}
-    order_id = await h.order(card_behavior=pending)
-    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
-    await h.client.accept(h.shop_id, order_id, ACCEPT)
-    await h.wait_for(view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference)
+    _, view, _ = await _accepted_with_a_pending_refund(h, 9 * 86400)
     polls = []
     for _ in range(100):
         history = await h.handle(view.cancellation_id).fetch_history()
@@ -246,12 +252,7 @@ async def test_a_pending_refund_is_polled_without_a_deadline(h):
 async def test_an_undo_behind_a_refund_in_flight_says_what_it_waits_for(h):
     """The undo waits for a refund the provider still processes, and the run's current
     details say so instead of going quiet."""
-    order_id = await h.order(card_behavior={"refund": "pending", "settle_after_seconds": 3})
-    view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
-    await h.client.accept(h.shop_id, order_id, ACCEPT)
-    processing = await h.wait_for(
-        view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference
-    )
+    _, view, processing = await _accepted_with_a_pending_refund(h, 3)
     handle = h.handle(view.cancellation_id)
     await handle.signal(
         OrderCancellationWorkflow.undo_signal, UndoInput(reason="kept", actor="merchant")

@@ -226,7 +226,7 @@ async def test_pending_refund_is_processing_until_it_settles(h):
     order_id, cid = await _accepted(
         h, card_behavior={"refund": "pending", "settle_after_seconds": 1}
     )
-    processing = await h.wait_for(cid, lambda v: v.refunds and v.refunds[0].provider_reference)
+    processing = await h.wait_refund_at_provider(cid)
     assert processing.refunds[0].status is RefundStatus.PROCESSING
     assert processing.status is CancellationStatus.IN_PROGRESS
     final = await h.wait_status(cid, CancellationStatus.CANCELED, within=30)
@@ -265,7 +265,7 @@ async def test_provider_webhook_settles_a_pending_refund_without_waiting_for_the
     _order_id, cid = await _accepted(
         h, card_behavior={"refund": "pending", "settle_after_seconds": 3600}
     )
-    pending = await h.wait_for(cid, lambda v: v.refunds and v.refunds[0].provider_reference)
+    pending = await h.wait_refund_at_provider(cid)
     reference = pending.refunds[0].provider_reference
     await h.handle(cid).signal(
         "provider_refund_settled", {"provider_reference": "re_unknown", "status": "succeeded"}

@@ -197,7 +197,7 @@ async def test_undo_while_in_progress_cancels_unexecuted_refunds(h):
 async def test_undo_waits_for_a_refund_in_flight(h):
     order_id = await h.order(card_behavior={"refund": "pending", "settle_after_seconds": 2})
     view, _ = await h.client.start_cancellation(h.shop_id, order_id, MERCHANT)
-    await h.wait_for(view.cancellation_id, lambda v: v.refunds and v.refunds[0].provider_reference)
+    await h.wait_refund_at_provider(view.cancellation_id)
     undone = await h.client.undo(h.shop_id, order_id, UNDO)
     assert undone.status is CancellationStatus.UNDONE
     assert await _movements(h, order_id) == [

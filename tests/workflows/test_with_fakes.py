@@ -5,10 +5,14 @@ the steps, the refusal of a failed refund, and what the run waits for."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from temporalio import activity
+from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -19,12 +23,9 @@ from activities.provider import (
 )
 from activities.store import ApplyChangesInput, OpenCancellationInput, OpenCancellationResult
 from domain.cancellation import (
-    AcceptInput,
     Attention,
     CancellationStatus,
-    Channel,
-    InitiatedBy,
-    ReasonCode,
+    CancellationView,
     RefundStatus,
     StartCancellationInput,
 )
@@ -33,6 +34,7 @@ from domain.contract import cancellation_workflow_id
 from domain.errors import FailureType
 from domain.order import Order, OrderItem, OrderStatus, Tender, TenderKind
 from domain.shop import ShopSettings
+from tests.conftest import sold_out_start
 from worker import WORKFLOW_RUNNER
 from workflows.order_cancellation import OrderCancellationWorkflow
 
@@ -99,20 +101,15 @@ def _order() -> Order:
     )
 
 
-async def _run(env, store: FakeStore, provider: FakeProvider):
+@asynccontextmanager
+async def _running(
+    env, store: FakeStore, provider: FakeProvider
+) -> AsyncIterator[tuple[WorkflowHandle[Any, CancellationView], StartCancellationInput]]:
+    """A merchant's sold-out cancellation of the store's order, run by a worker on the
+    fakes while the block lasts: its handle and its start."""
     task_queue = f"fakes-{uuid.uuid4().hex}"
     cancellation_id = cancellation_workflow_id("fake-shop", store.order.order_id, 1)
-    start = StartCancellationInput(
-        cancellation_id=cancellation_id,
-        seq=1,
-        shop_id="fake-shop",
-        order_id=store.order.order_id,
-        initiated_by=InitiatedBy.MERCHANT,
-        channel=Channel.ADMIN,
-        reason_code=ReasonCode.SOLD_OUT,
-        accept=AcceptInput(reason_code=ReasonCode.SOLD_OUT),
-        actor="merchant",
-    )
+    start = sold_out_start(cancellation_id, "fake-shop", store.order.order_id)
     worker = Worker(
         env.client,
         task_queue=task_queue,
@@ -120,17 +117,17 @@ async def _run(env, store: FakeStore, provider: FakeProvider):
         activities=[store.open_cancellation, store.apply_changes, provider.refund_payment],
         workflow_runner=WORKFLOW_RUNNER,
     )
-    return worker, start, task_queue
+    async with worker:
+        handle = await env.client.start_workflow(
+            OrderCancellationWorkflow.run, start, id=start.cancellation_id, task_queue=task_queue
+        )
+        yield handle, start
 
 
 async def test_a_merchant_cancellation_runs_its_steps_in_order(time_skipping_env):
     """Open, accept, refund once, canceled; then the run waits out the undo window."""
     store, provider = FakeStore(_order()), FakeProvider(decline=False)
-    worker, start, task_queue = await _run(time_skipping_env, store, provider)
-    async with worker:
-        handle = await time_skipping_env.client.start_workflow(
-            OrderCancellationWorkflow.run, start, id=start.cancellation_id, task_queue=task_queue
-        )
+    async with _running(time_skipping_env, store, provider) as (handle, start):
         view = await handle.result()
     assert view.status is CancellationStatus.CANCELED and view.closed
     assert store.events == ["requested", "accepted", "canceled"]
@@ -141,11 +138,7 @@ async def test_a_merchant_cancellation_runs_its_steps_in_order(time_skipping_env
 async def test_a_declined_refund_fails_the_line_and_flags_the_run(time_skipping_env):
     """A decline is final: the line fails once (no retry), the run needs attention."""
     store, provider = FakeStore(_order()), FakeProvider(decline=True)
-    worker, start, task_queue = await _run(time_skipping_env, store, provider)
-    async with worker:
-        handle = await time_skipping_env.client.start_workflow(
-            OrderCancellationWorkflow.run, start, id=start.cancellation_id, task_queue=task_queue
-        )
+    async with _running(time_skipping_env, store, provider) as (handle, start):
         for _ in range(200):
             view = await handle.query(OrderCancellationWorkflow.status)
             if view.needs_attention is not None:
