@@ -389,6 +389,14 @@ class Shop:
             await asyncio.sleep(0.1)
 
 
+def bearer_client(url: str, token: str, **options: Any) -> httpx.AsyncClient:
+    """A client of the hook at ``url`` that sends ``token`` as its bearer token, never through
+    a proxy from the environment; ``options`` go to :class:`httpx.AsyncClient`."""
+    return httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, trust_env=False, **options
+    )
+
+
 @asynccontextmanager
 async def _shop(
     hook_stack: HookStack, pool: asyncpg.Pool, shop_id: str | None = None
@@ -396,12 +404,7 @@ async def _shop(
     shop_id = shop_id or f"shop-{uuid.uuid4().hex[:10]}"
     token = secrets.token_urlsafe(24)
     await AdminStore(pool).add_token(shop_id, token)
-    async with httpx.AsyncClient(
-        base_url=hook_stack.url,
-        headers={"Authorization": f"Bearer {token}"},
-        trust_env=False,
-        timeout=60,
-    ) as http:
+    async with bearer_client(hook_stack.url, token, timeout=60) as http:
         yield Shop(shop_id, token, http, hook_stack.sandbox_url, TENANT_ACCOUNTS.get(shop_id))
 
 

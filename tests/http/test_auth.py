@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from activities.admin_store import AdminStore
+from tests.http.conftest import bearer_client
 from tests.http.routes import ACCEPT, ROUTES
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -148,9 +149,7 @@ async def test_the_token_is_checked_before_the_body_is_read(anonymous, shop):
 async def test_a_configured_token_works_for_its_shop(hook_stack):
     """``ADMIN_HOOK_TOKENS`` pairs work like stored tokens."""
     [(token, shop_id)] = hook_stack.settings.admin_hook_tokens.items()
-    async with httpx.AsyncClient(
-        base_url=hook_stack.url, headers={"Authorization": f"Bearer {token}"}, trust_env=False
-    ) as http:
+    async with bearer_client(hook_stack.url, token) as http:
         mine = await http.get(f"/v1/shops/{shop_id}/settings")
         assert mine.status_code == 200
         assert mine.json()["undo_window"] == "P30D"

@@ -16,6 +16,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from starter.codec import KEY_ID, EncryptionCodec, new_key
 from starter.http import errors
+from tests.http.conftest import bearer_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -37,12 +38,7 @@ def _assert_invalid_payloads(answer: httpx.Response) -> None:
 @pytest_asyncio.fixture(loop_scope="session")
 async def operator(codec_hook) -> AsyncIterator[httpx.AsyncClient]:
     """An operator's client: the codec token as a bearer header."""
-    async with httpx.AsyncClient(
-        base_url=codec_hook.url,
-        headers={"Authorization": f"Bearer {codec_hook.token}"},
-        trust_env=False,
-        timeout=30,
-    ) as http:
+    async with bearer_client(codec_hook.url, codec_hook.token, timeout=30) as http:
         yield http
 
 

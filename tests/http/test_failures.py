@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from tests.conftest import stock_writes_failing_with
+from tests.http.conftest import bearer_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -21,12 +21,6 @@ def env_token(hook_stack) -> tuple[str, str]:
     return token, shop_id
 
 
-def _client(url: str, token: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, trust_env=False, timeout=30
-    )
-
-
 async def test_health_says_ok_when_temporal_and_the_database_answer(anonymous):
     answer = await anonymous.get("/healthz")
     assert answer.status_code == 200
@@ -37,7 +31,10 @@ async def test_without_temporal_actions_are_temporal_unavailable_and_change_noth
     hook_stack, dead_temporal_hook, env_token
 ):
     token, shop_id = env_token
-    async with _client(hook_stack.url, token) as live, _client(dead_temporal_hook, token) as dead:
+    async with (
+        bearer_client(hook_stack.url, token, timeout=30) as live,
+        bearer_client(dead_temporal_hook, token, timeout=30) as dead,
+    ):
         base = f"/v1/shops/{shop_id}/orders"
         order = {
             "customer_id": "c",
@@ -80,7 +77,7 @@ async def test_without_the_database_every_call_is_database_unavailable(
     dead_database_hook, env_token
 ):
     token, shop_id = env_token
-    async with _client(dead_database_hook, token) as dead:
+    async with bearer_client(dead_database_hook, token, timeout=30) as dead:
         for method, path, body in [
             ("GET", f"/v1/shops/{shop_id}/orders/o1", None),
             ("POST", f"/v1/shops/{shop_id}/orders/o1/cancellation/accept", ACCEPT),
@@ -98,7 +95,7 @@ async def test_without_the_database_every_call_is_database_unavailable(
             "database": "unavailable",
         }
     # A token that only the database knows can't be checked either: 503, not 401.
-    async with _client(dead_database_hook, "a-database-token") as stranger:
+    async with bearer_client(dead_database_hook, "a-database-token", timeout=30) as stranger:
         answer = await stranger.get(f"/v1/shops/{shop_id}/settings")
         assert answer.status_code == 503
         assert answer.json()["error"]["code"] == "database_unavailable"

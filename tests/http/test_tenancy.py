@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 
 from domain.contract import cancellation_workflow_id
+from tests.http.conftest import bearer_client
 from tests.http.routes import ACCEPT, BY_ID
 
 ITEMS = [{"item_id": "i1", "sku": "sku-mug", "quantity": 1, "unit_price": 10000}]
@@ -146,9 +146,7 @@ class TestPaymentsOfAnotherShop:
 
     async def test_an_unreachable_provider_stores_nothing(self, dead_provider_hook):
         url, shop_id, token = dead_provider_hook
-        async with httpx.AsyncClient(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, trust_env=False
-        ) as http:
+        async with bearer_client(url, token) as http:
             path = f"/v1/shops/{shop_id}/orders/unreachable"
             answer = await http.put(path, json=_document([_card("pay_anything")]))
             assert answer.status_code == 503

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 
-import httpx
 import pytest
+
+from tests.http.conftest import bearer_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -146,9 +147,7 @@ async def test_development_mode_allows_http_to_loopback_only(shop):
 async def test_production_mode_refuses_http_and_loopback(dead_temporal_hook, env_token, url):
     """A hook without WEBHOOKS_ALLOW_HTTP (production) takes only public https endpoints."""
     token, shop_id = env_token
-    async with httpx.AsyncClient(
-        base_url=dead_temporal_hook, headers={"Authorization": f"Bearer {token}"}, trust_env=False
-    ) as http:
+    async with bearer_client(dead_temporal_hook, token) as http:
         refused = await http.put(f"/v1/shops/{shop_id}/webhooks/prod", json={"url": url})
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["code"] == "validation_error"
