@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.stripe_provider import StripeProviderClient
 from starter.config import Settings
 from starter.http.server import open_hook
-from tools import localstripe, ports
+from tools import localstripe, ports, processes
 from worker import activity_dependencies, build_workers
 
 # localstripe has nothing to flush; SIGTERM ends it at once.
@@ -51,18 +49,8 @@ def localstripe_url() -> Iterator[str]:
     try:
         yield localstripe.api_base(port)
     finally:
-        _stop(process)
+        processes.stop(process, STOP_TIMEOUT_SECONDS)
         shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

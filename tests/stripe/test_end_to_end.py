@@ -52,16 +52,23 @@ async def _order_paid_by(stack: Any, *, capture: bool = True) -> tuple[str, str]
     return order_id, payment["id"]
 
 
-async def _wait_for(stack: Any, order_id: str, status: str) -> dict[str, Any]:
+async def _wait_for(
+    stack: Any, order_id: str, status: str, run: int | None = None
+) -> dict[str, Any]:
+    """The order's latest cancellation once it is ``status`` (and, given ``run``, once it is
+    the order's ``run``-th cancellation)."""
     deadline = asyncio.get_running_loop().time() + 30
     while True:
         view: dict[str, Any] = (
             await stack.http.get(_path(stack, order_id, "/cancellation"))
         ).json()
-        if view.get("status") == status:
+        if view.get("status") == status and (
+            run is None or view.get("cancellation_id", "").endswith(f"~{run}")
+        ):
             return view
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not {status} within 30 s: {view}")
+            which = "" if run is None else f"cancellation {run} "
+            raise AssertionError(f"{which}not {status} within 30 s: {view}")
         await asyncio.sleep(0.1)
 
 
@@ -145,7 +152,7 @@ async def test_partial_refunds_in_three_steps_add_up_on_stripe(stripe_stack):
             _path(stripe_stack, order_id, "/cancellation"), json=merchant | {"items": items}
         )
         assert answer.status_code == 201, answer.text
-        final = await _wait_for_run(stripe_stack, order_id, n)
+        final = await _wait_for(stripe_stack, order_id, "canceled", run=n)
         assert [r["amount"] for r in final["refunds"]] == [amount]
 
     refunds = await stripe_stack.stripe.list_refunds(payment_id)
@@ -176,20 +183,6 @@ async def test_undo_on_stripe_takes_the_repayment_path(stripe_stack):
     )
     assert paid.status_code == 200, paid.text
     assert paid.json()["status"] == "undone"
-
-
-async def _wait_for_run(stack: Any, order_id: str, n: int) -> dict[str, Any]:
-    """The order's latest cancellation once it is the ``n``-th and canceled."""
-    deadline = asyncio.get_running_loop().time() + 30
-    while True:
-        view: dict[str, Any] = (
-            await stack.http.get(_path(stack, order_id, "/cancellation"))
-        ).json()
-        if view.get("cancellation_id", "").endswith(f"~{n}") and view["status"] == "canceled":
-            return view
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"cancellation {n} not canceled within 30 s: {view}")
-        await asyncio.sleep(0.1)
 
 
 async def test_partial_cancellation_of_an_authorized_payment_captures_the_rest(stripe_stack):
