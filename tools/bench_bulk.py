@@ -42,7 +42,7 @@ from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKi
 from domain.refund_plan import RefundMethod
 from domain.requests import AcceptRequest, StartRequest
 from starter.bulk import BulkClient
-from tools.bench_stack import Batch, BenchStack, Meter
+from tools.bench_stack import Batch, BenchStack, Meter, gather_limited
 
 DEFAULT_N = 2_000
 WARMUP_ORDERS = 20
@@ -65,16 +65,6 @@ class Options:
     n: int
     concurrency: int
     json: bool
-
-
-async def _limited(concurrency: int, jobs: Sequence[Any]) -> None:
-    pending = iter(jobs)
-
-    async def lane() -> None:
-        for job in pending:
-            await job()
-
-    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(jobs))))))
 
 
 async def _make_orders(
@@ -105,7 +95,7 @@ async def _make_orders(
         )
         await batch.client.store.put_order(batch.shop_id, order_ids[k], doc)
 
-    await _limited(SETUP_CONCURRENCY, [functools.partial(one, k) for k in range(n)])
+    await gather_limited(SETUP_CONCURRENCY, [functools.partial(one, k) for k in range(n)])
     return order_ids
 
 
@@ -149,7 +139,7 @@ async def _singles(batch: Batch, order_ids: list[str], concurrency: int) -> dict
         assert created, order_id
         answered.append(time.perf_counter() - began)
 
-    await _limited(concurrency, [functools.partial(one, o) for o in order_ids])
+    await gather_limited(concurrency, [functools.partial(one, o) for o in order_ids])
     usage = Meter.usage(before, meter.sample())
     last = max(answered)
     return {

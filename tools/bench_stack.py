@@ -22,9 +22,10 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -375,26 +376,17 @@ class BenchStack:
         if relay:
             # The bench's receiver listens on loopback over plain http.
             env_vars["WEBHOOKS_ALLOW_HTTP"] = "1"
-        relay_process = (
-            ChildProcess(
-                "relay",
-                [sys.executable, "-m", "starter.relay"],
+
+        def module_child(name: str, module: str) -> ChildProcess:
+            return ChildProcess(
+                name,
+                [sys.executable, "-m", module],
                 self._child_env(env_vars),
-                self.work_dir / f"relay-{label}.log",
+                self.work_dir / f"{name}-{label}.log",
             )
-            if relay
-            else None
-        )
-        hook_process = (
-            ChildProcess(
-                "hook",
-                [sys.executable, "-m", "starter.http"],
-                self._child_env(env_vars),
-                self.work_dir / f"hook-{label}.log",
-            )
-            if hook
-            else None
-        )
+
+        relay_process = module_child("relay", "starter.relay") if relay else None
+        hook_process = module_child("hook", "starter.http") if hook else None
         client: CancellationClient | None = None
         pool: asyncpg.Pool | None = None
         try:
@@ -476,6 +468,17 @@ async def _wait_for_line(child: ChildProcess, line: str) -> None:
                 + child.output_since_launch()[-2000:]
             )
         await asyncio.sleep(0.05)
+
+
+async def gather_limited(concurrency: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
+    """Run ``jobs`` with at most ``concurrency`` at a time."""
+    pending = iter(jobs)
+
+    async def lane() -> None:
+        for job in pending:
+            await job()
+
+    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(jobs))))))
 
 
 def http_client(concurrency: int) -> httpx.AsyncClient:
