@@ -761,6 +761,17 @@ async def canceled_then_undone(d: OrderDriver) -> None:
     await d.until_status(cid, "undone")
 
 
+async def _undo_repaid(d: OrderDriver, cid: str, reason: str, *, paid: str, reference: str) -> None:
+    """Undo asking the customer to pay the order's total again, then record that repayment
+    (referenced ``{reference}-{order id}``) and wait for the undo to finish."""
+    view = await d.act(cid, "undo", {"reason": reason, "require_repayment": True})
+    due = (view.get("repayment_due") or {}).get("amount")
+    if due != d.total():
+        raise d.problem(f"undo asks for a repayment of {due}, {paid} {d.total()}")
+    await d.act(cid, "repayment", {"reference": f"{reference}-{d.record.order_id}", "amount": due})
+    await d.until_status(cid, "undone")
+
+
 async def undo_with_repayment(d: OrderDriver) -> None:
     """No recapture possible: the undo is refused, then done with the customer paying again."""
     await d.begin(recapture=d.rng.choice(["not_possible", "reauth_required"]))
@@ -774,12 +785,7 @@ async def undo_with_repayment(d: OrderDriver) -> None:
         statuses=(409,),
         error_code=d.situation.refused,
     )
-    view = await d.act(cid, "undo", {"reason": "customer pays again", "require_repayment": True})
-    due = (view.get("repayment_due") or {}).get("amount")
-    if due != d.total():
-        raise d.problem(f"undo asks for a repayment of {due}, the card paid {d.total()}")
-    await d.act(cid, "repayment", {"reference": f"PAY-{d.record.order_id}", "amount": due})
-    await d.until_status(cid, "undone")
+    await _undo_repaid(d, cid, "customer pays again", paid="the card paid", reference="PAY")
 
 
 async def undo_bank_repaid(d: OrderDriver) -> None:
@@ -795,12 +801,7 @@ async def undo_bank_repaid(d: OrderDriver) -> None:
     refund_id = _line(view, "bank_transfer")["refund_id"]
     await d.act(cid, f"refunds/{refund_id}/confirm", {"reference": f"TX-{d.record.order_id}"})
     await d.until_status(cid, "canceled")
-    view = await d.act(cid, "undo", {"reason": "back in stock", "require_repayment": True})
-    due = (view.get("repayment_due") or {}).get("amount")
-    if due != d.total():
-        raise d.problem(f"undo asks for a repayment of {due}, the deposit was {d.total()}")
-    await d.act(cid, "repayment", {"reference": f"DEP-{d.record.order_id}", "amount": due})
-    await d.until_status(cid, "undone")
+    await _undo_repaid(d, cid, "back in stock", paid="the deposit was", reference="DEP")
 
 
 async def undo_while_in_progress(d: OrderDriver) -> None:
