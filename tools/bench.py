@@ -37,7 +37,6 @@ import json
 import math
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -67,6 +66,7 @@ from tools.bench_stack import (
     CpuUsage,
     gather_limited,
     http_client,
+    run_reported,
 )
 from tools.demo import paid_tenders
 from tools.situations import Situation, situation
@@ -1310,28 +1310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_bulk.main(args)
     options = parse_options(args)
-    try:
-        report = asyncio.run(_until_signalled(run_bench(options)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; every process it started was stopped")
-        return 130
-    except Exception as error:
-        log(f"failed: {type(error).__name__}: {error}")
-        return 1
+    report = run_reported(run_bench(options), log)
+    if isinstance(report, int):
+        return report
     if options.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         print(render(report))
     return 0
-
-
-async def _until_signalled(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work``; SIGINT or SIGTERM cancel it, so every process it started gets stopped."""
-    task = asyncio.ensure_future(work)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
-    return await task
 
 
 if __name__ == "__main__":

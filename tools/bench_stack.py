@@ -20,9 +20,10 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from tools import ports
 from tools.bench_skeleton import SKELETON_TASK_QUEUE
 from tools.devstack import WORKER_READY_LINE
 from tools.embedded_postgres import EmbeddedPostgres
-from tools.processes import ChildProcess
+from tools.processes import ChildProcess, sandbox_command
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -265,17 +266,7 @@ class BenchStack:
         self._sandbox_pid: int | None = None
         self.sandbox = ChildProcess(
             "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "provider_sandbox",
-                "--host",
-                ports.LOOPBACK,
-                "--port",
-                str(self.sandbox_port),
-                "--db",
-                str(work_dir / "sandbox.sqlite3"),
-            ],
+            sandbox_command(ports.LOOPBACK, self.sandbox_port, work_dir / "sandbox.sqlite3"),
             self._child_env({}),
             work_dir / "sandbox.log",
         )
@@ -479,6 +470,30 @@ async def gather_limited(concurrency: int, jobs: Sequence[Callable[[], Awaitable
             await job()
 
     await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(jobs))))))
+
+
+def run_reported(
+    work: Coroutine[Any, Any, dict[str, Any]], log: Callable[[str], None]
+) -> dict[str, Any] | int:
+    """Run ``work`` to its report; SIGINT or SIGTERM cancel it, so every process it started gets
+    stopped. Without a report, the exit status after saying why through ``log``: 130 when
+    interrupted, 1 when it failed."""
+    try:
+        return asyncio.run(_until_signalled(work))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted; every process it started was stopped")
+        return 130
+    except Exception as error:
+        log(f"failed: {type(error).__name__}: {error}")
+        return 1
+
+
+async def _until_signalled(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    return await task
 
 
 def http_client(concurrency: int) -> httpx.AsyncClient:

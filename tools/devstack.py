@@ -59,6 +59,7 @@ from tools import localstripe, ports
 from tools.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
 from tools.embedded_postgres import EmbeddedPostgres
 from tools.processes import ChildProcess as ChildProcess  # chaos_stack imports it from here
+from tools.processes import exit_text, log_tail, sandbox_command
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,6 @@ ORPHAN_STOP_TIMEOUT_SECONDS = 10.0
 
 # How often a running stack checks that its children still live.
 SUPERVISE_INTERVAL_SECONDS = 0.5
-LOG_TAIL_LINES = 20
 
 # Variables of Temporal's own environment config (API key, TLS, profiles) would point the worker
 # at a cloud namespace instead of the dev server; the children get the stack's values only.
@@ -501,19 +501,13 @@ class DevStack:
         )
         self.sandbox = ChildProcess(
             "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "provider_sandbox",
-                "--host",
+            sandbox_command(
                 host,
-                "--port",
-                str(plan.sandbox),
-                "--db",
-                str(self.state.sandbox_db),
+                plan.sandbox,
+                self.state.sandbox_db,
                 "--webhook-url",
                 f"{hook_url}/v1/provider/webhooks",
-            ],
+            ),
             env,
             self.state.logs / "sandbox.log",
         )
@@ -688,7 +682,7 @@ class DevStack:
         except (RuntimeError, TimeoutError) as error:
             raise DevStackError(
                 f"Temporal did not start ({error or 'timed out'}); last lines of "
-                f"{self.temporal.log_path}:\n{_tail(self.state.logs / 'temporal.log')}"
+                f"{self.temporal.log_path}:\n{log_tail(self.state.logs / 'temporal.log')}"
             ) from None
 
     async def _start_localstripe(self) -> None:
@@ -849,8 +843,8 @@ class DevStack:
         for child in (self.hook, self.relay, self.inbox, self.worker, self.sandbox):
             if not child.is_running:
                 return (
-                    f"the {child.name} exited unexpectedly ({_exit_text(child.exit_code)}); "
-                    f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
+                    f"the {child.name} exited unexpectedly ({exit_text(child.exit_code)}); "
+                    f"last lines of {child.log_path}:\n{log_tail(child.log_path)}"
                 )
         servers = (
             ("Temporal", self.temporal.is_running, self.state.logs / "temporal.log"),
@@ -858,7 +852,9 @@ class DevStack:
         )
         for name, is_running, log_path in servers:
             if not is_running:
-                return f"{name} exited unexpectedly; last lines of {log_path}:\n{_tail(log_path)}"
+                return (
+                    f"{name} exited unexpectedly; last lines of {log_path}:\n{log_tail(log_path)}"
+                )
         return None
 
     async def supervise(self, stop: asyncio.Event) -> None:
@@ -986,27 +982,10 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 
 def _start_failure(child: ChildProcess) -> DevStackError:
     code = child.exit_code
-    what = f"exited ({_exit_text(code)})" if code is not None else "did not get ready in time"
+    what = f"exited ({exit_text(code)})" if code is not None else "did not get ready in time"
     return DevStackError(
-        f"the {child.name} {what}; last lines of {child.log_path}:\n{_tail(child.log_path)}"
+        f"the {child.name} {what}; last lines of {child.log_path}:\n{log_tail(child.log_path)}"
     )
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"status {code}"
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "  (no log)"
-    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "  (empty log)"
 
 
 def _can_bind(port: int) -> bool:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +41,36 @@ def stop(
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
+
+
+LOG_TAIL_LINES = 20
+
+
+def sandbox_command(host: str, port: int, db: Path, *options: str) -> list[str]:
+    """``python -m provider_sandbox`` on ``host:port`` over the SQLite file ``db``, plus
+    ``options``."""
+    command = [sys.executable, "-m", "provider_sandbox", "--host", host, "--port", str(port)]
+    return [*command, "--db", str(db), *options]
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` of a child's log, indented, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "  (no log)"
+    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "  (empty log)"
+
+
+def exit_text(code: int | None, *, status: str = "status") -> str:
+    """How a child ended, from its exit code: ``killed by SIGKILL``, ``{status} 3``, or
+    ``still running`` (None)."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"{status} {code}"
 
 
 class ChildProcess:
