@@ -633,9 +633,7 @@ class DemoWalk:
 
     async def points_and_credits(self, report: Report) -> None:
         """i. Paid wholly in points and credits: canceled at once, balances given back."""
-        customer = f"demo-cust-{secrets.token_hex(3)}"
-        await self.store.put_balances(DEMO_SHOP_ID, customer, 200, 100)
-        report.step(f"Customer {customer} has 200 points and 100 credits left")
+        customer = await self._new_customer(200, 100, report)
         order_id = await self.place(
             report,
             "points-credits",
@@ -668,8 +666,7 @@ class DemoWalk:
 
     async def declined_then_credits(self, report: Report) -> None:
         """j. The card refund is declined; the merchant pays it back in store credit instead."""
-        customer = f"demo-cust-{secrets.token_hex(3)}"
-        await self.store.put_balances(DEMO_SHOP_ID, customer, 0, 0)
+        customer = await self._new_customer(0, 0)
         order_id = await self.place(
             report,
             "declined",
@@ -754,6 +751,14 @@ class DemoWalk:
         done = sorted((line.tender_id, line.amount) for line in view.refunds)
         matches = report.check(planned == done, "the refunds are exactly the quoted lines")
         self.conclude_refunded(report, view, unchanged, matches)
+
+    async def _new_customer(self, points: int, credits: int, report: Report | None = None) -> str:
+        """A new customer of the demo shop with these balances, told in ``report`` if given."""
+        customer = f"demo-cust-{secrets.token_hex(3)}"
+        await self.store.put_balances(DEMO_SHOP_ID, customer, points, credits)
+        if report is not None:
+            report.step(f"Customer {customer} has {points} points and {credits} credits left")
+        return customer
 
     async def _canceled_then_regretted(self, report: Report, order_id: str) -> None:
         """Request, accept (changed mind) and wait for the refund; then the customer regrets."""
@@ -862,9 +867,7 @@ class DemoWalk:
         """o. Card + points + credits, canceled in three steps: each step refunds its items'
         share over the tenders, the shipping fee goes with the last, and only the last step
         cancels the order."""
-        customer = f"demo-cust-{secrets.token_hex(3)}"
-        await self.store.put_balances(DEMO_SHOP_ID, customer, 0, 0)
-        report.step(f"Customer {customer} has 0 points and 0 credits left")
+        customer = await self._new_customer(0, 0, report)
         order_id = await self.place(
             report,
             "partial",
