@@ -393,9 +393,9 @@ class BenchStack:
                 pids["relay"] = relay_process.launch()
             async with asyncio.timeout(CHILD_STARTUP_TIMEOUT_SECONDS):
                 if relay_process is not None:
-                    await _wait_for_line(relay_process, "relay ready")
+                    await relay_process.wait_for_line("relay ready", poll=0.05)
                 for child in children:
-                    await _wait_for_line(child, WORKER_READY_LINE)
+                    await child.wait_for_line(WORKER_READY_LINE, poll=0.05)
                 if hook_process is not None:
                     await ports.wait_for_http_async(
                         f"http://{ports.LOOPBACK}:{hook_port}/healthz",
@@ -449,16 +449,6 @@ class BenchStack:
     def remove_work_dir(self) -> None:
         """Delete the scratch folder (logs included); call after :meth:`stop`."""
         shutil.rmtree(self.work_dir, ignore_errors=True)
-
-
-async def _wait_for_line(child: ChildProcess, line: str) -> None:
-    while line not in child.output_since_launch():
-        if not child.is_running:
-            raise RuntimeError(
-                f"the {child.name} exited during start-up; see {child.log_path}:\n"
-                + child.output_since_launch()[-2000:]
-            )
-        await asyncio.sleep(0.05)
 
 
 async def gather_limited(concurrency: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:

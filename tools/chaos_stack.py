@@ -312,22 +312,18 @@ class ChaosStack:
         )
 
     async def _start_worker(self) -> None:
-        async def ready() -> None:
-            while WORKER_READY_LINE not in self.worker.output_since_launch():
-                if not self.worker.is_running:
-                    raise RuntimeError("the worker exited")
-                await asyncio.sleep(0.1)
-
-        await self._launch_until(self.worker, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
+        await self._launch_until(
+            self.worker,
+            WORKER_STARTUP_TIMEOUT_SECONDS,
+            lambda: self.worker.wait_for_line(WORKER_READY_LINE),
+        )
 
     async def _start_relay(self) -> None:
-        async def ready() -> None:
-            while "relay ready" not in self.relay.output_since_launch():
-                if not self.relay.is_running:
-                    raise RuntimeError("the relay exited")
-                await asyncio.sleep(0.1)
-
-        await self._launch_until(self.relay, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
+        await self._launch_until(
+            self.relay,
+            WORKER_STARTUP_TIMEOUT_SECONDS,
+            lambda: self.relay.wait_for_line("relay ready"),
+        )
 
     async def _start_hook(self) -> None:
         await self._launch_until(

@@ -702,13 +702,13 @@ class DevStack:
 
     async def _start_sandbox(self) -> None:
         self.state.record_pid("sandbox", self.sandbox.launch())
-        try:
-            async with asyncio.timeout(SANDBOX_STARTUP_TIMEOUT_SECONDS):
-                await ports.wait_for_http_async(
-                    f"{self.endpoints.sandbox_url}/healthz", alive=lambda: self.sandbox.is_running
-                )
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.sandbox) from None
+        await _ready(
+            self.sandbox,
+            SANDBOX_STARTUP_TIMEOUT_SECONDS,
+            ports.wait_for_http_async(
+                f"{self.endpoints.sandbox_url}/healthz", alive=lambda: self.sandbox.is_running
+            ),
+        )
 
     async def _load_demo_data(self) -> None:
         # Only the stack's own variables: the demo data goes into this stack, wherever the
@@ -730,14 +730,8 @@ class DevStack:
 
     async def _start_worker(self) -> None:
         self.state.record_pid("worker", self.worker.launch())
-        try:
-            async with asyncio.timeout(WORKER_STARTUP_TIMEOUT_SECONDS):
-                while WORKER_READY_LINE not in self.worker.output_since_launch():
-                    if not self.worker.is_running:
-                        raise RuntimeError("the worker exited")
-                    await asyncio.sleep(0.1)
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.worker) from None
+        ready = self.worker.wait_for_line(WORKER_READY_LINE)
+        await _ready(self.worker, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
 
     async def _start_events(self) -> None:
         """The relay, the inbox, and the demo shop's endpoint that feeds the inbox."""
@@ -758,31 +752,26 @@ class DevStack:
             secret_file.write_text(secret)
         self.state.record_pid("relay", self.relay.launch())
         self.state.record_pid("inbox", self.inbox.launch())
-        try:
-            async with asyncio.timeout(WORKER_STARTUP_TIMEOUT_SECONDS):
-                while RELAY_READY_LINE not in self.relay.output_since_launch():
-                    if not self.relay.is_running:
-                        raise RuntimeError("the relay exited")
-                    await asyncio.sleep(0.1)
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.relay) from None
-        try:
-            async with asyncio.timeout(HOOK_STARTUP_TIMEOUT_SECONDS):
-                await ports.wait_for_http_async(
-                    f"{self.endpoints.inbox_url}/healthz", alive=lambda: self.inbox.is_running
-                )
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.inbox) from None
+        await _ready(
+            self.relay, WORKER_STARTUP_TIMEOUT_SECONDS, self.relay.wait_for_line(RELAY_READY_LINE)
+        )
+        await _ready(
+            self.inbox,
+            HOOK_STARTUP_TIMEOUT_SECONDS,
+            ports.wait_for_http_async(
+                f"{self.endpoints.inbox_url}/healthz", alive=lambda: self.inbox.is_running
+            ),
+        )
 
     async def _start_hook(self) -> None:
         self.state.record_pid("hook", self.hook.launch())
-        try:
-            async with asyncio.timeout(HOOK_STARTUP_TIMEOUT_SECONDS):
-                await ports.wait_for_http_async(
-                    f"{self.endpoints.hook_url}/healthz", alive=lambda: self.hook.is_running
-                )
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.hook) from None
+        await _ready(
+            self.hook,
+            HOOK_STARTUP_TIMEOUT_SECONDS,
+            ports.wait_for_http_async(
+                f"{self.endpoints.hook_url}/healthz", alive=lambda: self.hook.is_running
+            ),
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -978,6 +967,16 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+async def _ready(child: ChildProcess, within: float, ready: Awaitable[None]) -> None:
+    """Wait up to ``within`` seconds for ``ready``; a DevStackError naming ``child`` (how it
+    ended, the end of its log) when that fails or times out."""
+    try:
+        async with asyncio.timeout(within):
+            await ready
+    except (RuntimeError, TimeoutError):
+        raise _start_failure(child) from None
 
 
 def _start_failure(child: ChildProcess) -> DevStackError:

@@ -122,6 +122,17 @@ class ChildProcess:
         except FileNotFoundError:
             return ""
 
+    async def wait_for_line(self, line: str, poll: float = 0.1) -> None:
+        """Wait until the process has written ``line`` since its launch; RuntimeError (with
+        the end of its output) when it exits first."""
+        while line not in self.output_since_launch():
+            if not self.is_running:
+                raise RuntimeError(
+                    f"the {self.name} exited during start-up; see {self.log_path}:\n"
+                    + self.output_since_launch()[-2000:]
+                )
+            await asyncio.sleep(poll)
+
     def stop(self, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; safe when it already ended."""
         stop(self._process, timeout)
