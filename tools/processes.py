@@ -139,8 +139,9 @@ class ChildProcess:
 
 
 class AsyncServer:
-    """``async with``: :meth:`start_async` on the way in, :meth:`stop` in a worker thread on the
-    way out. A subclass gives both."""
+    """``async with``: :meth:`start_async` on the way in, :meth:`stop_async` on the way out
+    (:meth:`stop` in a worker thread). A subclass gives :meth:`start_async` and :meth:`stop`,
+    or a :meth:`stop_async` of its own."""
 
     def stop(self) -> None:
         raise NotImplementedError
