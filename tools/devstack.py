@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import os
 import secrets
 import shlex
@@ -59,7 +58,7 @@ from tools import localstripe, ports
 from tools.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
 from tools.embedded_postgres import EmbeddedPostgres
 from tools.processes import ChildProcess as ChildProcess  # chaos_stack imports it from here
-from tools.processes import exit_text, log_tail, sandbox_command
+from tools.processes import exclusive_lock, exit_text, log_tail, sandbox_command
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -296,15 +295,12 @@ class StateDir:
                 f"--fresh refuses to wipe {self.root}: it is not a dev stack state folder"
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        lock_file = (self.root / self.LOCK_NAME).open("ab")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.close()
+        lock_file = exclusive_lock(self.root / self.LOCK_NAME)
+        if lock_file is None:
             raise DevStackError(
                 f"another dev stack is running on {self.root}; stop it first, "
                 "or give this one its own --state-dir"
-            ) from None
+            )
         self._lock_file = lock_file
         # Only now are live processes recorded here orphans of a killed stack, never another
         # stack's children; they hold ports and files, so they go before anything starts.

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import pwd
 import shutil
@@ -274,14 +273,11 @@ class EmbeddedPostgres(processes.AsyncServer):
         """
         if self._lock_file is not None:
             return
-        lock_file = (self.data_dir / "lock").open("ab")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.close()
+        lock_file = processes.exclusive_lock(self.data_dir / "lock")
+        if lock_file is None:
             raise EmbeddedPostgresError(
                 f"{self.data_dir} is in use by another running EmbeddedPostgres"
-            ) from None
+            )
         self._lock_file = lock_file
 
     def _clear_stale_server(self) -> None:

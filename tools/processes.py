@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import BinaryIO, Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +42,19 @@ def stop(
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def exclusive_lock(path: Path) -> BinaryIO | None:
+    """``path`` opened and locked (``flock``, exclusive, without waiting); None when another
+    process holds the lock. The lock lasts while the file stays open, and the kernel drops it
+    when its process dies, however it dies."""
+    lock_file = path.open("ab")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        return None
+    return lock_file
 
 
 LOG_TAIL_LINES = 20
