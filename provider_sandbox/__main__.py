@@ -32,9 +32,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -66,67 +67,73 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         prog="python -m provider_sandbox",
         description="Run the card payment provider sandbox over one SQLite file.",
     )
-    parser.add_argument(
+
+    def option(flag: str, kind: Callable[[str], Any], default: str | None, text: str) -> None:
+        # Each flag falls back to PAYMENT_PROVIDER_<FLAG>. A string default goes through `kind`
+        # too, so a bad env value is a usage error.
+        variable = "PAYMENT_PROVIDER_" + flag.removeprefix("--").upper().replace("-", "_")
+        parser.add_argument(flag, type=kind, default=env.get(variable, default), help=text)
+
+    option(
         "--host",
-        default=env.get("PAYMENT_PROVIDER_HOST", DEFAULT_HOST),
-        help=f"address to bind (PAYMENT_PROVIDER_HOST, default {DEFAULT_HOST})",
+        str,
+        DEFAULT_HOST,
+        f"address to bind (PAYMENT_PROVIDER_HOST, default {DEFAULT_HOST})",
     )
-    parser.add_argument(
+    option(
         "--port",
-        type=int,
-        # A string default goes through `type` too, so a bad env value is a usage error.
-        default=env.get("PAYMENT_PROVIDER_PORT", str(DEFAULT_PORT)),
-        help=f"port; 0 picks a free one (PAYMENT_PROVIDER_PORT, default {DEFAULT_PORT})",
+        int,
+        str(DEFAULT_PORT),
+        f"port; 0 picks a free one (PAYMENT_PROVIDER_PORT, default {DEFAULT_PORT})",
     )
-    parser.add_argument(
+    option(
         "--db",
-        type=Path,
-        default=env.get("PAYMENT_PROVIDER_DB"),
-        help="SQLite file holding all state; created when missing (PAYMENT_PROVIDER_DB)",
+        Path,
+        None,
+        "SQLite file holding all state; created when missing (PAYMENT_PROVIDER_DB)",
     )
-    parser.add_argument(
+    option(
         "--webhook-url",
-        default=env.get("PAYMENT_PROVIDER_WEBHOOK_URL"),
-        help="where refund.succeeded events go (PAYMENT_PROVIDER_WEBHOOK_URL)",
+        str,
+        None,
+        "where refund.succeeded events go (PAYMENT_PROVIDER_WEBHOOK_URL)",
     )
-    parser.add_argument(
+    option(
         "--webhook-secret",
-        default=env.get("PAYMENT_PROVIDER_WEBHOOK_SECRET"),
-        help="HMAC key for X-Signature (PAYMENT_PROVIDER_WEBHOOK_SECRET; preferred)",
+        str,
+        None,
+        "HMAC key for X-Signature (PAYMENT_PROVIDER_WEBHOOK_SECRET; preferred)",
     )
-    parser.add_argument(
+    option(
         "--idempotency-retention-seconds",
-        type=_non_negative,
-        default=env.get(
-            "PAYMENT_PROVIDER_IDEMPOTENCY_RETENTION_SECONDS",
-            str(DEFAULT_IDEMPOTENCY_RETENTION_SECONDS),
-        ),
-        help="how long (provider time) a key's answer is replayed; after it the key is new"
+        _non_negative,
+        str(DEFAULT_IDEMPOTENCY_RETENTION_SECONDS),
+        "how long (provider time) a key's answer is replayed; after it the key is new"
         " (PAYMENT_PROVIDER_IDEMPOTENCY_RETENTION_SECONDS, default 86400: 24 h, like Stripe)",
     )
-    parser.add_argument(
+    option(
         "--clock-speed",
-        type=_positive,
-        default=env.get("PAYMENT_PROVIDER_CLOCK_SPEED", "1"),
-        help="provider seconds per real second (PAYMENT_PROVIDER_CLOCK_SPEED, default 1)",
+        _positive,
+        "1",
+        "provider seconds per real second (PAYMENT_PROVIDER_CLOCK_SPEED, default 1)",
     )
-    parser.add_argument(
+    option(
         "--webhook-delay-seconds",
-        type=_non_negative,
-        default=env.get("PAYMENT_PROVIDER_WEBHOOK_DELAY_SECONDS", "0"),
-        help="first try each webhook delivery this late (PAYMENT_PROVIDER_WEBHOOK_DELAY_SECONDS)",
+        _non_negative,
+        "0",
+        "first try each webhook delivery this late (PAYMENT_PROVIDER_WEBHOOK_DELAY_SECONDS)",
     )
-    parser.add_argument(
+    option(
         "--webhook-duplicate-rate",
-        type=_rate,
-        default=env.get("PAYMENT_PROVIDER_WEBHOOK_DUPLICATE_RATE", "0"),
-        help="share of events delivered twice, 0 to 1 (PAYMENT_PROVIDER_WEBHOOK_DUPLICATE_RATE)",
+        _rate,
+        "0",
+        "share of events delivered twice, 0 to 1 (PAYMENT_PROVIDER_WEBHOOK_DUPLICATE_RATE)",
     )
-    parser.add_argument(
+    option(
         "--webhook-shuffle-seconds",
-        type=_non_negative,
-        default=env.get("PAYMENT_PROVIDER_WEBHOOK_SHUFFLE_SECONDS", "0"),
-        help="delay each delivery a further random 0 to this many seconds, so events arrive"
+        _non_negative,
+        "0",
+        "delay each delivery a further random 0 to this many seconds, so events arrive"
         " out of order (PAYMENT_PROVIDER_WEBHOOK_SHUFFLE_SECONDS)",
     )
     args = parser.parse_args(argv)

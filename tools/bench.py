@@ -37,7 +37,6 @@ import json
 import math
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -55,13 +54,21 @@ from activities.events import EventStore
 from activities.provider_client import PaymentProviderClient
 from domain.bank import BankAccount
 from domain.cancellation import Channel, InitiatedBy, ReasonCode, RefundStatus
-from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKind
+from domain.order import OrderDocument, OrderItem, OrderStatus
 from domain.requests import AcceptRequest, ConfirmRefundRequest, StartRequest
 from domain.shop import ShopSettings
-from starter import card_payments
 from tools.bench_relay import RelayProbe
 from tools.bench_skeleton import SKELETON_TASK_QUEUE, SkeletonWorkflow
-from tools.bench_stack import LIFTED_QUEUE_LIMITS, Batch, BenchStack, CpuUsage, http_client
+from tools.bench_stack import (
+    LIFTED_QUEUE_LIMITS,
+    Batch,
+    BenchStack,
+    CpuUsage,
+    gather_limited,
+    http_client,
+    run_reported,
+)
+from tools.demo import paid_tenders
 from tools.situations import Situation, situation
 
 __all__ = ["SkeletonWorkflow", "main", "run_bench"]
@@ -350,17 +357,6 @@ class CanceledWatcher:
             await asyncio.sleep(CANCELED_POLL_SECONDS)
 
 
-async def _gather_limited(concurrency: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
-    """Run ``jobs`` with at most ``concurrency`` at a time."""
-    pending = iter(jobs)
-
-    async def lane() -> None:
-        for job in pending:
-            await job()
-
-    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(jobs))))))
-
-
 async def make_orders(
     batch: Batch,
     provider: PaymentProviderClient,
@@ -374,24 +370,12 @@ async def make_orders(
 
     async def one(n: int) -> None:
         kind = kinds[n]
-        tenders = [(TenderKind(k), amount) for k, amount in MIX[kind].split(ORDER_TOTAL)]
-        doc_tenders = []
-        for position, (tender_kind, amount) in enumerate(tenders, start=1):
-            payment_id = None
-            if tender_kind is TenderKind.CARD:
-                payment = await card_payments.create_payment(
-                    provider,
-                    amount,
-                    CURRENCY,
-                    capture=True,
-                    idempotency_key=f"bench-{uuid.uuid4().hex}",
-                )
-                payment_id = str(payment["id"])
-            doc_tenders.append(
-                Tender(
-                    tender_id=f"t{position}", kind=tender_kind, amount=amount, payment_id=payment_id
-                )
-            )
+        doc_tenders = await paid_tenders(
+            provider,
+            MIX[kind].tenders,
+            ORDER_TOTAL,
+            idempotency_key=lambda _: f"bench-{uuid.uuid4().hex}",
+        )
         # Many SKUs, as in a real shop: a single hot stock row would measure lock waits.
         sku = n % 50
         doc = OrderDocument(
@@ -407,7 +391,7 @@ async def make_orders(
         )
         await store.put_order(batch.shop_id, order_ids[n], doc)
 
-    await _gather_limited(
+    await gather_limited(
         SETUP_CONCURRENCY,
         [functools.partial(one, n) for n in range(len(kinds))],
     )
@@ -536,7 +520,7 @@ async def _drive(
         except Exception as error:  # a failed run is counted and reported, not fatal
             errors[ids[n]] = f"{ids[n]}: {type(error).__name__}: {error}"[:500]
 
-    await _gather_limited(concurrency, [functools.partial(one, n) for n in range(len(ids))])
+    await gather_limited(concurrency, [functools.partial(one, n) for n in range(len(ids))])
     return outcomes, errors
 
 
@@ -574,7 +558,7 @@ async def count_events(temporal: Client, workflow_ids: Sequence[str]) -> EventCo
         totals.append(len(history.events))
         by_type.update(_event_name(event.event_type) for event in history.events)
 
-    await _gather_limited(8, [functools.partial(one, w) for w in sample])
+    await gather_limited(8, [functools.partial(one, w) for w in sample])
     runs = len(totals)
     return EventCount(
         mean=sum(totals) / runs,
@@ -697,7 +681,7 @@ class Bench:
                 todo = order_ids[opened:size]
                 before = batch.meter.sample()
                 began = time.perf_counter()
-                await _gather_limited(
+                await gather_limited(
                     self.concurrency,
                     [
                         functools.partial(_open_run, batch, watcher, state, order_id)
@@ -1257,24 +1241,19 @@ def parse_options(argv: Sequence[str]) -> Options:
         help="runs in flight at once (%(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object, no table")
-    parser.add_argument(
-        "--idle-runs",
-        type=_sizes,
-        default=DEFAULT_IDLE_RUNS,
-        metavar="A,B",
-        help="open runs waiting for the merchant, step by step (default "
-        + ",".join(map(str, DEFAULT_IDLE_RUNS))
-        + ")",
-    )
-    parser.add_argument(
-        "--undo-idle-runs",
-        type=_sizes,
-        default=DEFAULT_UNDO_IDLE_RUNS,
-        metavar="A,B",
-        help="open runs waiting out the undo window, step by step (default "
-        + ",".join(map(str, DEFAULT_UNDO_IDLE_RUNS))
-        + ")",
-    )
+    for flag, default, waiting in (
+        ("--idle-runs", DEFAULT_IDLE_RUNS, "for the merchant"),
+        ("--undo-idle-runs", DEFAULT_UNDO_IDLE_RUNS, "out the undo window"),
+    ):
+        parser.add_argument(
+            flag,
+            type=_sizes,
+            default=default,
+            metavar="A,B",
+            help=f"open runs waiting {waiting}, step by step (default "
+            + ",".join(map(str, default))
+            + ")",
+        )
     parser.add_argument(
         "--low-load-n",
         type=_positive,
@@ -1331,28 +1310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_bulk.main(args)
     options = parse_options(args)
-    try:
-        report = asyncio.run(_until_signalled(run_bench(options)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; every process it started was stopped")
-        return 130
-    except Exception as error:
-        log(f"failed: {type(error).__name__}: {error}")
-        return 1
+    report = run_reported(run_bench(options), log)
+    if isinstance(report, int):
+        return report
     if options.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
     else:
         print(render(report))
     return 0
-
-
-async def _until_signalled(work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work``; SIGINT or SIGTERM cancel it, so every process it started gets stopped."""
-    task = asyncio.ensure_future(work)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
-    return await task
 
 
 if __name__ == "__main__":

@@ -25,12 +25,11 @@ import asyncio
 import contextlib
 import functools
 import json
-import signal
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from domain.order import OrderDocument, OrderItem, OrderStatus, Tender, TenderKi
 from domain.refund_plan import RefundMethod
 from domain.requests import AcceptRequest, StartRequest
 from starter.bulk import BulkClient
-from tools.bench_stack import Batch, BenchStack, Meter
+from tools.bench_stack import Batch, BenchStack, Meter, gather_limited, run_reported
 
 DEFAULT_N = 2_000
 WARMUP_ORDERS = 20
@@ -65,16 +64,6 @@ class Options:
     n: int
     concurrency: int
     json: bool
-
-
-async def _limited(concurrency: int, jobs: Sequence[Any]) -> None:
-    pending = iter(jobs)
-
-    async def lane() -> None:
-        for job in pending:
-            await job()
-
-    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(jobs))))))
 
 
 async def _make_orders(
@@ -105,7 +94,7 @@ async def _make_orders(
         )
         await batch.client.store.put_order(batch.shop_id, order_ids[k], doc)
 
-    await _limited(SETUP_CONCURRENCY, [functools.partial(one, k) for k in range(n)])
+    await gather_limited(SETUP_CONCURRENCY, [functools.partial(one, k) for k in range(n)])
     return order_ids
 
 
@@ -149,7 +138,7 @@ async def _singles(batch: Batch, order_ids: list[str], concurrency: int) -> dict
         assert created, order_id
         answered.append(time.perf_counter() - began)
 
-    await _limited(concurrency, [functools.partial(one, o) for o in order_ids])
+    await gather_limited(concurrency, [functools.partial(one, o) for o in order_ids])
     usage = Meter.usage(before, meter.sample())
     last = max(answered)
     return {
@@ -329,23 +318,9 @@ def parse_options(argv: Sequence[str]) -> Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both phases; 0 when it ran (target met or not), 1 when it could not run."""
     options = parse_options(sys.argv[1:] if argv is None else argv)
-    try:
-        report = asyncio.run(_until_signalled(run_bench(options)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        log("interrupted; every process it started was stopped")
-        return 130
-    except Exception as error:
-        log(f"failed: {type(error).__name__}: {error}")
-        return 1
+    report = run_reported(run_bench(options), log)
+    if isinstance(report, int):
+        return report
     with contextlib.suppress(BrokenPipeError):
         print(json.dumps(report, indent=2) if options.json else render(report))
     return 0
-
-
-async def _until_signalled(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work``; SIGINT or SIGTERM cancel it, so every process it started gets stopped."""
-    task = asyncio.ensure_future(work)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, task.cancel)
-    return await task

@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 import uvicorn
@@ -27,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tools import ports
+from tools import ports, processes
 
 STARTUP_TIMEOUT_SECONDS = 10.0
 
@@ -46,7 +45,7 @@ class Arrival:
     """Wall clock of the transition (the event's ``timestamp``)."""
 
 
-class RelayProbe:
+class RelayProbe(processes.AsyncServer):
     """A receiver that answers ``204`` at once and keeps every arrival."""
 
     def __init__(self) -> None:
@@ -56,7 +55,9 @@ class RelayProbe:
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> RelayProbe:
+    async def start_async(self) -> None:
+        """Serve on the probe's port; back once the server has started."""
+
         async def receive(request: Request) -> Response:
             document = json.loads(await request.body())
             self.arrivals.append(
@@ -82,14 +83,9 @@ class RelayProbe:
             if self._task.done() or time.monotonic() > deadline:
                 raise RuntimeError("the bench's webhook receiver did not start")
             await asyncio.sleep(0.02)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop_async(self) -> None:
+        """Ask the server to exit and wait until it has."""
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:

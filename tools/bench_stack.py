@@ -20,11 +20,13 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -36,7 +38,7 @@ from tools import ports
 from tools.bench_skeleton import SKELETON_TASK_QUEUE
 from tools.devstack import WORKER_READY_LINE
 from tools.embedded_postgres import EmbeddedPostgres
-from tools.processes import ChildProcess
+from tools.processes import ChildProcess, sandbox_command
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -264,17 +266,7 @@ class BenchStack:
         self._sandbox_pid: int | None = None
         self.sandbox = ChildProcess(
             "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "provider_sandbox",
-                "--host",
-                ports.LOOPBACK,
-                "--port",
-                str(self.sandbox_port),
-                "--db",
-                str(work_dir / "sandbox.sqlite3"),
-            ],
+            sandbox_command(ports.LOOPBACK, self.sandbox_port, work_dir / "sandbox.sqlite3"),
             self._child_env({}),
             work_dir / "sandbox.log",
         )
@@ -375,26 +367,17 @@ class BenchStack:
         if relay:
             # The bench's receiver listens on loopback over plain http.
             env_vars["WEBHOOKS_ALLOW_HTTP"] = "1"
-        relay_process = (
-            ChildProcess(
-                "relay",
-                [sys.executable, "-m", "starter.relay"],
+
+        def module_child(name: str, module: str) -> ChildProcess:
+            return ChildProcess(
+                name,
+                [sys.executable, "-m", module],
                 self._child_env(env_vars),
-                self.work_dir / f"relay-{label}.log",
+                self.work_dir / f"{name}-{label}.log",
             )
-            if relay
-            else None
-        )
-        hook_process = (
-            ChildProcess(
-                "hook",
-                [sys.executable, "-m", "starter.http"],
-                self._child_env(env_vars),
-                self.work_dir / f"hook-{label}.log",
-            )
-            if hook
-            else None
-        )
+
+        relay_process = module_child("relay", "starter.relay") if relay else None
+        hook_process = module_child("hook", "starter.http") if hook else None
         client: CancellationClient | None = None
         pool: asyncpg.Pool | None = None
         try:
@@ -410,9 +393,9 @@ class BenchStack:
                 pids["relay"] = relay_process.launch()
             async with asyncio.timeout(CHILD_STARTUP_TIMEOUT_SECONDS):
                 if relay_process is not None:
-                    await _wait_for_line(relay_process, "relay ready")
+                    await relay_process.wait_for_line("relay ready", poll=0.05)
                 for child in children:
-                    await _wait_for_line(child, WORKER_READY_LINE)
+                    await child.wait_for_line(WORKER_READY_LINE, poll=0.05)
                 if hook_process is not None:
                     await ports.wait_for_http_async(
                         f"http://{ports.LOOPBACK}:{hook_port}/healthz",
@@ -468,14 +451,39 @@ class BenchStack:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
 
-async def _wait_for_line(child: ChildProcess, line: str) -> None:
-    while line not in child.output_since_launch():
-        if not child.is_running:
-            raise RuntimeError(
-                f"the {child.name} exited during start-up; see {child.log_path}:\n"
-                + child.output_since_launch()[-2000:]
-            )
-        await asyncio.sleep(0.05)
+async def gather_limited(concurrency: int, jobs: Sequence[Callable[[], Awaitable[Any]]]) -> None:
+    """Run ``jobs`` with at most ``concurrency`` at a time."""
+    pending = iter(jobs)
+
+    async def lane() -> None:
+        for job in pending:
+            await job()
+
+    await asyncio.gather(*(lane() for _ in range(max(1, min(concurrency, len(jobs))))))
+
+
+def run_reported(
+    work: Coroutine[Any, Any, dict[str, Any]], log: Callable[[str], None]
+) -> dict[str, Any] | int:
+    """Run ``work`` to its report; SIGINT or SIGTERM cancel it, so every process it started gets
+    stopped. Without a report, the exit status after saying why through ``log``: 130 when
+    interrupted, 1 when it failed."""
+    try:
+        return asyncio.run(_until_signalled(work))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        log("interrupted; every process it started was stopped")
+        return 130
+    except Exception as error:
+        log(f"failed: {type(error).__name__}: {error}")
+        return 1
+
+
+async def _until_signalled(work: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    return await task
 
 
 def http_client(concurrency: int) -> httpx.AsyncClient:

@@ -611,6 +611,22 @@ def _line(view: dict[str, Any], kind: str) -> dict[str, Any]:
     return line
 
 
+async def _deposit_to_confirm(d: OrderDriver, cid: str) -> dict[str, Any]:
+    """The view once a bank deposit awaits the merchant's confirmation."""
+    return await d.until(
+        cid,
+        "a deposit to confirm",
+        lambda v: any(r["status"] == "awaiting_confirmation" for r in v["refunds"]),
+    )
+
+
+async def _deposit_confirmed(d: OrderDriver, cid: str) -> None:
+    """The merchant confirms the bank deposit (``TX-{order id}``); the cancellation ends."""
+    refund_id = _line(await _deposit_to_confirm(d, cid), "bank_transfer")["refund_id"]
+    await d.act(cid, f"refunds/{refund_id}/confirm", {"reference": f"TX-{d.record.order_id}"})
+    await d.until_status(cid, "canceled")
+
+
 def _failures(view: dict[str, Any]) -> int:
     return sum(1 for h in view["history"] if h["event"] == "refund_failed")
 
@@ -665,14 +681,7 @@ async def bank_transfer_confirmed(d: OrderDriver) -> None:
     cid = await d.start(merchant=False)
     accept = {"reason_code": "changed_mind", "bank_account": BANK_ACCOUNT}
     await d.act(cid, "accept", accept)
-    view = await d.until(
-        cid,
-        "a deposit to confirm",
-        lambda v: any(r["status"] == "awaiting_confirmation" for r in v["refunds"]),
-    )
-    refund_id = _line(view, "bank_transfer")["refund_id"]
-    await d.act(cid, f"refunds/{refund_id}/confirm", {"reference": f"TX-{d.record.order_id}"})
-    await d.until_status(cid, "canceled")
+    await _deposit_confirmed(d, cid)
 
 
 async def points_and_credits(d: OrderDriver) -> None:
@@ -761,6 +770,17 @@ async def canceled_then_undone(d: OrderDriver) -> None:
     await d.until_status(cid, "undone")
 
 
+async def _undo_repaid(d: OrderDriver, cid: str, reason: str, *, paid: str, reference: str) -> None:
+    """Undo asking the customer to pay the order's total again, then record that repayment
+    (referenced ``{reference}-{order id}``) and wait for the undo to finish."""
+    view = await d.act(cid, "undo", {"reason": reason, "require_repayment": True})
+    due = (view.get("repayment_due") or {}).get("amount")
+    if due != d.total():
+        raise d.problem(f"undo asks for a repayment of {due}, {paid} {d.total()}")
+    await d.act(cid, "repayment", {"reference": f"{reference}-{d.record.order_id}", "amount": due})
+    await d.until_status(cid, "undone")
+
+
 async def undo_with_repayment(d: OrderDriver) -> None:
     """No recapture possible: the undo is refused, then done with the customer paying again."""
     await d.begin(recapture=d.rng.choice(["not_possible", "reauth_required"]))
@@ -774,12 +794,7 @@ async def undo_with_repayment(d: OrderDriver) -> None:
         statuses=(409,),
         error_code=d.situation.refused,
     )
-    view = await d.act(cid, "undo", {"reason": "customer pays again", "require_repayment": True})
-    due = (view.get("repayment_due") or {}).get("amount")
-    if due != d.total():
-        raise d.problem(f"undo asks for a repayment of {due}, the card paid {d.total()}")
-    await d.act(cid, "repayment", {"reference": f"PAY-{d.record.order_id}", "amount": due})
-    await d.until_status(cid, "undone")
+    await _undo_repaid(d, cid, "customer pays again", paid="the card paid", reference="PAY")
 
 
 async def undo_bank_repaid(d: OrderDriver) -> None:
@@ -787,20 +802,8 @@ async def undo_bank_repaid(d: OrderDriver) -> None:
     await d.begin()
     accept = {"reason_code": "sold_out", "bank_account": BANK_ACCOUNT}
     cid = await d.start(merchant=True, accept=accept)
-    view = await d.until(
-        cid,
-        "a deposit to confirm",
-        lambda v: any(r["status"] == "awaiting_confirmation" for r in v["refunds"]),
-    )
-    refund_id = _line(view, "bank_transfer")["refund_id"]
-    await d.act(cid, f"refunds/{refund_id}/confirm", {"reference": f"TX-{d.record.order_id}"})
-    await d.until_status(cid, "canceled")
-    view = await d.act(cid, "undo", {"reason": "back in stock", "require_repayment": True})
-    due = (view.get("repayment_due") or {}).get("amount")
-    if due != d.total():
-        raise d.problem(f"undo asks for a repayment of {due}, the deposit was {d.total()}")
-    await d.act(cid, "repayment", {"reference": f"DEP-{d.record.order_id}", "amount": due})
-    await d.until_status(cid, "undone")
+    await _deposit_confirmed(d, cid)
+    await _undo_repaid(d, cid, "back in stock", paid="the deposit was", reference="DEP")
 
 
 async def undo_while_in_progress(d: OrderDriver) -> None:
@@ -808,11 +811,7 @@ async def undo_while_in_progress(d: OrderDriver) -> None:
     await d.begin()
     cid = await d.start(merchant=False)
     await d.act(cid, "accept", {"reason_code": "changed_mind", "bank_account": BANK_ACCOUNT})
-    await d.until(
-        cid,
-        "a deposit to confirm",
-        lambda v: any(r["status"] == "awaiting_confirmation" for r in v["refunds"]),
-    )
+    await _deposit_to_confirm(d, cid)
     await d.act(cid, "undo", {"reason": "customer changed their mind again"})
     await d.until_status(cid, "undone")
 

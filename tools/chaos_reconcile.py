@@ -25,9 +25,9 @@ import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -263,6 +263,16 @@ class _Store:
     balances_moved: dict[str, tuple[int, int]]
 
 
+_Row = TypeVar("_Row", _Line, _Cancellation)
+
+
+def _from_row(cls: type[_Row], row: asyncpg.Record, **read: Any) -> _Row:
+    """``cls`` with each field the same-named column of ``row``, but for those given in
+    ``read``."""
+    names = (f.name for f in fields(cls) if f.name not in read)
+    return cls(**{name: row[name] for name in names}, **read)
+
+
 async def _read_store(database_url: str, shop_id: str) -> _Store:
     conn = await asyncpg.connect(database_url)
     try:
@@ -281,12 +291,9 @@ async def _read_store(database_url: str, shop_id: str) -> _Store:
             )
         }
         cancellations = [
-            _Cancellation(
-                cancellation_id=r["cancellation_id"],
-                order_id=r["order_id"],
-                seq=r["seq"],
-                status=r["status"],
-                needs_attention=r["needs_attention"],
+            _from_row(
+                _Cancellation,
+                r,
                 refundable=None if r["refundable"] is None else int(r["refundable"]),
                 refunded=int(r["refunded"]),
             )
@@ -297,16 +304,7 @@ async def _read_store(database_url: str, shop_id: str) -> _Store:
             )
         ]
         lines = [
-            _Line(
-                refund_id=r["refund_id"],
-                cancellation_id=r["cancellation_id"],
-                order_id=r["order_id"],
-                tender_id=r["tender_id"],
-                channel=r["channel"],
-                status=r["status"],
-                amount=int(r["amount"]),
-                provider_reference=r["provider_reference"],
-            )
+            _from_row(_Line, r, amount=int(r["amount"]))
             for r in await conn.fetch(
                 "SELECT r.refund_id, r.cancellation_id, c.order_id, r.tender_id, r.channel,"
                 " r.status, r.amount, r.provider_reference FROM refund_lines r"

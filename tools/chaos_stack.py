@@ -54,6 +54,7 @@ from tools.devstack import (
     StateDir,
 )
 from tools.embedded_postgres import EmbeddedPostgres
+from tools.processes import exit_text, log_tail, sandbox_command
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -194,16 +195,10 @@ class ChaosStack:
         python = sys.executable
         self.sandbox = ChildProcess(
             "sandbox",
-            [
-                python,
-                "-m",
-                "provider_sandbox",
-                "--host",
+            sandbox_command(
                 host,
-                "--port",
-                str(self._ports["sandbox"]),
-                "--db",
-                str(self.state.sandbox_db),
+                self._ports["sandbox"],
+                self.state.sandbox_db,
                 "--webhook-url",
                 hook_url + WEBHOOK_PATH,
                 "--webhook-delay-seconds",
@@ -212,7 +207,7 @@ class ChaosStack:
                 str(WEBHOOK_DUPLICATE_RATE),
                 "--webhook-shuffle-seconds",
                 str(WEBHOOK_SHUFFLE_SECONDS),
-            ],
+            ),
             env,
             self.state.logs / "sandbox.log",
         )
@@ -317,22 +312,18 @@ class ChaosStack:
         )
 
     async def _start_worker(self) -> None:
-        async def ready() -> None:
-            while WORKER_READY_LINE not in self.worker.output_since_launch():
-                if not self.worker.is_running:
-                    raise RuntimeError("the worker exited")
-                await asyncio.sleep(0.1)
-
-        await self._launch_until(self.worker, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
+        await self._launch_until(
+            self.worker,
+            WORKER_STARTUP_TIMEOUT_SECONDS,
+            lambda: self.worker.wait_for_line(WORKER_READY_LINE),
+        )
 
     async def _start_relay(self) -> None:
-        async def ready() -> None:
-            while "relay ready" not in self.relay.output_since_launch():
-                if not self.relay.is_running:
-                    raise RuntimeError("the relay exited")
-                await asyncio.sleep(0.1)
-
-        await self._launch_until(self.relay, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
+        await self._launch_until(
+            self.relay,
+            WORKER_STARTUP_TIMEOUT_SECONDS,
+            lambda: self.relay.wait_for_line("relay ready"),
+        )
 
     async def _start_hook(self) -> None:
         await self._launch_until(
@@ -353,9 +344,10 @@ class ChaosStack:
             async with asyncio.timeout(within):
                 await ready()
         except (RuntimeError, TimeoutError):
+            ended = exit_text(child.exit_code, status="exited with status")
             raise ChaosStackError(
-                f"the {child.name} did not get ready ({_exit_text(child)}); "
-                f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
+                f"the {child.name} did not get ready ({ended}); "
+                f"last lines of {child.log_path}:\n{log_tail(child.log_path)}"
             ) from None
 
     # ------------------------------------------------------------------ faults
@@ -594,21 +586,3 @@ def _sign(body: bytes, secret: str, timestamp: int) -> str:
     """The provider's ``X-Signature``: ``t=<unix seconds>,v1=<HMAC-SHA256 of "t.body">``."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
     return f"t={timestamp},v1={digest.hexdigest()}"
-
-
-def _exit_text(child: ChildProcess) -> str:
-    code = child.exit_code
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exited with status {code}"
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "  (no log)"
-    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "  (empty log)"

