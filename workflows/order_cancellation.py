@@ -579,7 +579,7 @@ class OrderCancellationWorkflow(UndoSteps, RefundSteps, CommandSteps):
             (x for x in self._view.refunds if x.provider_reference == settled.provider_reference),
             None,
         )
-        if line is None:
+        if line is None or self._switched_away(line):
             return
         failed = settled.status == "failed"
         in_flight = failed and line.status is RefundStatus.PROCESSING

@@ -108,3 +108,9 @@ PROVIDER_REFUND_EVENTS = "provider-refund-events"
 # provider was asked what its refund id already did (a refund that went through after all
 # settles the line instead). Consulted only when such a switch arrives.
 RECONCILE_BEFORE_SWITCH = "reconcile-before-switch"
+# With this patch the provider's word on a refund is applied only to a line the provider
+# still carries: a card line switched to credits or a bank deposit keeps its old refund's
+# reference (for the audit), and a late or repeated webhook of that refund's reversal used to
+# reopen the switched line, as if the credits had been taken back (a retry would then pay
+# twice). Consulted only when such an event arrives.
+PROVIDER_EVENTS_ON_PROVIDER_LINES = "provider-events-on-provider-lines"

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.errors import FailureType
     from domain.money import format_money
     from domain.order import OrderStatus
+    from domain.refund_plan import RefundChannel
     from domain.rules import REVERSED
     from domain.transitions import (
         find_line,
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.core import CancellationCore, failure_text
     from workflows.policies import (
+        PROVIDER_EVENTS_ON_PROVIDER_LINES,
         PROVIDER_HEARTBEAT,
         PROVIDER_OUTAGE_ALERT,
         SETTLEMENT_RETRY,
@@ -170,12 +172,19 @@ class RefundSteps(CancellationCore):
                     ),
                     None,
                 )
-                if line is None:
+                if line is None or self._switched_away(line):
                     continue
                 if event.status == "succeeded" and line.status is RefundStatus.FAILED:
                     await self._late_success(line.refund_id, event)
                 elif event.status == "failed" and line.status is RefundStatus.SUCCEEDED:
                     await self._refund_reversed(line.refund_id, event)
+
+    def _switched_away(self, line: RefundLine) -> bool:
+        """The line no longer goes through the provider (the merchant switched it to credits
+        or a bank deposit): the provider's word on its old refund is not about it."""
+        return line.channel is not RefundChannel.PROVIDER and workflow.patched(
+            PROVIDER_EVENTS_ON_PROVIDER_LINES
+        )
 
     async def _late_success(self, refund_id: str, event: ProviderRefundSettled) -> None:
         """The provider settled a refund after we had marked it failed: it succeeded."""

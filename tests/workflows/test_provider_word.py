@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from domain.cancellation import (
 )
 from domain.errors import CancellationError, ErrorCode
 from domain.order import OrderStatus
+from domain.refund_plan import RefundChannel
 from domain.requests import AcceptRequest, RetryRefundRequest, StartRequest
 from workflows.order_cancellation import OrderCancellationWorkflow
 from workflows.search_attributes import NEEDS_ATTENTION
@@ -49,31 +51,45 @@ async def _accepted_with_a_pending_refund(
     return order_id, view, await h.wait_refund_at_provider(view.cancellation_id)
 
 
-async def test_a_refund_reversed_after_canceled_reopens_the_cancellation_for_a_person(h):
-    """A refund the provider reverses after it succeeded (Stripe's refund.failed): the
-    cancellation is refunding again, the order with it, flagged with the reason; the
-    merchant's retry pays once more and the cancellation completes again."""
+async def _canceled_then_reversed(h) -> tuple[str, CancellationView, dict[str, Any]]:
+    """A customer's cancellation whose card refund succeeded, then the provider reversed it
+    and the reversal's webhook reached the run: the order id, the cancellation as it was
+    canceled, and the provider's refund."""
     order_id = await h.order(
         card_behavior={"refund": "fail_after_success", "fail_after_seconds": 1}
     )
     view, _ = await h.client.start_cancellation(h.shop_id, order_id, CUSTOMER)
     await h.client.accept(h.shop_id, order_id, ACCEPT)
     canceled = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
-    line = canceled.refunds[0]
-    reference = str(line.provider_reference)
+    reference = str(canceled.refunds[0].provider_reference)
     # The sandbox reverses the refund; its webhook reaches the run as the hook sends it.
     for _ in range(100):
-        refund = await h.provider.get_refund(reference)
+        refund: dict[str, Any] = await h.provider.get_refund(reference)
         if refund["status"] == "failed":
             break
         await asyncio.sleep(0.1)
     assert refund["status"] == "failed"
-    await h.handle(view.cancellation_id).signal(
+    await _reversal(h, canceled.cancellation_id, refund)
+    return order_id, canceled, refund
+
+
+async def _reversal(h, cancellation_id: str, refund: dict[str, Any]) -> None:
+    """The provider's webhook saying ``refund`` failed, as the hook signals it."""
+    await h.handle(cancellation_id).signal(
         OrderCancellationWorkflow.provider_refund_settled,
         ProviderRefundSettled(
-            provider_reference=reference, status="failed", failure_code=refund["failure_code"]
+            provider_reference=refund["id"], status="failed", failure_code=refund["failure_code"]
         ),
     )
+
+
+async def test_a_refund_reversed_after_canceled_reopens_the_cancellation_for_a_person(h):
+    """A refund the provider reverses after it succeeded (Stripe's refund.failed): the
+    cancellation is refunding again, the order with it, flagged with the reason; the
+    merchant's retry pays once more and the cancellation completes again."""
+    order_id, view, refund = await _canceled_then_reversed(h)
+    line = view.refunds[0]
+    reference = str(line.provider_reference)
     reopened = await h.wait_for(
         view.cancellation_id, lambda v: v.status is CancellationStatus.IN_PROGRESS
     )
@@ -103,6 +119,31 @@ async def test_a_refund_reversed_after_canceled_reopens_the_cancellation_for_a_p
     assert await h.order_status(order_id) is OrderStatus.CANCELED
     ledger = [e["type"] for e in await h.ledger(line.payment_id or "")]
     assert ledger.count("refund") == 2 and ledger.count("refund_reversal") >= 1
+
+
+async def test_a_reversal_repeated_after_the_switch_to_credits_changes_nothing(h):
+    """The provider sends a refund's reversal again (a repeated or late webhook) after the
+    merchant switched the reversed line to credits: the line is no longer the provider's,
+    so the cancellation stays canceled and the credits are given once (found by the chaos
+    run: the repeat reopened the switched line, and a second switch would have paid twice)."""
+    order_id, view, refund = await _canceled_then_reversed(h)
+    line = view.refunds[0]
+    await h.wait_for(view.cancellation_id, lambda v: v.status is CancellationStatus.IN_PROGRESS)
+    to_credits = RetryRefundRequest(method="credits")
+    await h.client.retry_refund(h.shop_id, order_id, line.refund_id, to_credits)
+    canceled = await h.wait_status(view.cancellation_id, CancellationStatus.CANCELED)
+    assert canceled.refunds[0].channel is RefundChannel.CREDITS
+
+    await _reversal(h, view.cancellation_id, refund)
+    await asyncio.sleep(1)
+
+    still = await h.view(view.cancellation_id)
+    assert (still.status, still.needs_attention) == (CancellationStatus.CANCELED, None)
+    assert still.refunds[0].status is RefundStatus.SUCCEEDED
+    assert still.refunded is not None and still.refunded.amount == line.amount
+    assert await h.order_status(order_id) is OrderStatus.CANCELED
+    assert await h.balances() == (0, line.amount)
+    assert (await h.events(view.cancellation_id)).count("refund_reversed") == 1
 
 
 async def test_a_pending_refund_the_provider_fails_then_settles_ends_succeeded(h):

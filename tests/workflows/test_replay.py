@@ -22,6 +22,7 @@ from temporalio.worker import Replayer
 
 from workflows.order_cancellation import OrderCancellationWorkflow
 from workflows.policies import (
+    PROVIDER_EVENTS_ON_PROVIDER_LINES,
     PROVIDER_REFUND_EVENTS,
     RECONCILE_BEFORE_SWITCH,
     RETRY_AFTER_FAILING_AGAIN,
@@ -69,6 +70,7 @@ def test_every_patch_has_a_history_that_takes_it():
         SKIP_QUEUED_REPEATS,
         PROVIDER_REFUND_EVENTS,
         RECONCILE_BEFORE_SWITCH,
+        PROVIDER_EVENTS_ON_PROVIDER_LINES,
     }
     assert patches <= taken, taken
 
