@@ -632,7 +632,20 @@ def _failures(view: dict[str, Any]) -> int:
 
 
 def _reversals(view: dict[str, Any]) -> int:
-    return sum(1 for h in view["history"] if h["event"] == "refund_reversed")
+    """How many reversals of the card refund the run has learned: of a line it had decided
+    (``refund_reversed``), or of a refund its own retried call found reversed already
+    (``refund_failed``, "… failed after it was made", flagged ``refund_failed``)."""
+    return sum(
+        1
+        for h in view["history"]
+        if h["event"] == "refund_reversed"
+        or (h["event"] == "refund_failed" and REVERSED_WHILE_CALLING in str(h["detail"]))
+    )
+
+
+REVERSED_WHILE_CALLING = "failed after it was made"
+"""How ``activities/provider.py`` words a refund the provider reversed before the call that
+made it returned (a retry found it so)."""
 
 
 async def _customer_asks(d: OrderDriver, action: str, body: dict[str, Any] | None = None) -> None:
@@ -724,7 +737,7 @@ async def card_refund_reversed(d: OrderDriver) -> None:
             return (
                 _reversals(view) >= n
                 and view["status"] == "in_progress"
-                and view["needs_attention"] == "refund_reversed"
+                and view["needs_attention"] in ("refund_reversed", "refund_failed")
             )
 
         view = await d.until(cid, f"refund reversal {reversals}", reopened)

@@ -1,9 +1,10 @@
-"""The chaos driver's retry reasons say which server answered an outage."""
+"""The chaos driver's own bookkeeping: which server an outage came from, and when the run
+has learned a reversal."""
 
 import httpx
 import pytest
 
-from tools.chaos_driver import ResilientHttp
+from tools.chaos_driver import ResilientHttp, _reversals
 
 
 @pytest.mark.asyncio
@@ -27,3 +28,25 @@ async def test_a_plain_500_from_the_sandbox_is_counted_apart_from_the_hooks() ->
         "500 error": 1,
         "503 database_unavailable": 1,
     }
+
+
+def test_a_refund_found_reversed_by_the_runs_own_call_counts_as_a_reversal() -> None:
+    """The driver's card_refund_reversed shape waits for the run to learn each reversal,
+    whichever way it learned it (found by the long run: a retried refund call that found
+    its refund reversed already flags ``refund_failed``, not ``refund_reversed``)."""
+
+    def entry(event: str, failure: str = "") -> dict[str, object]:
+        return {"event": event, "detail": {"refund_id": "c-r1", "failure": failure}}
+
+    view = {
+        "history": [
+            entry("refund_reversed"),
+            entry(
+                "refund_failed",
+                "refund_failed: the provider reports refund re_1 failed after it was made",
+            ),
+            entry("refund_failed", "refund_declined: card_declined"),
+        ]
+    }
+
+    assert _reversals(view) == 2
