@@ -84,7 +84,7 @@ class _RunAs:
             os.chown(path, self.uid, self.gid)
 
 
-class EmbeddedPostgres(processes.AsyncServer):
+class EmbeddedPostgres(processes.BlockingServer):
     """One PostgreSQL cluster in ``data_dir``, served on ``127.0.0.1:port`` by a child process.
 
     ``start()`` creates the cluster the first time (trust authentication on loopback, UTF8,

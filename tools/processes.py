@@ -5,11 +5,13 @@ the worker, the hook, the relay, Temporal, localstripe) is a child process stopp
 own process id: a polite signal first (SIGTERM, or what the server takes as one), then
 SIGKILL when it is still up after a timeout. :func:`stop` is that rule;
 :class:`ChildProcess` adds a log file and a launch for Python children; :class:`AsyncServer`
-is ``async with`` for a server the tooling runs (PostgreSQL, Temporal).
+is ``async with`` for a server the tooling runs (PostgreSQL, Temporal), :class:`BlockingServer`
+one whose stop blocks.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import fcntl
@@ -152,20 +154,16 @@ class ChildProcess:
         stop(self._process, timeout)
 
 
-class AsyncServer:
-    """``async with``: :meth:`start_async` on the way in, :meth:`stop_async` on the way out
-    (:meth:`stop` in a worker thread). A subclass gives :meth:`start_async` and :meth:`stop`,
-    or a :meth:`stop_async` of its own."""
+class AsyncServer(abc.ABC):
+    """``async with``: :meth:`start_async` on the way in, :meth:`stop_async` on the way out."""
 
-    def stop(self) -> None:
-        raise NotImplementedError
-
+    @abc.abstractmethod
     async def start_async(self) -> None:
-        raise NotImplementedError
+        """Start the server and return once it serves."""
 
+    @abc.abstractmethod
     async def stop_async(self) -> None:
-        """:meth:`stop` in a worker thread, so the event loop keeps running meanwhile."""
-        await asyncio.to_thread(self.stop)
+        """Stop the server; safe when it already ended."""
 
     async def __aenter__(self) -> Self:
         await self.start_async()
@@ -178,3 +176,15 @@ class AsyncServer:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop_async()
+
+
+class BlockingServer(AsyncServer):
+    """An :class:`AsyncServer` whose stop blocks (signal, then wait for the process): it runs
+    in a worker thread, so the event loop keeps running meanwhile."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop the server and wait for it; safe when it already ended."""
+
+    async def stop_async(self) -> None:
+        await asyncio.to_thread(self.stop)

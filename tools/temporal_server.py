@@ -139,7 +139,7 @@ async def register_search_attributes(
 # -- the dev server ----------------------------------------------------------------------------
 
 
-class DevServer(processes.AsyncServer):
+class DevServer(processes.BlockingServer):
     """``temporal server start-dev`` as a child process on loopback, with our search attributes.
 
     Args:
